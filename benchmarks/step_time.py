@@ -1,0 +1,89 @@
+"""Training-step time of one quantized mode and of the joint step, as ratios to FP32.
+
+Ratios are measured side by side in one run (interleaved repeats, median), so machine
+noise affects numerator and denominator alike. Writes JSON with ``quant_step_ratio``
+and ``joint_step_ratio``. Usage: python benchmarks/step_time.py --out step_time.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from fedqdnn.data import load_dataset
+from fedqdnn.losses import ConsistencyConfig
+from fedqdnn.models import build_model
+from fedqdnn.provenance import versions
+from fedqdnn.training import OptimConfig, joint_step, make_optimizer
+
+
+def _time_steps(model, optimizer, x, y, modes, steps: int) -> float:
+    loss_config = ConsistencyConfig()
+    start = time.perf_counter()
+    for _ in range(steps):
+        joint_step(model, x, y, modes, loss_config, optimizer)
+    return (time.perf_counter() - start) / steps
+
+
+def measure(dataset: str, batch_size: int, steps: int, repeats: int, quant_bits: int,
+            joint_modes: tuple[int, ...]) -> dict:
+    """Median seconds per step for FP32, one quantized mode and the joint step."""
+    data = load_dataset(dataset)
+    x, y = data.x_train[:batch_size], data.y_train[:batch_size]
+    torch.manual_seed(0)
+    model = build_model(data.default_model, joint_modes, data.num_classes, data.in_channels)
+    model.train()
+    optimizer, _ = make_optimizer(model, OptimConfig(cosine=False), 1)
+    cases = {"fp32": (32,), "quant": (quant_bits,), "joint": joint_modes}
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for modes in cases.values():  # warm-up
+        _time_steps(model, optimizer, x, y, modes, 3)
+    for _ in range(repeats):
+        for name, modes in cases.items():
+            times[name].append(_time_steps(model, optimizer, x, y, modes, steps))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "dataset": dataset,
+        "model": data.default_model,
+        "batch_size": batch_size,
+        "quant_bits": quant_bits,
+        "joint_modes": list(joint_modes),
+        "seconds_per_step": med,
+        "quant_step_ratio": med["quant"] / med["fp32"],
+        "joint_step_ratio": med["joint"] / med["fp32"],
+    }
+
+
+def run(out: Path | None = None, steps: int = 20, repeats: int = 5) -> dict:
+    """Benchmark on MNIST-1D and digits; the headline ratios are MNIST-1D's."""
+    cases = [measure(d, 64, steps, repeats, 4, (2, 4, 8, 32)) for d in ("mnist1d", "digits")]
+    result = {
+        "quant_step_ratio": cases[0]["quant_step_ratio"],
+        "joint_step_ratio": cases[0]["joint_step_ratio"],
+        "targets": {"quant_step_ratio": 1.25, "joint_step_ratio": 4.5},
+        "cases": cases,
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions(),
+    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/step_time.json"))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    res = run(args.out, args.steps, args.repeats)
+    print(json.dumps({k: res[k] for k in ("quant_step_ratio", "joint_step_ratio")}, indent=2))
+    for case in res["cases"]:
+        print(case["dataset"], {k: round(v * 1000, 2) for k, v in case["seconds_per_step"].items()},
+              "ms")

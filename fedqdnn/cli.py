@@ -1,0 +1,106 @@
+"""Command line: ``fedqdnn train`` (centralized) and ``fedqdnn simulate`` (federated).
+
+The CLI is the edge: it validates flags once, builds config objects and passes them in.
+Bad input ends with one line naming the value and what is allowed, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedqdnn.bitmodes import parse_bit_modes
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _bits(text: str) -> tuple[int, ...]:
+    try:
+        return parse_bit_modes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from fedqdnn.centralized import METHODS
+    from fedqdnn.data import DATASET_NAMES
+    from fedqdnn.losses import TEACHERS
+    from fedqdnn.models import MODELS
+
+    p = sub.add_parser("train", help="train one Quantizable DNN (joint) or one model per mode")
+    p.add_argument("--dataset", default="digits", choices=DATASET_NAMES)
+    p.add_argument("--model", default=None, choices=sorted(MODELS),
+                   help="default: the data set's model")
+    p.add_argument("--bits", type=_bits, default=(2, 4, 8, 32), help="e.g. 2,4,8,32")
+    p.add_argument("--method", default="joint", choices=METHODS)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument("--num-samples", type=int, default=None, help="mnist1d sample count")
+    p.add_argument("--data-root", default=None, help="folder holding CIFAR files")
+    p.add_argument("--width", type=int, default=None, help="model width (multiplier for ResNet)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--ce-weight", type=float, default=1.0)
+    p.add_argument("--kd-weight", type=float, default=1.0, help="0 disables the consistency term")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--teacher", default="top", choices=TEACHERS)
+    p.add_argument("--shared-bn", action="store_true", help="ablation: one BN for all modes")
+    p.add_argument("--learnable-clip", action="store_true",
+                   help="per-mode learnable activation clip (AdaBits)")
+    p.add_argument("--recalibrate-bn", action="store_true",
+                   help="also report accuracy after per-mode BN recalibration")
+    p.add_argument("--out", type=Path, default=Path("out"))
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from fedqdnn.centralized import TrainJob, format_table, run_training, write_json
+    from fedqdnn.losses import ConsistencyConfig
+    from fedqdnn.training import OptimConfig
+
+    job = TrainJob(
+        dataset=args.dataset, model=args.model, bits=args.bits, method=args.method,
+        epochs=args.epochs, seed=args.seed, data_seed=args.data_seed,
+        num_samples=args.num_samples, data_root=args.data_root, width=args.width,
+        bit_specific_bn=not args.shared_bn, learnable_clip=args.learnable_clip,
+        recalibrate_bn=args.recalibrate_bn,
+        loss=ConsistencyConfig(args.ce_weight, args.kd_weight, args.temperature, args.teacher),
+        optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size),
+    )
+    results = run_training(job)
+    write_json(args.out / "results.json", results)
+    print(format_table(results))
+    print(f"results written to {args.out / 'results.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fedqdnn`` argument parser with every subcommand."""
+    parser = _Parser(prog="fedqdnn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedqdnn`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"fedqdnn: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Data sets as in-memory tensors with fixed, seeded train/test splits.
+
+``digits`` and ``mnist1d`` are real data that need no download; ``cifar10``/``cifar100``
+read torchvision's on-disk format from a local root; ``synthetic`` is for fast tests.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASET_NAMES = ("digits", "mnist1d", "cifar10", "cifar100", "synthetic")
+DEFAULT_MODEL = {
+    "digits": "digits_cnn",
+    "mnist1d": "mnist1d_cnn",
+    "cifar10": "preact_resnet20",
+    "cifar100": "preact_resnet20",
+    "synthetic": "digits_cnn",
+}
+MNIST1D_DEFAULT_SAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """Train and test tensors of one data set (inputs float32 NC..., labels int64)."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of one input sample."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def default_model(self) -> str:
+        """Registry name of the model that fits this data set's input shape."""
+        return DEFAULT_MODEL[self.name]
+
+
+class DatasetFilesMissing(FileNotFoundError):
+    """A local data set's files are not where the user said."""
+
+
+def _standardize(x_train: np.ndarray, x_test: np.ndarray, axis: tuple[int, ...]) -> tuple:
+    mean = x_train.mean(axis=axis, keepdims=True)
+    std = x_train.std(axis=axis, keepdims=True) + 1e-8
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+def _splits(name: str, xtr, ytr, xte, yte, num_classes: int) -> DatasetSplits:
+    return DatasetSplits(
+        name,
+        torch.as_tensor(np.ascontiguousarray(xtr), dtype=torch.float32),
+        torch.as_tensor(np.asarray(ytr), dtype=torch.int64),
+        torch.as_tensor(np.ascontiguousarray(xte), dtype=torch.float32),
+        torch.as_tensor(np.asarray(yte), dtype=torch.int64),
+        num_classes,
+    )
+
+
+def load_digits(data_seed: int = 0, test_fraction: float = 0.2) -> DatasetSplits:
+    """sklearn's 1,797 8x8 digits, stratified split seeded by ``data_seed``."""
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None]
+    xtr, xte, ytr, yte = train_test_split(
+        x, bunch.target, test_size=test_fraction, random_state=data_seed, stratify=bunch.target
+    )
+    xtr, xte = _standardize(xtr, xte, axis=(0, 1, 2, 3))
+    return _splits("digits", xtr, ytr, xte, yte, 10)
+
+
+def load_mnist1d(num_samples: int = MNIST1D_DEFAULT_SAMPLES, data_seed: int = 0) -> DatasetSplits:
+    """Procedural MNIST-1D (Greydanus 2020); generator seed 42 + ``data_seed``, 80/20 split.
+
+    The generator seeds numpy's global RNG; we restore the caller's state afterwards.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    if num_samples < 100:
+        raise ValueError(f"mnist1d num_samples {num_samples} is too small; allowed: >= 100")
+    args = get_dataset_args()
+    args.num_samples = int(num_samples)
+    args.seed = 42 + data_seed
+    np_state = np.random.get_state()
+    try:
+        data = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+    return _splits(
+        "mnist1d", data["x"][:, None], data["y"], data["x_test"][:, None], data["y_test"], 10
+    )
+
+
+def _cifar_class(num_classes: int):
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    base = CIFAR10 if num_classes == 10 else CIFAR100
+
+    class LocalCIFAR(base):  # type: ignore[misc, valid-type]
+        """torchvision's reader; files must exist locally (never downloads)."""
+
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root) / self.base_folder
+            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    return LocalCIFAR
+
+
+def load_cifar(root: str | Path, num_classes: int = 10) -> DatasetSplits:
+    """CIFAR-10/100 from ``root`` in the standard python-pickle layout, per-channel standardized.
+
+    The CIFAR pickle files are read by torchvision; only load files you trust.
+    """
+    cls = _cifar_class(num_classes)
+    folder = Path(root) / cls.base_folder
+    name = f"cifar{num_classes}"
+    try:
+        train = cls(root=str(root), train=True, download=False)
+        test = cls(root=str(root), train=False, download=False)
+    except RuntimeError:
+        archive = "cifar-10-python.tar.gz" if num_classes == 10 else "cifar-100-python.tar.gz"
+        raise DatasetFilesMissing(
+            f"{name} files not found in {folder}; download {archive} from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html and extract it into {Path(root)}"
+        ) from None
+    xtr = train.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    xte = test.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    xtr, xte = _standardize(xtr, xte, axis=(0, 2, 3))
+    return _splits(name, xtr, train.targets, xte, test.targets, num_classes)
+
+
+def load_synthetic(
+    data_seed: int = 0,
+    shape: tuple[int, ...] = (1, 8, 8),
+    num_classes: int = 10,
+    train_per_class: int = 60,
+    test_per_class: int = 20,
+    noise: float = 1.0,
+) -> DatasetSplits:
+    """Gaussian class clusters: fast, learnable, and reproducible from ``data_seed``."""
+    rng = np.random.default_rng(data_seed)
+    means = rng.normal(size=(num_classes, *shape))
+
+    def draw(per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(num_classes), per_class)
+        x = means[y] + noise * rng.normal(size=(len(y), *shape))
+        order = rng.permutation(len(y))
+        return x[order], y[order]
+
+    xtr, ytr = draw(train_per_class)
+    xte, yte = draw(test_per_class)
+    return _splits("synthetic", xtr, ytr, xte, yte, num_classes)
+
+
+@functools.lru_cache(maxsize=8)
+def load_dataset(
+    name: str,
+    *,
+    data_root: str | None = None,
+    num_samples: int | None = None,
+    data_seed: int = 0,
+) -> DatasetSplits:
+    """Load data set ``name`` (cached per process: callers must not modify the tensors)."""
+    if name == "digits":
+        return load_digits(data_seed)
+    if name == "mnist1d":
+        return load_mnist1d(num_samples or MNIST1D_DEFAULT_SAMPLES, data_seed)
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(data_root or "data", 10 if name == "cifar10" else 100)
+    if name == "synthetic":
+        return load_synthetic(data_seed)
+    raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASET_NAMES)}")

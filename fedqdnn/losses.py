@@ -1,0 +1,74 @@
+"""Consistency-based loss over a set of bit modes (docs/method.md gives the formula).
+
+L = CE(z_top, y) + sum_{b < top} [ ce_weight * CE(z_b, y)
+                                  + kd_weight * T^2 * KL( softmax(z_t(b)/T) || softmax(z_b/T) ) ]
+
+where t(b) is the teacher of mode b: the top mode (``teacher="top"``) or the next-higher
+trained mode (``teacher="next"``, recursive as in Any-Precision). Teacher logits are
+detached, so the gradient of a lower mode never pulls the teacher toward the student.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+TEACHERS = ("top", "next")
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """Weights of the consistency loss. ``kd_weight=0`` is the no-consistency ablation."""
+
+    ce_weight: float = 1.0
+    kd_weight: float = 1.0
+    temperature: float = 1.0
+    teacher: str = "top"
+
+    def __post_init__(self) -> None:
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"teacher {self.teacher!r} is not allowed; allowed: top, next")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature {self.temperature} must be > 0")
+        if self.ce_weight < 0 or self.kd_weight < 0:
+            raise ValueError(
+                f"loss weights must be >= 0 (ce_weight={self.ce_weight}, kd_weight={self.kd_weight})"
+            )
+
+
+def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher/T) || softmax(student/T)), batch mean; teacher detached."""
+    t = temperature
+    target = F.log_softmax(teacher.detach() / t, dim=1)
+    log_student = F.log_softmax(student / t, dim=1)
+    return F.kl_div(log_student, target, log_target=True, reduction="batchmean") * (t * t)
+
+
+def teacher_of(bits: int, modes: list[int], teacher: str) -> int:
+    """Teacher mode for ``bits`` among ascending ``modes``."""
+    if teacher == "top":
+        return modes[-1]
+    return modes[modes.index(bits) + 1]
+
+
+def consistency_loss(
+    logits_by_bits: Mapping[int, torch.Tensor],
+    targets: torch.Tensor,
+    config: ConsistencyConfig = ConsistencyConfig(),
+) -> tuple[torch.Tensor, dict[int, float]]:
+    """Combined loss over the trained modes; also returns each mode's term for logging."""
+    modes = sorted(logits_by_bits)
+    top = modes[-1]
+    terms: dict[int, torch.Tensor] = {top: F.cross_entropy(logits_by_bits[top], targets)}
+    for bits in modes[:-1]:
+        z = logits_by_bits[bits]
+        term = config.ce_weight * F.cross_entropy(z, targets)
+        if config.kd_weight > 0:
+            z_teacher = logits_by_bits[teacher_of(bits, modes, config.teacher)]
+            term = term + config.kd_weight * distillation_kl(z, z_teacher, config.temperature)
+        terms[bits] = term
+    total = torch.stack(list(terms.values())).sum()
+    return total, {b: float(t.detach()) for b, t in terms.items()}

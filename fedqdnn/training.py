@@ -1,0 +1,201 @@
+"""Training and evaluation loops for Quantizable DNNs on in-memory tensors.
+
+A joint step runs the forward pass once per trained bit mode, sums the consistency loss,
+and takes one optimizer step (shared weights receive every mode's gradient).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from fedqdnn.losses import ConsistencyConfig, consistency_loss
+from fedqdnn.models.base import QuantizableModel
+
+EVAL_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer recipe: Adam with a cosine learning-rate decay over all steps."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    cosine: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"learning rate {self.lr} must be > 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size {self.batch_size} must be >= 1")
+
+
+@dataclass
+class EpochStats:
+    """What one epoch did: mean loss, per-mode loss terms, seconds."""
+
+    loss: float
+    terms: dict[int, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    num_examples: int = 0
+
+
+def iterate_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled mini-batches (in order when ``generator`` is None)."""
+    n = len(y)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        yield x[idx], y[idx]
+
+
+def augment_images(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random horizontal flip and random crop with zero padding (CIFAR recipe)."""
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
+    batch = torch.arange(n)[:, None, None, None]
+    chans = torch.arange(x.shape[1])[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def joint_step(
+    model: QuantizableModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    modes: Sequence[int],
+    loss_config: ConsistencyConfig,
+    optimizer: torch.optim.Optimizer,
+) -> tuple[float, dict[int, float]]:
+    """One optimizer step over the summed loss of ``modes`` (top mode first).
+
+    The full-precision stem is the same in every mode, so it runs once per batch; its
+    backward receives the sum of every mode's gradient, exactly as separate passes would.
+    """
+    logits = {}
+    stem_out = model.stem(x)
+    for bits in sorted(modes, reverse=True):
+        model.set_bits(bits)
+        logits[bits] = model.body(stem_out)
+    loss, terms = consistency_loss(logits, y, loss_config)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach()), terms
+
+
+def make_optimizer(
+    model: torch.nn.Module, config: OptimConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """Adam (+ cosine decay to zero over ``total_steps`` when enabled)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+        if config.cosine
+        else None
+    )
+    return optimizer, scheduler
+
+
+def train_epoch(
+    model: QuantizableModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    modes: Sequence[int],
+    loss_config: ConsistencyConfig,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    augment: bool = False,
+) -> EpochStats:
+    """One pass over (x, y) with joint steps; returns mean loss and per-mode terms."""
+    model.train()
+    start = time.perf_counter()
+    total, count = 0.0, 0
+    term_sums: dict[int, float] = {}
+    previous = model.active_bits
+    for xb, yb in iterate_batches(x, y, batch_size, generator):
+        if augment:
+            xb = augment_images(xb, generator)
+        loss, terms = joint_step(model, xb, yb, modes, loss_config, optimizer)
+        if scheduler is not None:
+            scheduler.step()
+        total += loss * len(yb)
+        count += len(yb)
+        for b, t in terms.items():
+            term_sums[b] = term_sums.get(b, 0.0) + t * len(yb)
+    model.set_bits(previous)
+    if not math.isfinite(total):
+        raise FloatingPointError("training loss became non-finite; lower the learning rate")
+    return EpochStats(
+        loss=total / max(1, count),
+        terms={b: s / max(1, count) for b, s in term_sums.items()},
+        seconds=time.perf_counter() - start,
+        num_examples=count,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: QuantizableModel, x: torch.Tensor, y: torch.Tensor, bits: int
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` at ``bits`` on (x, y), eval mode."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    with model.bits(bits):
+        for xb, yb in iterate_batches(x, y, EVAL_BATCH, None):
+            logits = model(xb)
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+    model.train(was_training)
+    n = max(1, len(y))
+    return correct / n, loss_sum / n
+
+
+def evaluate_all(
+    model: QuantizableModel, x: torch.Tensor, y: torch.Tensor, modes: Sequence[int] | None = None
+) -> dict[int, float]:
+    """Accuracy at every mode in ``modes`` (default: all of the model's modes)."""
+    return {b: evaluate(model, x, y, b)[0] for b in (modes or model.bit_modes)}
+
+
+def fit(
+    model: QuantizableModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    modes: Sequence[int],
+    loss_config: ConsistencyConfig,
+    optim_config: OptimConfig,
+    epochs: int,
+    seed: int,
+    augment: bool = False,
+    on_epoch: Callable[[int, EpochStats], None] | None = None,
+) -> list[EpochStats]:
+    """Train ``model`` jointly on ``modes`` for ``epochs`` epochs, reproducibly from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    steps = epochs * math.ceil(len(y) / optim_config.batch_size)
+    optimizer, scheduler = make_optimizer(model, optim_config, steps)
+    history = []
+    for epoch in range(epochs):
+        stats = train_epoch(
+            model, x, y, modes, loss_config, optimizer, optim_config.batch_size, generator,
+            scheduler, augment,
+        )
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(epoch, stats)
+    return history
