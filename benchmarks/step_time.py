@@ -30,8 +30,14 @@ def _time_steps(model, optimizer, x, y, modes, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def measure(dataset: str, batch_size: int, steps: int, repeats: int, quant_bits: int,
-            joint_modes: tuple[int, ...]) -> dict:
+def measure(
+    dataset: str,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    quant_bits: int,
+    joint_modes: tuple[int, ...],
+) -> dict:
     """Median seconds per step for FP32, one quantized mode and the joint step."""
     data = load_dataset(dataset)
     x, y = data.x_train[:batch_size], data.y_train[:batch_size]
@@ -85,5 +91,8 @@ if __name__ == "__main__":
     res = run(args.out, args.steps, args.repeats)
     print(json.dumps({k: res[k] for k in ("quant_step_ratio", "joint_step_ratio")}, indent=2))
     for case in res["cases"]:
-        print(case["dataset"], {k: round(v * 1000, 2) for k, v in case["seconds_per_step"].items()},
-              "ms")
+        print(
+            case["dataset"],
+            {k: round(v * 1000, 2) for k, v in case["seconds_per_step"].items()},
+            "ms",
+        )

@@ -45,7 +45,9 @@ class TrainJob:
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
-            raise ValueError(f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASET_NAMES)}")
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASET_NAMES)}"
+            )
         if self.model is not None and self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; allowed: {', '.join(sorted(MODELS))}")
         if self.method not in METHODS:
@@ -57,8 +59,13 @@ class TrainJob:
 
 def _build(job: TrainJob, modes: tuple[int, ...], in_channels: int, num_classes: int, name: str):
     return build_model(
-        name, modes, num_classes, in_channels, width=job.width,
-        bit_specific_bn=job.bit_specific_bn, learnable_clip=job.learnable_clip,
+        name,
+        modes,
+        num_classes,
+        in_channels,
+        width=job.width,
+        bit_specific_bn=job.bit_specific_bn,
+        learnable_clip=job.learnable_clip,
     )
 
 
@@ -87,11 +94,23 @@ def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dic
         label = "joint " + ",".join(map(str, modes)) if len(modes) > 1 else f"{modes[0]}-bit"
 
         def on_epoch(epoch: int, stats, label=label) -> None:
-            log(f"[{label}] epoch {epoch + 1}/{job.epochs} loss {stats.loss:.4f} "
-                f"({stats.seconds:.1f}s)")
+            log(
+                f"[{label}] epoch {epoch + 1}/{job.epochs} loss {stats.loss:.4f} "
+                f"({stats.seconds:.1f}s)"
+            )
 
-        fit(model, data.x_train, data.y_train, modes, job.loss, job.optim, job.epochs,
-            job.seed, augment, on_epoch)
+        fit(
+            model,
+            data.x_train,
+            data.y_train,
+            modes,
+            job.loss,
+            job.optim,
+            job.epochs,
+            job.seed,
+            augment,
+            on_epoch,
+        )
         for bits in modes:
             accuracy[str(bits)] = evaluate(model, data.x_test, data.y_test, bits)[0]
             if job.recalibrate_bn:
@@ -111,7 +130,9 @@ def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dic
 
 def format_table(results: dict) -> str:
     """Plain-text table of accuracy per bit mode."""
-    rows = ["bits  accuracy" + ("  recalibrated" if "accuracy_by_bits_recalibrated" in results else "")]
+    rows = [
+        "bits  accuracy" + ("  recalibrated" if "accuracy_by_bits_recalibrated" in results else "")
+    ]
     for bits, acc in results["accuracy_by_bits"].items():
         line = f"{bits:>4}  {acc:8.4f}"
         if "accuracy_by_bits_recalibrated" in results:

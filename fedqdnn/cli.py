@@ -36,8 +36,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train one Quantizable DNN (joint) or one model per mode")
     p.add_argument("--dataset", default="digits", choices=DATASET_NAMES)
-    p.add_argument("--model", default=None, choices=sorted(MODELS),
-                   help="default: the data set's model")
+    p.add_argument(
+        "--model", default=None, choices=sorted(MODELS), help="default: the data set's model"
+    )
     p.add_argument("--bits", type=_bits, default=(2, 4, 8, 32), help="e.g. 2,4,8,32")
     p.add_argument("--method", default="joint", choices=METHODS)
     p.add_argument("--epochs", type=int, default=20)
@@ -54,10 +55,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--teacher", default="top", choices=TEACHERS)
     p.add_argument("--shared-bn", action="store_true", help="ablation: one BN for all modes")
-    p.add_argument("--learnable-clip", action="store_true",
-                   help="per-mode learnable activation clip (AdaBits)")
-    p.add_argument("--recalibrate-bn", action="store_true",
-                   help="also report accuracy after per-mode BN recalibration")
+    p.add_argument(
+        "--learnable-clip", action="store_true", help="per-mode learnable activation clip (AdaBits)"
+    )
+    p.add_argument(
+        "--recalibrate-bn",
+        action="store_true",
+        help="also report accuracy after per-mode BN recalibration",
+    )
     p.add_argument("--out", type=Path, default=Path("out"))
     p.set_defaults(handler=_run_train)
 
@@ -68,10 +73,18 @@ def _run_train(args: argparse.Namespace) -> int:
     from fedqdnn.training import OptimConfig
 
     job = TrainJob(
-        dataset=args.dataset, model=args.model, bits=args.bits, method=args.method,
-        epochs=args.epochs, seed=args.seed, data_seed=args.data_seed,
-        num_samples=args.num_samples, data_root=args.data_root, width=args.width,
-        bit_specific_bn=not args.shared_bn, learnable_clip=args.learnable_clip,
+        dataset=args.dataset,
+        model=args.model,
+        bits=args.bits,
+        method=args.method,
+        epochs=args.epochs,
+        seed=args.seed,
+        data_seed=args.data_seed,
+        num_samples=args.num_samples,
+        data_root=args.data_root,
+        width=args.width,
+        bit_specific_bn=not args.shared_bn,
+        learnable_clip=args.learnable_clip,
         recalibrate_bn=args.recalibrate_bn,
         loss=ConsistencyConfig(args.ce_weight, args.kd_weight, args.temperature, args.teacher),
         optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size),

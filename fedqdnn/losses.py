@@ -35,11 +35,14 @@ class ConsistencyConfig:
             raise ValueError(f"temperature {self.temperature} must be > 0")
         if self.ce_weight < 0 or self.kd_weight < 0:
             raise ValueError(
-                f"loss weights must be >= 0 (ce_weight={self.ce_weight}, kd_weight={self.kd_weight})"
+                f"loss weights must be >= 0; got ce_weight={self.ce_weight}, "
+                f"kd_weight={self.kd_weight}"
             )
 
 
-def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_kl(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """T^2 * KL(softmax(teacher/T) || softmax(student/T)), batch mean; teacher detached."""
     t = temperature
     target = F.log_softmax(teacher.detach() / t, dim=1)

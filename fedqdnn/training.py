@@ -192,8 +192,16 @@ def fit(
     history = []
     for epoch in range(epochs):
         stats = train_epoch(
-            model, x, y, modes, loss_config, optimizer, optim_config.batch_size, generator,
-            scheduler, augment,
+            model,
+            x,
+            y,
+            modes,
+            loss_config,
+            optimizer,
+            optim_config.batch_size,
+            generator,
+            scheduler,
+            augment,
         )
         history.append(stats)
         if on_epoch is not None:

@@ -1,1 +1,1 @@
-"""Scenario presets and runnable experiment scripts (the only place that knows scenarios by name)."""
+"""Scenario presets and runnable scripts: the only place that knows scenarios by name."""

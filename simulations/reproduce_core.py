@@ -38,12 +38,19 @@ def run_sweep(datasets: list[str], seeds: list[int], out: Path, bits=(2, 4, 8, 3
     for dataset in datasets:
         for variant, overrides in VARIANTS.items():
             for seed in seeds:
-                path = out / dataset / variant.replace(", ", "_").replace(" ", "-") / f"seed{seed}.json"
+                path = (
+                    out
+                    / dataset
+                    / variant.replace(", ", "_").replace(" ", "-")
+                    / f"seed{seed}.json"
+                )
                 if path.exists():
                     res = json.loads(path.read_text())
                 else:
-                    job = replace(TrainJob(dataset=dataset, bits=bits, epochs=EPOCHS[dataset],
-                                           seed=seed), **overrides)
+                    job = replace(
+                        TrainJob(dataset=dataset, bits=bits, epochs=EPOCHS[dataset], seed=seed),
+                        **overrides,
+                    )
                     print(f"== {dataset} / {variant} / seed {seed}", flush=True)
                     res = run_training(job, log=lambda m: None)
                     write_json(path, res)
@@ -62,15 +69,19 @@ def markdown_table(results: dict, bits=(2, 4, 8, 32)) -> str:
     lines = []
     for dataset, by_variant in results.items():
         n = len(next(iter(by_variant.values())))
-        lines += [f"### {dataset} ({EPOCHS[dataset]} epochs, {n} seeds, test accuracy %)", "",
-                  "| method | " + " | ".join(f"{b}-bit" for b in bits) + " |",
-                  "|---|" + "---|" * len(bits)]
+        lines += [
+            f"### {dataset} ({EPOCHS[dataset]} epochs, {n} seeds, test accuracy %)",
+            "",
+            "| method | " + " | ".join(f"{b}-bit" for b in bits) + " |",
+            "|---|" + "---|" * len(bits),
+        ]
         for variant, runs in by_variant.items():
             row = [_cell([r["accuracy_by_bits"][str(b)] for r in runs]) for b in bits]
             lines.append(f"| {variant} | " + " | ".join(row) + " |")
             if "accuracy_by_bits_recalibrated" in runs[0]:
-                row = [_cell([r["accuracy_by_bits_recalibrated"][str(b)] for r in runs])
-                       for b in bits]
+                row = [
+                    _cell([r["accuracy_by_bits_recalibrated"][str(b)] for r in runs]) for b in bits
+                ]
                 lines.append(f"| {variant}, BN recalibrated per mode | " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -84,8 +95,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/core"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = run_sweep(args.datasets.split(","), [int(s) for s in args.seeds.split(",")],
-                        args.out)
+    results = run_sweep(args.datasets.split(","), [int(s) for s in args.seeds.split(",")], args.out)
     table = markdown_table(results)
     (args.out / "table.md").write_text(table)
     print(table)

@@ -18,8 +18,15 @@ from fedqdnn.models.base import QuantizableModel
 class PreActBlock(nn.Module):
     """Pre-activation basic block with a quantized 1x1 projection when the shape changes."""
 
-    def __init__(self, cin: int, cout: int, stride: int, modes: Sequence[int], bit_specific_bn: bool,
-                 learnable_clip: bool):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        stride: int,
+        modes: Sequence[int],
+        bit_specific_bn: bool,
+        learnable_clip: bool,
+    ):
         super().__init__()
         self.bn1 = BitBatchNorm2d(cin, modes, bit_specific_bn)
         self.act1 = QuantAct(modes, learnable_clip)
@@ -62,7 +69,9 @@ class PreActResNet20(QuantizableModel):
         for stage, cout in enumerate(channels):
             for i in range(3):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(PreActBlock(cin, cout, stride, modes, bit_specific_bn, learnable_clip))
+                blocks.append(
+                    PreActBlock(cin, cout, stride, modes, bit_specific_bn, learnable_clip)
+                )
                 cin = cout
         self.body = nn.Sequential(
             *blocks,

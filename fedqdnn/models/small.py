@@ -30,8 +30,11 @@ class DigitsCNN(QuantizableModel):
         modes, w = self.bit_modes, width
 
         def block(conv: nn.Module, channels: int) -> list[nn.Module]:
-            return [conv, BitBatchNorm2d(channels, modes, bit_specific_bn),
-                    QuantAct(modes, learnable_clip)]
+            return [
+                conv,
+                BitBatchNorm2d(channels, modes, bit_specific_bn),
+                QuantAct(modes, learnable_clip),
+            ]
 
         self.stem = nn.Conv2d(in_channels, w, 3, padding=1, bias=False)
         self.body = nn.Sequential(
@@ -64,8 +67,11 @@ class MNIST1DCNN(QuantizableModel):
         modes, w = self.bit_modes, width
 
         def block(conv: nn.Module, channels: int) -> list[nn.Module]:
-            return [conv, BitBatchNorm1d(channels, modes, bit_specific_bn),
-                    QuantAct(modes, learnable_clip)]
+            return [
+                conv,
+                BitBatchNorm1d(channels, modes, bit_specific_bn),
+                QuantAct(modes, learnable_clip),
+            ]
 
         out_len = (length + 1) // 2
         out_len = (out_len + 1) // 2
