@@ -109,11 +109,19 @@ def _cifar_class(num_classes: int):
     base = CIFAR10 if num_classes == 10 else CIFAR100
 
     class LocalCIFAR(base):  # type: ignore[misc, valid-type]
-        """torchvision's reader; files must exist locally (never downloads)."""
+        """torchvision's reader; files must exist locally (never downloads).
+
+        Integrity is checked by presence, not md5, so re-packed copies load too.
+        """
 
         def _check_integrity(self) -> bool:
             folder = Path(self.root) / self.base_folder
-            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+            names = [n for n, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+            return all((folder / name).is_file() for name in names)
+
+        def _load_meta(self) -> None:
+            self.meta = {**self.meta, "md5": None}  # check_integrity(path, None) = exists
+            super()._load_meta()
 
     return LocalCIFAR
 

@@ -1,0 +1,84 @@
+"""Data sets: fixed seeded splits, offline loaders, CIFAR on-disk format, clear errors."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from fedqdnn.data import DatasetFilesMissing, load_cifar, load_dataset, load_digits, load_mnist1d
+
+
+def test_digits_split_is_fixed_and_stratified():
+    a, b = load_digits(0), load_digits(0)
+    assert a.x_train.shape == (1437, 1, 8, 8) and a.x_test.shape == (360, 1, 8, 8)
+    assert torch.equal(a.x_test, b.x_test)
+    assert not torch.equal(a.y_test, load_digits(1).y_test)
+    counts = torch.bincount(a.y_test, minlength=10)
+    assert counts.min() >= 35  # stratified: every class about 36 times
+
+
+def test_mnist1d_sample_count_and_rng_restored():
+    np.random.seed(123)
+    expected_next = np.random.rand()
+    np.random.seed(123)
+    data = load_mnist1d(num_samples=500)
+    assert np.random.rand() == expected_next  # generator did not disturb the caller's RNG
+    assert data.x_train.shape == (400, 1, 40) and data.x_test.shape == (100, 1, 40)
+    assert set(data.y_train.tolist()) == set(range(10))
+
+
+def _write_cifar(root, num_classes, n_train=6, n_test=4):
+    """Write tiny files in CIFAR's python layout (protocol-2 pickles of dicts, as shipped)."""
+    rng = np.random.default_rng(0)
+    label_key = "labels" if num_classes == 10 else "fine_labels"
+    if num_classes == 10:
+        folder = root / "cifar-10-batches-py"
+        train_files = [f"data_batch_{i}" for i in range(1, 6)]
+        test_file, meta, meta_key = "test_batch", "batches.meta", "label_names"
+    else:
+        folder = root / "cifar-100-python"
+        train_files, test_file, meta, meta_key = ["train"], "test", "meta", "fine_label_names"
+    folder.mkdir(parents=True)
+
+    def batch(n, offset):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [(offset + i) % num_classes for i in range(n)]
+        return {"data": data, label_key: labels}
+
+    train = []
+    for i, name in enumerate(train_files):
+        b = batch(n_train, i)
+        train.append(b)
+        (folder / name).write_bytes(pickle.dumps(b, protocol=2))
+    test = batch(n_test, 0)
+    (folder / test_file).write_bytes(pickle.dumps(test, protocol=2))
+    names = [f"c{i}" for i in range(num_classes)]
+    (folder / meta).write_bytes(pickle.dumps({meta_key: names}, protocol=2))
+    return train, test
+
+
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_cifar_reads_on_disk_format(tmp_path, num_classes):
+    train, test = _write_cifar(tmp_path, num_classes)
+    data = load_cifar(tmp_path, num_classes)
+    n_train = sum(len(b["data"]) for b in train)
+    assert data.x_train.shape == (n_train, 3, 32, 32)
+    assert data.x_test.shape == (len(test["data"]), 3, 32, 32)
+    label_key = "labels" if num_classes == 10 else "fine_labels"
+    assert data.y_test.tolist() == test[label_key]
+    # channel-major layout: the first 1024 bytes are the red plane of image 0
+    raw = train[0]["data"][0, :1024].reshape(32, 32).astype(np.float32) / 255
+    red = data.x_train[0, 0].numpy()
+    assert np.corrcoef(raw.ravel(), red.ravel())[0, 1] > 0.999
+    assert data.num_classes == num_classes
+
+
+def test_cifar_missing_files_names_path(tmp_path):
+    with pytest.raises(DatasetFilesMissing, match=str(tmp_path / "cifar-10-batches-py")):
+        load_cifar(tmp_path, 10)
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="allowed: digits, mnist1d"):
+        load_dataset("imagenet")

@@ -1,0 +1,150 @@
+"""Switchable layers and models: mode switching, bit-specific BN, state round-trip, joint step."""
+
+import pytest
+import torch
+
+from fedqdnn.calibration import recalibrate_bn
+from fedqdnn.layers import BitBatchNorm2d
+from fedqdnn.losses import ConsistencyConfig, consistency_loss
+from fedqdnn.models import MODELS, build_model
+from fedqdnn.training import OptimConfig, joint_step, make_optimizer
+
+SHAPES = {"digits_cnn": (1, 8, 8), "mnist1d_cnn": (1, 40), "preact_resnet20": (3, 32, 32)}
+MODES = (2, 4, 8, 32)
+
+
+def _model(name="digits_cnn", modes=MODES, **kw):
+    torch.manual_seed(0)
+    return build_model(name, modes, 10, SHAPES[name][0], **kw)
+
+
+def _x(name="digits_cnn", n=16, seed=0):
+    return torch.randn(n, *SHAPES[name], generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_mode_gives_different_outputs(name):
+    model = _model(name).eval()
+    x = _x(name, n=4)
+    outs = {}
+    for bits in MODES:
+        with model.bits(bits):
+            outs[bits] = model(x)
+        assert outs[bits].shape == (4, 10)
+    for a in MODES:
+        for b in MODES:
+            if a < b:
+                assert not torch.allclose(outs[a], outs[b]), (a, b)
+
+
+def test_set_bits_selects_matching_bn_and_leaves_others_untouched():
+    model = _model().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.set_bits(4)
+    model(_x())
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "training-mode forward must update the active BN's statistics"
+    assert all(".bits4." in k for k in changed), changed
+
+
+def test_untouched_modes_bn_stats_do_not_move_when_another_mode_trains():
+    model = _model().train()
+    opt, _ = make_optimizer(model, OptimConfig(cosine=False), 1)
+    y = torch.randint(0, 10, (16,))
+    before = {k: v.clone() for k, v in model.state_dict().items() if "bns." in k}
+    for _ in range(3):
+        joint_step(model, _x(), y, (2,), ConsistencyConfig(), opt)
+    after = model.state_dict()
+    for key, value in before.items():
+        moved = not torch.equal(value, after[key])
+        if ".bits2." in key:
+            continue
+        assert not moved, f"{key} moved while only 2-bit trained"
+    assert any(not torch.equal(v, after[k]) for k, v in before.items() if ".bits2.running" in k)
+
+
+def test_unsupported_mode_raises_naming_allowed_modes():
+    model = _model(modes=(2, 32))
+    with pytest.raises(ValueError, match="2, 32"):
+        model.set_bits(4)
+    with pytest.raises(ValueError, match="allowed"):
+        _model(modes=(2, 33))
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="allowed: digits_cnn"):
+        build_model("vgg", MODES, 10, 1)
+
+
+def test_bits_context_restores_previous_mode():
+    model = _model()
+    model.set_bits(8)
+    with model.bits(2):
+        assert model.active_bits == 2
+    assert model.active_bits == 8
+    bns = [m for m in model.modules() if isinstance(m, BitBatchNorm2d)]
+    assert all(bn.bits == 8 for bn in bns)
+
+
+def test_state_dict_round_trip_preserves_every_mode():
+    model = _model().train()
+    for bits in MODES:
+        with model.bits(bits):
+            model(_x(seed=bits))
+    model.eval()
+    clone = _model()
+    clone.load_state_dict(model.state_dict())
+    clone.eval()
+    for bits in MODES:
+        with model.bits(bits), clone.bits(bits):
+            assert torch.equal(model(_x()), clone(_x()))
+
+
+def test_first_and_last_layers_are_full_precision():
+    model = _model()
+    assert type(model.stem) is torch.nn.Conv2d
+    assert type(model.body[-1]) is torch.nn.Linear
+
+
+def test_shared_bn_ablation_has_one_bn_for_all_modes():
+    model = _model(bit_specific_bn=False)
+    keys = [k for k in model.state_dict() if "bns." in k]
+    assert keys and all(".shared." in k for k in keys)
+
+
+def test_joint_step_gradient_equals_separate_passes():
+    """Running the stem once per batch gives the same update as full passes per mode."""
+    x, y = _x(), torch.randint(0, 10, (16,), generator=torch.Generator().manual_seed(3))
+    a, b = _model(), _model()
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.1)
+    joint_step(a, x, y, MODES, ConsistencyConfig(), opt_a)
+    logits = {}
+    for bits in sorted(MODES, reverse=True):
+        b.set_bits(bits)
+        logits[bits] = b(x)
+    loss, _ = consistency_loss(logits, y)
+    loss.backward()
+    torch.optim.SGD(b.parameters(), lr=0.1).step()
+    for (key, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(pa.float(), pb.float(), atol=1e-6), key
+
+
+def test_recalibration_recomputes_stats_from_data():
+    model = _model()
+    x = _x(n=64)
+    recalibrate_bn(model, x, bits=4, batch_size=64)
+    bn = model.body[0].bn_for(4)
+    with torch.no_grad():
+        h = model.stem(x)
+    assert torch.allclose(bn.running_mean, h.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, h.var(dim=(0, 2, 3), unbiased=True), atol=1e-4)
+    untouched = model.body[0].bn_for(2)
+    assert torch.equal(untouched.running_mean, torch.zeros_like(untouched.running_mean))
+    assert bn.momentum == 0.1
+
+
+def test_learnable_clip_parameters_per_quantized_mode():
+    model = _model(learnable_clip=True)
+    clips = [k for k in model.state_dict() if ".clip." in k]
+    assert {k.split(".")[-1] for k in clips} == {"bits2", "bits4", "bits8"}
