@@ -1,0 +1,1 @@
+"""Flower apps (ClientApp, ServerApp) and the in-process Ray simulation runner."""

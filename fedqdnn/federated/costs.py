@@ -1,0 +1,30 @@
+"""Client cost model (FedScale style): simulated compute and transfer time, exact bytes.
+
+compute = epochs * examples * sum over trained modes of ms_per_sample(mode) / 1000
+transfer = 8 * (bytes_down / downlink + bytes_up / uplink) / 1e6  (bandwidth in Mbit/s)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from fedqdnn.hardware import HardwareProfile
+
+
+def array_bytes(arrays: Mapping[str, np.ndarray]) -> int:
+    """Exact payload bytes of a dict of arrays (as sent: dtype size x elements)."""
+    return int(sum(np.asarray(a).nbytes for a in arrays.values()))
+
+
+def simulated_train_seconds(
+    profile: HardwareProfile, modes: Sequence[int], num_examples: int, epochs: int
+) -> float:
+    """Seconds to train ``modes`` jointly on the device (each mode one forward/backward)."""
+    return epochs * num_examples * sum(profile.ms_per_sample(b) for b in modes) / 1000.0
+
+
+def transfer_seconds(profile: HardwareProfile, bytes_down: int, bytes_up: int) -> float:
+    """Seconds to download the global model and upload the update."""
+    return 8 * (bytes_down / profile.downlink_mbps + bytes_up / profile.uplink_mbps) / 1e6

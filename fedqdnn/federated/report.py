@@ -1,0 +1,144 @@
+"""Results of a federated run: results.json (with config, seed, versions) and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flwr.serverapp.strategy import Result
+
+from fedqdnn.centralized import write_json
+from fedqdnn.federated.config import FederatedConfig
+from fedqdnn.provenance import versions
+
+
+def _central(metrics) -> dict[str, float]:
+    return {
+        k.removeprefix("accuracy-bits"): float(v)
+        for k, v in metrics.items()
+        if k.startswith("accuracy-bits")
+    }
+
+
+def _tiers(metrics) -> dict[str, float]:
+    return {
+        k.removeprefix("accuracy-"): float(v)
+        for k, v in metrics.items()
+        if k.startswith("accuracy-") and not k.startswith("accuracy-bits")
+    }
+
+
+def build_results(cfg: FederatedConfig, strategy, result: Result, wall_seconds: float) -> dict:
+    """Assemble results.json from the strategy's round records and Flower's Result."""
+    central = result.evaluate_metrics_serverapp
+    federated = result.evaluate_metrics_clientapp
+    train = result.train_metrics_clientapp
+    history = []
+    for rnd in range(1, cfg.rounds + 1):
+        record = strategy.rounds.get(rnd)
+        fed = federated.get(rnd, {})
+        history.append(
+            {
+                "round": rnd,
+                "central_accuracy_by_bits": _central(central.get(rnd, {})),
+                "federated_accuracy": float(fed["accuracy"]) if "accuracy" in fed else None,
+                "accuracy_by_tier": _tiers(fed),
+                "train_loss": float(train[rnd]["train-loss"])
+                if rnd in train and "train-loss" in train[rnd]
+                else None,
+                "clients": record.train if record else [],
+                "rejected": record.rejected if record else [],
+            }
+        )
+    last = strategy.rounds.get(cfg.rounds)
+    per_device = sorted(
+        (
+            {
+                "client": int(e["partition-id"]),
+                "tier": e["tier"],
+                "bits": int(e["bits"]),
+                "accuracy": float(e["accuracy"]),
+                "num_examples": int(e["num-examples"]),
+            }
+            for e in (last.evaluation if last else [])
+        ),
+        key=lambda d: d["client"],
+    )
+    return {
+        "final": {
+            "accuracy_by_bits": _central(central.get(cfg.rounds, {})),
+            "accuracy_by_tier": _tiers(federated.get(cfg.rounds, {})),
+            "federated_accuracy": history[-1]["federated_accuracy"],
+        },
+        "initial_accuracy_by_bits": _central(central.get(0, {})),
+        "per_device": per_device,
+        "history": history,
+        "config": cfg.to_flat(),
+        "seed": cfg.seed,
+        "versions": versions(),
+        "wall_seconds": round(wall_seconds, 2),
+    }
+
+
+def write_results(out: Path, results: dict) -> None:
+    """results.json plus the per-device and per-round plots."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", results)
+    plot_results(out, results)
+
+
+def plot_results(out: Path, results: dict) -> list[Path]:
+    """Per-device accuracy bars (colored by tier) and central accuracy per round per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    devices = results["per_device"]
+    if devices:
+        tiers = sorted({d["tier"] for d in devices})
+        colors = {t: plt.cm.tab10(i) for i, t in enumerate(tiers)}
+        fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(devices)), 3.5))
+        ax.bar(
+            [str(d["client"]) for d in devices],
+            [d["accuracy"] for d in devices],
+            color=[colors[d["tier"]] for d in devices],
+        )
+        for tier in tiers:
+            bits = next(d["bits"] for d in devices if d["tier"] == tier)
+            ax.bar([], [], color=colors[tier], label=f"{tier} ({bits}-bit)")
+        ax.set(
+            xlabel="client (partition id)",
+            ylabel="local test accuracy",
+            ylim=(0, 1),
+            title="Per-device accuracy, final round",
+        )
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        paths.append(out / "per_device_accuracy.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    history = results["history"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    modes = sorted({b for h in history for b in h["central_accuracy_by_bits"]}, key=int)
+    for bits in modes:
+        ax.plot(
+            [h["round"] for h in history],
+            [h["central_accuracy_by_bits"].get(bits) for h in history],
+            marker="o",
+            ms=3,
+            label=f"{bits}-bit",
+        )
+    ax.set(xlabel="round", ylabel="central test accuracy", title="Accuracy per round per bit mode")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out / "accuracy_per_round.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def load_results(path: Path) -> dict:
+    """Read a results.json (plain JSON: loading never executes code)."""
+    return json.loads(Path(path).read_text())

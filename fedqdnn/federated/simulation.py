@@ -1,0 +1,62 @@
+"""Run the Flower apps on Flower's simulation engine (Ray) in this process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from fedqdnn.federated.config import FederatedConfig
+
+
+def simulate(
+    cfg: FederatedConfig,
+    out: Path,
+    ray_address: str | None = None,
+    cpus_per_client: float = 1,
+    gpus_per_client: float = 0.0,
+    verbose: bool = False,
+) -> dict:
+    """Run ``cfg`` with ``cfg.num_clients`` virtual SuperNodes; return results.json's content.
+
+    ``ray_address`` (or ``RAY_ADDRESS``) joins an existing Ray cluster instead of starting
+    a local one. Raises RuntimeError if the run produced no results.
+    """
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    from flwr.simulation import run_simulation  # importing flwr resets its logger level
+
+    if not verbose:
+        logging.getLogger("flwr").setLevel(logging.ERROR)
+
+    from fedqdnn.federated import server_app
+    from fedqdnn.federated.client_app import app as client_app
+
+    out = Path(out)
+    results_file = out / "results.json"
+    started_before = results_file.stat().st_mtime_ns if results_file.exists() else None
+    init_args: dict[str, object] = {
+        "logging_level": "WARNING" if verbose else "ERROR",
+        "log_to_driver": verbose,
+    }
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        init_args["address"] = address
+    backend_config = {
+        "client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client},
+        "init_args": init_args,
+    }
+    server_app.PENDING_RUN.update(config=cfg, out=str(out))
+    try:
+        run_simulation(
+            server_app=server_app.app,
+            client_app=client_app,
+            num_supernodes=cfg.num_clients,
+            backend_config=backend_config,  # type: ignore[arg-type]
+            verbose_logging=verbose,
+        )
+    finally:
+        server_app.PENDING_RUN.clear()
+    if not results_file.exists() or results_file.stat().st_mtime_ns == started_before:
+        raise RuntimeError(f"the simulation wrote no results to {results_file}; see the log")
+    return json.loads(results_file.read_text())

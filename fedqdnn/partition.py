@@ -1,0 +1,162 @@
+"""Client partitions of in-memory labels, via Flower Datasets' partitioners.
+
+Our data sets are tensors, not Hugging Face datasets, so the labels are wrapped in a two-column
+``datasets.Dataset`` (``index``, ``label``) only to run Flower's partitioners on them; what comes
+back is each partition's index array into the caller's tensors. Using Flower's partitioners keeps
+our IID and Dirichlet splits identical in algorithm to Flower baselines (niid_bench etc.).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+PARTITION_SCHEMES = ("iid", "dirichlet")
+
+
+def _label_dataset(labels: np.ndarray):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"index": np.arange(len(labels)), "label": labels})
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        raise ValueError(f"{name} {value!r} is invalid; allowed: {allowed}")
+    return int(value)
+
+
+def partition_indices(
+    labels: np.ndarray,
+    num_partitions: int,
+    scheme: str = "iid",
+    alpha: float = 0.5,
+    seed: int = 0,
+    min_partition_size: int = 2,
+) -> list[np.ndarray]:
+    """Split sample indices ``0..len(labels)-1`` into ``num_partitions`` disjoint client sets.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer class label of every sample (1-D).
+    num_partitions : int
+        Number of clients, 1 <= num_partitions <= len(labels).
+    scheme : str, default "iid"
+        ``"iid"``: rows shuffled by ``seed``, then cut into contiguous shards (Flower's
+        ``IidPartitioner`` does not shuffle); sizes differ by at most one and every index is
+        used. ``"dirichlet"``: Flower's ``DirichletPartitioner`` (per-class shares drawn from
+        Dir(alpha), no self-balancing, resampled up to 10 times until every client holds at
+        least ``min_partition_size`` samples); smaller ``alpha`` means more label skew.
+    alpha : float, default 0.5
+        Dirichlet concentration, > 0 (ignored for "iid").
+    seed : int, default 0
+        Seed of the shuffle / Dirichlet draws; the same seed gives the same partitions.
+    min_partition_size : int, default 2
+        Fewest samples a client may hold (2 allows a local train/test split); checked for both
+        schemes.
+
+    Returns
+    -------
+    list[np.ndarray]
+        One sorted int64 index array per partition id.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) == 0:
+        raise ValueError(
+            f"labels of shape {labels.shape} are invalid; allowed: a non-empty 1-D array"
+        )
+    n = len(labels)
+    num_partitions = _check_int("num_partitions", num_partitions, 1, n)
+    min_partition_size = _check_int("min_partition_size", min_partition_size, 0)
+    seed = _check_int("seed", seed, 0)
+    if scheme not in PARTITION_SCHEMES:
+        raise ValueError(
+            f"partition scheme {scheme!r} is unknown; allowed: {', '.join(PARTITION_SCHEMES)}"
+        )
+    if scheme == "iid":
+        if n // num_partitions < min_partition_size:
+            raise ValueError(
+                f"{n} samples over {num_partitions} iid partitions give {n // num_partitions} "
+                f"per client < min_partition_size {min_partition_size}; use fewer clients"
+            )
+        return _iid(labels, num_partitions, seed)
+    is_number = isinstance(alpha, int | float | np.floating) and not isinstance(alpha, bool)
+    if not is_number or not np.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"dirichlet alpha {alpha!r} is invalid; allowed: a number > 0")
+    if num_partitions * min_partition_size > n:
+        raise ValueError(
+            f"{n} samples cannot give {num_partitions} partitions of >= {min_partition_size} "
+            "samples; use fewer clients or a smaller min_partition_size"
+        )
+    return _dirichlet(labels, num_partitions, float(alpha), seed, min_partition_size)
+
+
+def _indices_of(partitioner, num_partitions: int) -> list[np.ndarray]:
+    return [
+        np.sort(np.asarray(partitioner.load_partition(pid)["index"], dtype=np.int64))
+        for pid in range(num_partitions)
+    ]
+
+
+def _iid(labels: np.ndarray, num_partitions: int, seed: int) -> list[np.ndarray]:
+    from flwr_datasets.partitioner import IidPartitioner
+
+    partitioner = IidPartitioner(num_partitions=num_partitions)
+    partitioner.dataset = _label_dataset(labels).shuffle(seed=seed)
+    return _indices_of(partitioner, num_partitions)
+
+
+def _dirichlet(
+    labels: np.ndarray, num_partitions: int, alpha: float, seed: int, min_size: int
+) -> list[np.ndarray]:
+    from flwr_datasets.partitioner import DirichletPartitioner
+
+    partitioner = DirichletPartitioner(
+        num_partitions=num_partitions,
+        partition_by="label",
+        alpha=alpha,
+        min_partition_size=min_size,
+        self_balancing=False,
+        shuffle=True,
+        seed=seed,
+    )
+    partitioner.dataset = _label_dataset(labels)
+    try:
+        with warnings.catch_warnings():
+            # Flower warns on every resampling; the outcome (success or our error) is what counts.
+            warnings.filterwarnings("ignore", message="The specified min_partition_size")
+            return _indices_of(partitioner, num_partitions)
+    except ValueError:
+        raise ValueError(
+            f"dirichlet partitioning of {len(labels)} samples into {num_partitions} clients with "
+            f"alpha={alpha} left a client under min_partition_size {min_size} after 10 draws; "
+            "use fewer clients, a larger alpha or a smaller min_partition_size"
+        ) from None
+
+
+def split_local(
+    indices: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/test split of one client's indices (both returned sorted).
+
+    The test part has ``round(len * test_fraction)`` samples, but at least 1 when the client
+    holds 2 or more, and never all of them, so every client can both train and evaluate.
+    """
+    indices = np.asarray(indices)
+    if indices.ndim != 1:
+        raise ValueError(f"indices of shape {indices.shape} are invalid; allowed: a 1-D array")
+    is_number = isinstance(test_fraction, int | float | np.floating)
+    if not is_number or isinstance(test_fraction, bool) or not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction {test_fraction!r} is invalid; allowed: 0 < f < 1")
+    seed = _check_int("seed", seed, 0)
+    n = len(indices)
+    n_test = 0 if n < 2 else min(max(1, round(n * test_fraction)), n - 1)
+    shuffled = np.random.default_rng(seed).permutation(indices)
+    return np.sort(shuffled[n_test:]), np.sort(shuffled[:n_test])
+
+
+__all__ = ["PARTITION_SCHEMES", "partition_indices", "split_local"]

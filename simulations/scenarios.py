@@ -1,0 +1,51 @@
+"""Scenario presets (TOML files shipped in the package) and user scenario files.
+
+A scenario is a flat table of :class:`~fedqdnn.federated.config.FederatedConfig` keys
+(dashes or underscores) plus a ``[tiers]`` table of hardware profile -> proportion.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from fedqdnn.federated.config import FederatedConfig, from_flat
+
+DEFAULT_SCENARIO = "three-tier"
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets."""
+    folder = resources.files("simulations") / "scenarios"
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
+
+
+def _read(name_or_path: str) -> tuple[str, str]:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ValueError(f"scenario file {name_or_path!r} does not exist")
+        return str(path), path.read_text()
+    if name_or_path not in preset_names():
+        raise ValueError(
+            f"unknown scenario {name_or_path!r}; allowed: {', '.join(preset_names())} "
+            "or a path to a .toml file"
+        )
+    source = resources.files("simulations") / "scenarios" / f"{name_or_path}.toml"
+    return name_or_path, source.read_text()
+
+
+def load_scenario(name_or_path: str = DEFAULT_SCENARIO) -> FederatedConfig:
+    """Parse and validate a preset name or TOML file; errors are one line naming the value."""
+    label, text = _read(name_or_path)
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"scenario {label}: not valid TOML ({err})") from None
+    try:
+        return from_flat(table)
+    except ValueError as err:
+        raise ValueError(f"scenario {label}: {err}") from None

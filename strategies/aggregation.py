@@ -1,0 +1,138 @@
+"""Aggregation of Quantizable-DNN client updates: pure numpy functions, no Flower.
+
+A client update holds every shared entry (conv/linear weights) plus the per-mode entries
+(bit-specific BN, learnable clips: keys containing ``bits<b>``) of the modes it trained.
+
+* shared entries: mean over all updates weighted by examples (FedAvg);
+* a mode's affine parameters / clips: weighted mean over the updates that trained it;
+* a mode's running statistics: pooled, ``m = sum n_i m_i / N``,
+  ``v = sum n_i (v_i + (m_i - m)^2) / N`` (per-client variances alone ignore the spread
+  of client means);
+* integer buffers (``num_batches_tracked``): weighted mean rounded, dtype kept;
+* modes nobody trained this round keep their previous global values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedqdnn.bitmodes import mode_of_state_key
+
+State = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """One client's reply: the arrays it sent, its example count, the modes it trained."""
+
+    arrays: Mapping[str, np.ndarray]
+    num_examples: int
+    trained_modes: tuple[int, ...]
+
+
+def shared_keys(state: Mapping[str, np.ndarray]) -> list[str]:
+    """Keys every client must send: entries not tied to one bit mode."""
+    return [k for k in state if mode_of_state_key(k) is None]
+
+
+def mode_keys(state: Mapping[str, np.ndarray], bits: int) -> list[str]:
+    """Keys of one bit mode's entries (its BN and clip)."""
+    return [k for k in state if mode_of_state_key(k) == bits]
+
+
+def model_modes(state: Mapping[str, np.ndarray]) -> set[int]:
+    """Bit modes that have per-mode entries in ``state``."""
+    return {m for k in state if (m := mode_of_state_key(k)) is not None}
+
+
+def expected_keys(state: Mapping[str, np.ndarray], trained_modes: Sequence[int]) -> set[str]:
+    """Exactly the keys an update that trained ``trained_modes`` must carry."""
+    return set(shared_keys(state)) | {k for b in trained_modes for k in mode_keys(state, b)}
+
+
+def validate_update(state: Mapping[str, np.ndarray], update: ClientUpdate) -> str | None:
+    """Why ``update`` must be excluded, or None if it is usable.
+
+    Checks example count, trained modes, key set, shapes, dtypes and finiteness, so one
+    bad client can never crash or poison a round.
+    """
+    if not update.num_examples > 0:
+        return f"num-examples {update.num_examples} must be > 0"
+    if not update.trained_modes:
+        return "no trained modes reported"
+    # Shared-BN models have no per-mode entries: any of the model's modes is then fine.
+    known = model_modes(state)
+    unknown = [b for b in update.trained_modes if known and b not in known]
+    if unknown:
+        return f"trained modes {unknown} are not modes of the model {sorted(known)}"
+    expected = expected_keys(state, update.trained_modes)
+    got = set(update.arrays)
+    if got != expected:
+        missing, extra = sorted(expected - got), sorted(got - expected)
+        return f"wrong keys: missing {missing[:3]}, unexpected {extra[:3]}"
+    for key in expected:
+        value, ref = np.asarray(update.arrays[key]), state[key]
+        if value.shape != ref.shape:
+            return f"{key} has shape {value.shape}, expected {ref.shape}"
+        if value.dtype.kind != ref.dtype.kind:
+            return f"{key} has dtype {value.dtype}, expected {ref.dtype}"
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return f"{key} holds non-finite values"
+    return None
+
+
+def weighted_mean(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """sum w_i a_i / sum w_i in float64, cast back to the input dtype (integers rounded)."""
+    w = np.asarray(weights, dtype=np.float64)
+    stacked = np.stack([np.asarray(a, dtype=np.float64) for a in arrays])
+    mean = np.asarray(np.tensordot(w / w.sum(), stacked, axes=1))
+    dtype = np.asarray(arrays[0]).dtype
+    return np.rint(mean).astype(dtype) if dtype.kind in "iub" else mean.astype(dtype)
+
+
+def pooled_mean_var(
+    means: Sequence[np.ndarray], variances: Sequence[np.ndarray], weights: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled statistics of groups i with weights n_i: the law of total variance."""
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    m = np.stack([np.asarray(x, np.float64) for x in means])
+    v = np.stack([np.asarray(x, np.float64) for x in variances])
+    mean = np.asarray(np.tensordot(w, m, axes=1))
+    var = np.asarray(np.tensordot(w, v + (m - mean) ** 2, axes=1))
+    dtype = np.asarray(means[0]).dtype
+    return mean.astype(dtype), var.astype(dtype)
+
+
+def _aggregate_group(keys: Sequence[str], updates: Sequence[ClientUpdate]) -> State:
+    """Aggregate ``keys`` over ``updates`` (all of which hold them)."""
+    weights = [u.num_examples for u in updates]
+    out: State = {}
+    for key in keys:
+        if key.endswith("running_var"):
+            continue  # pooled together with its running_mean below
+        values = [u.arrays[key] for u in updates]
+        if key.endswith("running_mean"):
+            var_key = key[: -len("running_mean")] + "running_var"
+            out[key], out[var_key] = pooled_mean_var(
+                values, [u.arrays[var_key] for u in updates], weights
+            )
+        else:
+            out[key] = weighted_mean(values, weights)
+    return out
+
+
+def aggregate(state: Mapping[str, np.ndarray], updates: Sequence[ClientUpdate]) -> State:
+    """New global state from valid ``updates``; untrained modes carry their old values."""
+    new: State = {k: np.array(v, copy=True) for k, v in state.items()}
+    if not updates:
+        return new
+    new.update(_aggregate_group(shared_keys(state), updates))
+    for bits in sorted(model_modes(state)):
+        trained = [u for u in updates if bits in u.trained_modes]
+        if trained:
+            new.update(_aggregate_group(mode_keys(state, bits), trained))
+    return new

@@ -1,0 +1,119 @@
+"""Client partitions: disjoint cover, IID balance, Dirichlet skew vs alpha, seeds, errors."""
+
+import numpy as np
+import pytest
+
+from fedqdnn.partition import partition_indices, split_local
+
+
+@pytest.fixture(scope="module")
+def labels() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 10, size=600)
+
+
+def _assert_disjoint(parts: list[np.ndarray]) -> np.ndarray:
+    joined = np.concatenate(parts)
+    assert len(np.unique(joined)) == len(joined)
+    return joined
+
+
+def _max_label_fraction(parts: list[np.ndarray], labels: np.ndarray) -> float:
+    """Mean over clients of the share of its most common label (1/classes = no skew)."""
+    return float(np.mean([np.bincount(labels[p]).max() / len(p) for p in parts]))
+
+
+def test_iid_covers_all_indices_with_balanced_sizes(labels):
+    parts = partition_indices(labels, 7, "iid", seed=1)
+    assert len(parts) == 7
+    joined = _assert_disjoint(parts)
+    assert np.array_equal(np.sort(joined), np.arange(len(labels)))
+    sizes = [len(p) for p in parts]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 600
+    assert all(p.dtype == np.int64 and np.all(np.diff(p) > 0) for p in parts)
+    # shuffled: partition 0 is not simply the first 86 rows
+    assert not np.array_equal(parts[0], np.arange(len(parts[0])))
+
+
+def test_partitions_are_deterministic_per_seed(labels):
+    for scheme in ("iid", "dirichlet"):
+        a = partition_indices(labels, 5, scheme, seed=3)
+        b = partition_indices(labels, 5, scheme, seed=3)
+        c = partition_indices(labels, 5, scheme, seed=4)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_dirichlet_skew_grows_as_alpha_shrinks(labels):
+    skewed = partition_indices(labels, 10, "dirichlet", alpha=0.1, seed=0)
+    mild = partition_indices(labels, 10, "dirichlet", alpha=100.0, seed=0)
+    for parts in (skewed, mild):
+        _assert_disjoint(parts)
+        assert min(len(p) for p in parts) >= 2
+    iid = partition_indices(labels, 10, "iid", seed=0)
+    assert _max_label_fraction(skewed, labels) > 0.4
+    assert _max_label_fraction(skewed, labels) > _max_label_fraction(mild, labels) + 0.2
+    assert _max_label_fraction(mild, labels) < 0.25 and _max_label_fraction(iid, labels) < 0.25
+
+
+def test_single_partition_and_one_sample_per_client():
+    labels = np.array([0, 1, 1, 0, 2])
+    (only,) = partition_indices(labels, 1)
+    assert np.array_equal(only, np.arange(5))
+    parts = partition_indices(labels, 5, min_partition_size=1)
+    assert sorted(int(p[0]) for p in parts) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_partitions": 0}, r"num_partitions 0 is invalid; allowed: an integer in \[1, 600\]"),
+        ({"num_partitions": 601}, r"num_partitions 601 is invalid"),
+        ({"num_partitions": 2.5}, r"num_partitions 2.5 is invalid"),
+        ({"num_partitions": 4, "scheme": "shards"}, r"scheme 'shards' is unknown; allowed: iid"),
+        ({"num_partitions": 4, "scheme": "dirichlet", "alpha": 0}, r"alpha 0 is invalid"),
+        ({"num_partitions": 4, "scheme": "dirichlet", "alpha": -1.0}, r"alpha -1.0 is invalid"),
+        ({"num_partitions": 4, "seed": -1}, r"seed -1 is invalid"),
+        ({"num_partitions": 4, "min_partition_size": -1}, r"min_partition_size -1 is invalid"),
+        ({"num_partitions": 400}, r"give 1 per client < min_partition_size 2; use fewer"),
+        (
+            {"num_partitions": 300, "scheme": "dirichlet", "min_partition_size": 3},
+            r"cannot give 300 partitions of >= 3 samples",
+        ),
+    ],
+)
+def test_bad_arguments(labels, kwargs, message):
+    with pytest.raises(ValueError, match=message) as info:
+        partition_indices(labels, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_labels():
+    with pytest.raises(ValueError, match=r"labels of shape \(0,\) are invalid"):
+        partition_indices(np.array([], dtype=np.int64), 1)
+    with pytest.raises(ValueError, match=r"labels of shape \(2, 2\)"):
+        partition_indices(np.zeros((2, 2), dtype=np.int64), 1)
+
+
+def test_dirichlet_failure_is_one_clear_error():
+    labels = np.repeat(np.arange(10), 3)  # 30 samples, 10 clients, very skewed draws
+    with pytest.raises(ValueError, match=r"use fewer clients, a larger alpha") as info:
+        partition_indices(labels, 10, "dirichlet", alpha=0.01, seed=0, min_partition_size=3)
+    assert "\n" not in str(info.value)
+
+
+def test_split_local():
+    idx = np.arange(100, 120)
+    train, test = split_local(idx, 0.25, seed=0)
+    assert len(test) == 5 and len(train) == 15
+    assert np.array_equal(np.sort(np.concatenate([train, test])), idx)
+    again = split_local(idx, 0.25, seed=0)
+    assert np.array_equal(again[1], test) and np.array_equal(again[0], train)
+    assert not np.array_equal(split_local(idx, 0.25, seed=1)[1], test)
+    # tiny clients: at least one test sample from 2, never all of them; 1 sample trains only
+    assert [len(x) for x in split_local(np.array([7, 9]), 0.01, seed=0)] == [1, 1]
+    assert [len(x) for x in split_local(np.arange(3), 0.99, seed=0)] == [1, 2]
+    train, test = split_local(np.array([4]), 0.2, seed=0)
+    assert train.tolist() == [4] and len(test) == 0
+    for bad in (0, 1, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"test_fraction .* is invalid; allowed: 0 < f < 1"):
+            split_local(idx, bad, seed=0)
