@@ -86,6 +86,22 @@ def run_server(grid: Grid, cfg: FederatedConfig, out: Path, log=print) -> dict:
     return results
 
 
+def wait_for_nodes(grid: Grid, expected: int, timeout: float = 60.0) -> None:
+    """Block until ``expected`` SuperNodes are connected; fail in one line if they never are
+    (e.g. ``num-clients`` larger than the federation's ``num-supernodes``)."""
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = len(list(grid.get_node_ids()))
+        if count >= expected:
+            return
+        time.sleep(0.5)
+    raise ValueError(
+        f"num-clients = {expected} but only {count} SuperNodes connected within {timeout:.0f}s; "
+        f"start the federation with --federation-config 'num-supernodes={expected}'"
+    )
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -100,4 +116,5 @@ def main(grid: Grid, context: Context) -> None:
     else:
         cfg = PENDING_RUN["config"]  # type: ignore[assignment]
         out = Path(str(PENDING_RUN["out"]))
+    wait_for_nodes(grid, cfg.num_clients)
     run_server(grid, cfg, out, _log)

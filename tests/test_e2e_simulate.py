@@ -1,0 +1,47 @@
+"""End to end: real Flower + Ray simulation through the CLI (no mocks)."""
+
+import json
+
+import pytest
+
+from tests.e2e_helpers import BIN, run
+
+pytestmark = pytest.mark.e2e
+
+
+def test_simulate_three_tiers_learns_and_reports_every_tier(tmp_path):
+    out = tmp_path / "sim"
+    code, log = run([str(BIN / "fedqdnn"), "simulate", "--clients", "6", "--rounds", "4",
+                     "--out", str(out)], timeout=420)
+    assert code == 0, log[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    final, initial = results["final"], results["initial_accuracy_by_bits"]
+    assert set(final["accuracy_by_bits"]) == {"2", "4", "32"}
+    for bits, acc in final["accuracy_by_bits"].items():
+        assert acc > initial[bits] + 0.3, (bits, acc, initial[bits])  # chance is 0.1
+    assert set(final["accuracy_by_tier"]) == {"mcu-int2", "phone-npu-int4", "cpu-fp32"}
+    assert len(results["per_device"]) == 6
+    assert {d["bits"] for d in results["per_device"]} == {2, 4, 32}
+    first = results["history"][0]
+    assert len(first["clients"]) == 6 and first["rejected"] == []
+    # the 32-bit tier trains every mode, the 2-bit tier only 2-bit, replies carry only those
+    modes = {c["tier"]: c["trained-modes"] for c in first["clients"]}
+    assert modes == {"mcu-int2": [2], "phone-npu-int4": [2, 4], "cpu-fp32": [2, 4, 32]}
+    ups = {c["tier"]: c["bytes-up"] for c in first["clients"]}
+    assert ups["mcu-int2"] < ups["phone-npu-int4"] < ups["cpu-fp32"]
+    assert results["config"]["num-clients"] == 6 and results["versions"]["flwr"].startswith("1.42")
+    for png in ("per_device_accuracy.png", "accuracy_per_round.png"):
+        assert (out / png).stat().st_size > 5000
+
+
+def test_simulate_bad_scenario_fails_before_any_work(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('dataset = "digits"\nroundz = 3\n')
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    code, log = run([str(BIN / "fedqdnn"), "simulate", "--scenario", str(bad), "--out",
+                     str(out)], timeout=60)
+    assert code == 2
+    assert "unknown config key 'roundz'" in log and log.strip().count("\n") == 0
+    assert (out / "results.json").read_text() == "{}"
