@@ -23,12 +23,19 @@ def free_port() -> int:
 def run(cmd: list[str], timeout: float, env: dict | None = None, cwd: Path = REPO):
     """Run ``cmd`` in its own process group; on timeout kill the whole group (Ray included)."""
     full_env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **(env or {})}
-    proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        raise AssertionError(f"timed out after {timeout}s: {' '.join(cmd)}\n{out[-3000:]}")
+        raise AssertionError(f"timed out after {timeout}s: {cmd}\n{out[-3000:]}") from None
     return proc.returncode, out

@@ -36,17 +36,31 @@ def test_flwr_run_completes_with_documented_command(tmp_path):
     }
     flwr = str(BIN / "flwr")
     try:
-        code, text = run([flwr, "run", ".", "--federation-config",
-                          "num-supernodes=6 client-resources-num-cpus=1",
-                          "--run-config", f"num-clients=6 rounds=2 out-dir='{out}'",
-                          "--format", "json"], timeout=120, env=env)
-        submitted = json.loads(text[text.index("{"):])
+        code, text = run(
+            [
+                flwr,
+                "run",
+                ".",
+                "--federation-config",
+                "num-supernodes=6 client-resources-num-cpus=1",
+                "--run-config",
+                f"num-clients=6 rounds=2 out-dir='{out}'",
+                "--format",
+                "json",
+            ],
+            timeout=120,
+            env=env,
+        )
+        submitted = json.loads(text[text.index("{") :])
         assert code == 0 and submitted["success"], text
         status, deadline = "", time.monotonic() + 300
         while time.monotonic() < deadline:
-            _, listing = run([flwr, "ls", "--run-id", submitted["run-id"], "--format", "json"],
-                             timeout=60, env=env)
-            status = json.loads(listing[listing.index("{"):])["runs"][0]["status"]
+            _, listing = run(
+                [flwr, "ls", "--run-id", submitted["run-id"], "--format", "json"],
+                timeout=60,
+                env=env,
+            )
+            status = json.loads(listing[listing.index("{") :])["runs"][0]["status"]
             if status.startswith("finished"):
                 break
             time.sleep(2)

@@ -11,8 +11,10 @@ pytestmark = pytest.mark.e2e
 
 def test_simulate_three_tiers_learns_and_reports_every_tier(tmp_path):
     out = tmp_path / "sim"
-    code, log = run([str(BIN / "fedqdnn"), "simulate", "--clients", "6", "--rounds", "4",
-                     "--out", str(out)], timeout=420)
+    code, log = run(
+        [str(BIN / "fedqdnn"), "simulate", "--clients", "6", "--rounds", "4", "--out", str(out)],
+        timeout=420,
+    )
     assert code == 0, log[-3000:]
     results = json.loads((out / "results.json").read_text())
     final, initial = results["final"], results["initial_accuracy_by_bits"]
@@ -40,8 +42,9 @@ def test_simulate_bad_scenario_fails_before_any_work(tmp_path):
     out = tmp_path / "keep"
     out.mkdir()
     (out / "results.json").write_text("{}")
-    code, log = run([str(BIN / "fedqdnn"), "simulate", "--scenario", str(bad), "--out",
-                     str(out)], timeout=60)
+    code, log = run(
+        [str(BIN / "fedqdnn"), "simulate", "--scenario", str(bad), "--out", str(out)], timeout=60
+    )
     assert code == 2
     assert "unknown config key 'roundz'" in log and log.strip().count("\n") == 0
     assert (out / "results.json").read_text() == "{}"
