@@ -126,6 +126,69 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_simulate)
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from fedqdnn.data import DATASET_NAMES
+
+    p = sub.add_parser("compare", help="FedQDNN vs every baseline on the same seeds/partitions")
+    p.add_argument("--scenario", default=None, help="preset name or scenario .toml file")
+    p.add_argument("--dataset", default=None, choices=DATASET_NAMES)
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--clients", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--strategies", default=None, help="comma list (default: all)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out", type=Path, default=Path("outputs/compare"))
+    p.set_defaults(handler=_run_compare, seed=None)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from simulations.compare import run_comparison, summary_table
+    from strategies.baselines import STRATEGIES, get_strategy
+
+    names = [s.strip() for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s.strip()]
+    for name in names:
+        get_strategy(name)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {args.seeds!r} is not a comma list of integers") from None
+    if not seeds:
+        raise ValueError("--seeds is empty; give e.g. 0,1,2")
+    cfg = scenario_config(args)
+    result = run_comparison(cfg, names, seeds, args.out, log=_progress)
+    print(summary_table(result))
+    print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
+    return 0
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="redraw plots from a saved results or comparison directory")
+    p.add_argument("directory", type=Path)
+    p.set_defaults(handler=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    import json
+
+    comparison, results = args.directory / "comparison.json", args.directory / "results.json"
+    if comparison.is_file():
+        from simulations.compare_plots import plot_comparison
+
+        paths = plot_comparison(args.directory, json.loads(comparison.read_text()))
+    elif results.is_file():
+        from fedqdnn.federated.report import plot_results
+
+        paths = plot_results(args.directory, json.loads(results.read_text()))
+    else:
+        raise FileNotFoundError(f"{args.directory} holds neither comparison.json nor results.json")
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def scenario_config(args: argparse.Namespace):
     """Scenario + flag overrides -> one validated FederatedConfig."""
     from fedqdnn.federated.config import from_flat
@@ -187,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
     _add_simulate(sub)
+    _add_compare(sub)
+    _add_plot(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from fedqdnn.bitmodes import mode_of_state_key
+from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.data import DatasetSplits, load_dataset
 from fedqdnn.federated.config import FederatedConfig, from_flat
 from fedqdnn.federated.costs import array_bytes, simulated_train_seconds, transfer_seconds
@@ -107,6 +108,28 @@ def client_environment(cfg: FederatedConfig, partition_id: int) -> ClientEnviron
     )
 
 
+def partition_of(cfg: FederatedConfig, context: Context) -> int:
+    """The fleet partition this node simulates (nodes map onto ``participants`` in order)."""
+    node_index = int(context.node_config["partition-id"])
+    return cfg.participant_ids[node_index]
+
+
+def modes_to_train(cfg: FederatedConfig, env: ClientEnvironment) -> tuple[int, ...]:
+    """The modes this device trains this round under ``cfg.train_modes``."""
+    if cfg.train_modes == "affordable":
+        return env.modes
+    if cfg.train_modes == "top":
+        return (env.modes[-1],)
+    if cfg.train_modes == "lowest-common":
+        return (fleet_lowest_top_mode(cfg),)
+    return (32,)
+
+
+def fleet_lowest_top_mode(cfg: FederatedConfig) -> int:
+    """The highest mode every tier of the fleet can run (what a lowest-common fleet deploys)."""
+    return min(get_profile(tier).top_mode(cfg.bits) for tier in cfg.tiers)
+
+
 def _config(msg: Message) -> tuple[FederatedConfig, int]:
     flat = dict(msg.content["config"])
     server_round = int(flat.pop("server-round", 0))
@@ -130,7 +153,12 @@ def trained_state(model: QuantizableModel, modes: tuple[int, ...]) -> dict[str, 
 def local_train(
     env: ClientEnvironment, cfg: FederatedConfig, modes: tuple[int, ...], seed: int
 ) -> float:
-    """Local epochs of joint steps over ``modes``; returns the mean loss."""
+    """Local epochs of joint steps over ``modes``; returns the mean loss.
+
+    Afterwards the trained modes' BN statistics are re-estimated on the local data at the
+    final local weights (``bn_stats="recalibrate"``): after a few momentum-0.1 steps the
+    running statistics are still mostly those received, i.e. stale for the new weights.
+    """
     model = env.model
     model.train()
     params = model.parameters()
@@ -147,6 +175,8 @@ def local_train(
             loss, _ = joint_step(model, xb, yb, modes, loss_config, optimizer)
             total += loss * len(yb)
             count += len(yb)
+    if cfg.bn_stats == "recalibrate":
+        recalibrate_bn(model, env.x_train, modes)
     return total / max(1, count)
 
 
@@ -160,11 +190,11 @@ def train(msg: Message, context: Context) -> Message:
     """Train the affordable modes and reply with shared + trained-mode entries."""
     cfg, server_round = _config(msg)
     torch.set_num_threads(1)
-    pid = int(context.node_config["partition-id"])
+    pid = partition_of(cfg, context)
     env = client_environment(cfg, pid)
     arrays = msg.content["arrays"]
     _load(env.model, arrays)
-    modes = env.modes if cfg.train_modes == "affordable" else (env.modes[-1],)
+    modes = modes_to_train(cfg, env)
     loss = local_train(env, cfg, modes, client_seed(cfg.seed, server_round, pid))
     state = trained_state(env.model, modes)
     bytes_down = sum(a.numpy().nbytes for a in arrays.values())
@@ -197,10 +227,10 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     """Per-device accuracy: the global model at this device's top mode, on its local test split."""
     cfg, _ = _config(msg)
     torch.set_num_threads(1)
-    pid = int(context.node_config["partition-id"])
+    pid = partition_of(cfg, context)
     env = client_environment(cfg, pid)
     _load(env.model, msg.content["arrays"])
-    bits = env.modes[-1]
+    bits = modes_to_train(cfg, env)[-1]
     accuracy, loss = evaluate(env.model, env.x_test, env.y_test, bits)
     metrics = MetricRecord(
         {

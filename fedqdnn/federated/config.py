@@ -16,7 +16,13 @@ from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.data import DATASET_NAMES
 from fedqdnn.models import MODELS
 
-TRAIN_MODE_POLICIES = ("affordable", "top")
+# Which of its modes a device trains: all it can run (FedQDNN), only its top one, only the
+# fleet's lowest top mode (lowest-common baseline), or only 32-bit (fp32-exclusive baseline).
+TRAIN_MODE_POLICIES = ("affordable", "top", "lowest-common", "fp32")
+SERVER_STRATEGIES = ("fedqdnn", "fedavg")
+# How clients set the BN running statistics they upload: re-estimated exactly on their local
+# data at the final local weights (default), or left as the momentum averages of training.
+BN_STATS_POLICIES = ("recalibrate", "momentum")
 PARTITION_SCHEMES = ("iid", "dirichlet")
 OPTIMIZERS = ("adam", "sgd")
 
@@ -61,6 +67,9 @@ class FederatedConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     train_modes: str = "affordable"
+    bn_stats: str = "recalibrate"  # "momentum": upload BN running stats as training left them
+    server_strategy: str = "fedqdnn"  # "fedavg": Flower's FedAvg (needs identical reply keys)
+    participants: str = ""  # comma-separated partition ids taking part; "" -> all
     partition: str = "iid"
     alpha: float = 0.5
     local_test_fraction: float = 0.2
@@ -101,6 +110,11 @@ class FederatedConfig:
             raise bad("optimizer", self.optimizer, ", ".join(OPTIMIZERS))
         if self.train_modes not in TRAIN_MODE_POLICIES:
             raise bad("train_modes", self.train_modes, ", ".join(TRAIN_MODE_POLICIES))
+        if self.bn_stats not in BN_STATS_POLICIES:
+            raise bad("bn_stats", self.bn_stats, ", ".join(BN_STATS_POLICIES))
+        if self.server_strategy not in SERVER_STRATEGIES:
+            raise bad("server_strategy", self.server_strategy, ", ".join(SERVER_STRATEGIES))
+        self._validate_participants()
         if self.partition not in PARTITION_SCHEMES:
             raise bad("partition", self.partition, ", ".join(PARTITION_SCHEMES))
         if not self.alpha > 0:
@@ -114,6 +128,31 @@ class FederatedConfig:
                 "ce_weight >= 0, kd_weight >= 0, temperature > 0",
             )
         self._validate_tiers()
+
+    def _validate_participants(self) -> None:
+        if not self.participants:
+            return
+        try:
+            ids = [int(p) for p in self.participants.split(",")]
+        except ValueError:
+            ids = [-1]
+        if not ids or any(not 0 <= p < self.num_clients for p in ids) or len(set(ids)) != len(ids):
+            raise ValueError(
+                f"participants = {self.participants!r} is not allowed; allowed: distinct "
+                f"partition ids in 0..{self.num_clients - 1}, comma-separated"
+            )
+
+    @property
+    def participant_ids(self) -> list[int]:
+        """Partition ids taking part in training (all of the fleet by default)."""
+        if not self.participants:
+            return list(range(self.num_clients))
+        return [int(p) for p in self.participants.split(",")]
+
+    @property
+    def num_nodes(self) -> int:
+        """SuperNodes the run needs: one per participating partition."""
+        return len(self.participant_ids)
 
     def _validate_tiers(self) -> None:
         from fedqdnn.hardware import get_profile

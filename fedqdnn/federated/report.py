@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from flwr.serverapp.strategy import Result
 
 from fedqdnn.centralized import write_json
@@ -28,14 +29,35 @@ def _tiers(metrics) -> dict[str, float]:
     }
 
 
+MODEL_FILE = "model.safetensors"
+
+
+def save_model(path: Path, arrays, cfg: FederatedConfig) -> None:
+    """Final global model as safetensors (never pickle), config in the metadata; atomic."""
+    from safetensors.numpy import save_file
+
+    tensors = {k: np.ascontiguousarray(v.numpy()) for k, v in arrays.items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"config": json.dumps(cfg.to_flat())})
+    tmp.replace(path)
+
+
+def load_model_state(path: Path) -> dict[str, np.ndarray]:
+    """Read a safetensors model file (no code execution)."""
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
 def build_results(cfg: FederatedConfig, strategy, result: Result, wall_seconds: float) -> dict:
     """Assemble results.json from the strategy's round records and Flower's Result."""
     central = result.evaluate_metrics_serverapp
     federated = result.evaluate_metrics_clientapp
     train = result.train_metrics_clientapp
+    rounds = getattr(strategy, "rounds", {})  # Flower's FedAvg keeps no per-client records
     history = []
     for rnd in range(1, cfg.rounds + 1):
-        record = strategy.rounds.get(rnd)
+        record = rounds.get(rnd)
         fed = federated.get(rnd, {})
         history.append(
             {
@@ -50,7 +72,7 @@ def build_results(cfg: FederatedConfig, strategy, result: Result, wall_seconds: 
                 "rejected": record.rejected if record else [],
             }
         )
-    last = strategy.rounds.get(cfg.rounds)
+    last = rounds.get(cfg.rounds)
     per_device = sorted(
         (
             {

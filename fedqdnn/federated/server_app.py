@@ -8,6 +8,7 @@ over through :data:`PENDING_RUN` in this same process.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -15,10 +16,11 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
 
 from fedqdnn.data import load_dataset
 from fedqdnn.federated.config import FederatedConfig, from_flat
-from fedqdnn.federated.report import build_results, write_results
+from fedqdnn.federated.report import MODEL_FILE, build_results, save_model, write_results
 from fedqdnn.models import QuantizableModel, build_model
 from fedqdnn.training import evaluate
 from strategies.fedqdnn import FedQDNN
@@ -66,12 +68,26 @@ def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=print):
     return evaluate_fn
 
 
+def make_strategy(cfg: FederatedConfig) -> FedAvg:
+    """FedQDNN, or Flower's plain FedAvg (identical reply keys only, e.g. uniform-fp32)."""
+    if cfg.server_strategy == "fedavg":
+        nodes = cfg.num_nodes
+        return FedAvg(
+            fraction_train=cfg.fraction_train,
+            fraction_evaluate=cfg.fraction_evaluate,
+            min_train_nodes=max(1, math.ceil(cfg.fraction_train * nodes)),
+            min_evaluate_nodes=max(1, math.ceil(cfg.fraction_evaluate * nodes)),
+            min_available_nodes=nodes,
+        )
+    return FedQDNN(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate)
+
+
 def run_server(grid: Grid, cfg: FederatedConfig, out: Path, log=print) -> dict:
     """Run every round on ``grid``; write results.json and plots into ``out``."""
     started = time.perf_counter()
     torch.set_num_threads(1)
     model = initial_model(cfg)
-    strategy = FedQDNN(cfg.num_clients, cfg.fraction_train, cfg.fraction_evaluate)
+    strategy = make_strategy(cfg)
     flat = ConfigRecord(cfg.to_flat())
     result = strategy.start(
         grid=grid,
@@ -83,6 +99,7 @@ def run_server(grid: Grid, cfg: FederatedConfig, out: Path, log=print) -> dict:
     )
     results = build_results(cfg, strategy, result, time.perf_counter() - started)
     write_results(out, results)
+    save_model(out / MODEL_FILE, result.arrays, cfg)
     return results
 
 
@@ -116,5 +133,5 @@ def main(grid: Grid, context: Context) -> None:
     else:
         cfg = PENDING_RUN["config"]  # type: ignore[assignment]
         out = Path(str(PENDING_RUN["out"]))
-    wait_for_nodes(grid, cfg.num_clients)
+    wait_for_nodes(grid, cfg.num_nodes)
     run_server(grid, cfg, out, _log)

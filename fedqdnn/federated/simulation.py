@@ -18,7 +18,7 @@ def simulate(
     gpus_per_client: float = 0.0,
     verbose: bool = False,
 ) -> dict:
-    """Run ``cfg`` with ``cfg.num_clients`` virtual SuperNodes; return results.json's content.
+    """Run ``cfg`` (one virtual SuperNode per participating partition); return results.json.
 
     ``ray_address`` (or ``RAY_ADDRESS``) joins an existing Ray cluster instead of starting
     a local one. Raises RuntimeError if the run produced no results.
@@ -51,7 +51,7 @@ def simulate(
         run_simulation(
             server_app=server_app.app,
             client_app=client_app,
-            num_supernodes=cfg.num_clients,
+            num_supernodes=cfg.num_nodes,
             backend_config=backend_config,  # type: ignore[arg-type]
             verbose_logging=verbose,
         )
