@@ -61,11 +61,19 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 # ---------------------------------------------------------------- configurations
 
 
+# Proportions that survive the flat (string) form exactly: FederatedConfig's default of 1/3
+# each is written as 0.333333 (sum 0.999999), which assign_profiles (tolerance 1e-6) refuses
+# in every client, so every reply would be an error.
+THREE_TIERS = {"mcu-int2": 0.3333, "phone-npu-int4": 0.3333, "cpu-fp32": 0.3334}
+
+
 def timing_config(rounds: int):
     """The round-time workload: digits, 10 clients (three tiers), 2 local epochs."""
     from fedqdnn.federated.config import FederatedConfig
 
-    return FederatedConfig(dataset="digits", num_clients=10, rounds=rounds, local_epochs=2)
+    return FederatedConfig(
+        dataset="digits", tiers=THREE_TIERS, num_clients=10, rounds=rounds, local_epochs=2
+    )
 
 
 def memory_config(num_clients: int, per_round: int = 10):
@@ -75,6 +83,7 @@ def memory_config(num_clients: int, per_round: int = 10):
     fraction = per_round / num_clients
     return FederatedConfig(
         dataset="mnist1d",
+        tiers=THREE_TIERS,
         num_clients=num_clients,
         rounds=1,
         local_epochs=1,
@@ -122,7 +131,7 @@ def _bare_child(cfg) -> dict:
     state = {k: v.detach().cpu().numpy().copy() for k, v in server_model.state_dict().items()}
 
     def load(model, global_state) -> None:
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in global_state.items()})
+        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in global_state.items()})
 
     def central_eval(global_state) -> dict:
         load(server_model, global_state)
@@ -147,7 +156,8 @@ def _bare_child(cfg) -> dict:
                 updates.append(update)
             else:
                 rejected += 1
-        state = aggregate(state, updates)
+        # as FedQDNN's to_arrayrecord: 0-d results (num_batches_tracked) become arrays again
+        state = {k: np.require(v, requirements="C") for k, v in aggregate(state, updates).items()}
         for pid in clients:  # federated evaluation: each device at its top mode
             env = client_environment(cfg, pid)
             load(env.model, state)
@@ -360,6 +370,7 @@ def _run_child(name: str, spec: dict, work: Path, pss: bool = False) -> dict:
         "peak_processes": sampler.peak_procs,
         "peak_tree_rss_mb": round(sampler.peak_rss / 2**20, 1),
         "tree_cpu_seconds": round(sampler.cpu_seconds(), 2),
+        "driver_cpu_seconds": round(sampler.seen.get(proc.pid, (0, 0.0))[1], 2),
         "leftover_processes_killed": leftovers,
     }
     if pss:
@@ -369,9 +380,27 @@ def _run_child(name: str, spec: dict, work: Path, pss: bool = False) -> dict:
         result = json.loads(result_file.read_text())
         result["round_stamps"] = {int(k): v for k, v in result["round_stamps"].items()}
         record.update(result)
+        record["problems"] = _problems(spec, record)
     else:
+        record["problems"] = ["the run failed or timed out"]
         record["error"] = log_file.read_text()[-2000:]
     return record
+
+
+def _problems(spec: dict, record: dict) -> list[str]:
+    """Why a finished run did not do the intended work (empty if it did)."""
+    flat = spec["config"]
+    problems = []
+    if record.get("rejected"):
+        problems.append(f"{record['rejected']} client replies were rejected or failed")
+    if spec["kind"] == "flower":
+        expected = max(1, int(flat["num-clients"] * flat["fraction-train"]))
+        got = record.get("clients_per_round", [])
+        if got != [expected] * flat["rounds"]:
+            problems.append(f"clients trained per round {got}, expected {expected}")
+        if len(record.get("round_stamps", {})) != flat["rounds"] + 1:
+            problems.append("no per-round timestamps (server_app.central_evaluator changed?)")
+    return problems
 
 
 # ---------------------------------------------------------------- analysis
@@ -405,7 +434,7 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
     """Measure the three figures side by side; write JSON to ``out`` (if given); return it."""
     from fedqdnn.provenance import versions
 
-    rounds = 3 if quick else 6
+    rounds = 3 if quick else 8
     cpus = os.cpu_count() or 2
     timing = timing_config(rounds).to_flat()
     one_round = timing_config(1).to_flat()

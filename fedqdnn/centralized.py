@@ -38,7 +38,7 @@ class TrainJob:
     data_root: str | None = None
     width: int | None = None
     bit_specific_bn: bool = True
-    learnable_clip: bool = False
+    learnable_clip: bool = True  # measured better than the fixed [0, 1] clip (docs/results.md)
     recalibrate_bn: bool = False
     loss: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

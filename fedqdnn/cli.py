@@ -56,7 +56,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", default="top", choices=TEACHERS)
     p.add_argument("--shared-bn", action="store_true", help="ablation: one BN for all modes")
     p.add_argument(
-        "--learnable-clip", action="store_true", help="per-mode learnable activation clip (AdaBits)"
+        "--clip",
+        default="learnable",
+        choices=("learnable", "fixed"),
+        help="activation clip: per-mode learnable (AdaBits, default) or fixed [0, 1] (DoReFa)",
     )
     p.add_argument(
         "--recalibrate-bn",
@@ -84,7 +87,7 @@ def _run_train(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         width=args.width,
         bit_specific_bn=not args.shared_bn,
-        learnable_clip=args.learnable_clip,
+        learnable_clip=args.clip == "learnable",
         recalibrate_bn=args.recalibrate_bn,
         loss=ConsistencyConfig(args.ce_weight, args.kd_weight, args.temperature, args.teacher),
         optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size),
@@ -123,6 +126,13 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus-per-client", type=float, default=1.0)
     p.add_argument("--gpus-per-client", type=float, default=0.0)
     p.add_argument("--verbose", action="store_true", help="show Flower and Ray logs")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="continue the interrupted run in DIR from its last checkpoint",
+    )
     p.set_defaults(handler=_run_simulate)
 
 
@@ -217,14 +227,32 @@ def scenario_config(args: argparse.Namespace):
 def _run_simulate(args: argparse.Namespace) -> int:
     if args.cpus_per_client <= 0 or args.gpus_per_client < 0:
         raise ValueError("--cpus-per-client must be > 0 and --gpus-per-client >= 0")
-    cfg = scenario_config(args)
-    from fedqdnn.federated.simulation import simulate
+    from fedqdnn.federated.simulation import load_resume, simulate
 
+    resume, out = None, args.out
+    if args.resume is not None:
+        given = [
+            f
+            for f in ("scenario", "rounds", "clients", "dataset", "seed")
+            if getattr(args, f) is not None
+        ] + (["set"] if args.set else [])
+        if given:
+            raise ValueError(f"--resume takes the run's own config; drop --{given[0]}")
+        cfg, resume = load_resume(args.resume)
+        out = args.resume
+    else:
+        cfg = scenario_config(args)
     results = simulate(
-        cfg, args.out, args.ray_address, args.cpus_per_client, args.gpus_per_client, args.verbose
+        cfg,
+        out,
+        args.ray_address,
+        args.cpus_per_client,
+        args.gpus_per_client,
+        args.verbose,
+        resume,
     )
     print(format_federated_table(results))
-    print(f"results and plots written to {args.out}")
+    print(f"results and plots written to {out}")
     return 0
 
 

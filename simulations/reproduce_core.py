@@ -24,10 +24,10 @@ from fedqdnn.losses import ConsistencyConfig
 
 EPOCHS = {"digits": 20, "mnist1d": 20}
 VARIANTS: dict[str, dict] = {
-    "dedicated": {"method": "dedicated"},
-    "joint": {},
-    "joint, shared BN": {"bit_specific_bn": False, "recalibrate_bn": True},
-    "joint, no consistency": {"loss": ConsistencyConfig(kd_weight=0.0)},
+    "dedicated": {"method": "dedicated", "learnable_clip": False},
+    "joint": {"learnable_clip": False},
+    "joint, shared BN": {"bit_specific_bn": False, "recalibrate_bn": True, "learnable_clip": False},
+    "joint, no consistency": {"loss": ConsistencyConfig(kd_weight=0.0), "learnable_clip": False},
     "joint, learnable clip": {"learnable_clip": True},
 }
 

@@ -14,10 +14,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fedqdnn.federated.compression import RANGE_SUFFIX, dequantize_arrays
+from fedqdnn.federated.round_plan import select_partitions
 from strategies.aggregation import ClientUpdate, State, aggregate, validate_update
 
 log = logging.getLogger("fedqdnn")
@@ -29,6 +39,7 @@ class RoundRecord:
 
     train: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)  # offline / straggler, by design
     evaluation: list[dict] = field(default_factory=list)
 
 
@@ -63,7 +74,11 @@ class FedQDNN(FedAvg):
     """
 
     def __init__(
-        self, num_clients: int, fraction_train: float = 1.0, fraction_evaluate: float = 1.0
+        self,
+        num_clients: int,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        seed: int = 0,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -72,15 +87,54 @@ class FedQDNN(FedAvg):
             min_evaluate_nodes=max(1, math.ceil(fraction_evaluate * num_clients)),
             min_available_nodes=num_clients,
         )
+        self.seed = seed
         self.rounds: dict[int, RoundRecord] = {}
+        self.node_of_partition: dict[int, int] = {}
         self._global: State = {}
+
+    def _instructions(
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        fraction: float,
+        message_type: str,
+        salt: int,
+    ) -> list[Message]:
+        """Messages to the partitions drawn by a seeded sample (reproducible, unlike
+        sampling Flower's random node IDs)."""
+        config["server-round"] = server_round
+        chosen = select_partitions(
+            sorted(self.node_of_partition), fraction, self.seed, server_round, salt
+        )
+        content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return [
+            Message(
+                content=content, dst_node_id=self.node_of_partition[p], message_type=message_type
+            )
+            for p in chosen
+        ]
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Remember the global state the replies will be checked against, then sample."""
         self._global = to_state(arrays)
-        return super().configure_train(server_round, arrays, config, grid)
+        if not self.node_of_partition:
+            return super().configure_train(server_round, arrays, config, grid)
+        return self._instructions(
+            server_round, arrays, config, self.fraction_train, MessageType.TRAIN, 0
+        )
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Evaluation on a seeded sample of partitions (all by default)."""
+        if not self.node_of_partition:
+            return super().configure_evaluate(server_round, arrays, config, grid)
+        return self._instructions(
+            server_round, arrays, config, self.fraction_evaluate, MessageType.EVALUATE, 1
+        )
 
     def _parse(self, msg: Message) -> tuple[ClientUpdate | None, dict, str | None]:
         """(update, report, reason-if-rejected) for one reply."""
@@ -88,7 +142,11 @@ class FedQDNN(FedAvg):
             return None, {}, f"client error {msg.error.code}: {msg.error.reason[-200:]}"
         try:
             metrics, info = _metrics(msg), _info(msg)
+            if info.get("status", "trained") != "trained":
+                return None, {**info, **metrics}, None
             arrays = to_state(msg.content["arrays"])
+            if any(k.endswith(RANGE_SUFFIX) for k in arrays):  # 8-bit upload
+                arrays = dequantize_arrays(arrays, {k: v.dtype for k, v in self._global.items()})
             update = ClientUpdate(
                 arrays,
                 int(metrics["num-examples"]),
@@ -104,28 +162,30 @@ class FedQDNN(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate every reply, aggregate the valid ones, record the rest."""
         record = self.rounds.setdefault(server_round, RoundRecord())
-        valid: list[ClientUpdate] = []
+        valid: list[tuple[int, ClientUpdate]] = []
         for msg in replies:
             update, report, reason = self._parse(msg)
+            if update is None and reason is None:  # offline or straggler: dropped, counted
+                record.dropped.append(report)
+                continue
             if reason is not None:
                 rejected = {"partition-id": report.get("partition-id"), "reason": reason}
                 record.rejected.append(rejected)
                 log.warning("round %d: excluded reply (%s)", server_round, reason)
                 continue
-            valid.append(update)
+            valid.append((int(report.get("partition-id", len(valid))), update))
             record.train.append(report)
+        record.train.sort(key=lambda r: r.get("partition-id", 0))
+        record.dropped.sort(key=lambda r: r.get("partition-id", 0))
+        counts = {"num-rejected": len(record.rejected), "num-dropped": len(record.dropped)}
         if not valid:
-            return None, MetricRecord({"num-valid": 0, "num-rejected": len(record.rejected)})
+            return None, MetricRecord({"num-valid": 0, **counts})
+        # Sum in partition order: the result cannot depend on the order replies arrived.
+        valid = [u for _, u in sorted(valid, key=lambda pair: pair[0])]
         new_state = aggregate(self._global, valid)
         examples = sum(u.num_examples for u in valid)
         loss = sum(r["loss"] * r["num-examples"] for r in record.train) / examples
-        metrics = MetricRecord(
-            {
-                "num-valid": len(valid),
-                "num-rejected": len(record.rejected),
-                "train-loss": float(loss),
-            }
-        )
+        metrics = MetricRecord({"num-valid": len(valid), **counts, "train-loss": float(loss)})
         return to_arrayrecord(new_state), metrics
 
     def aggregate_evaluate(
@@ -138,6 +198,7 @@ class FedQDNN(FedAvg):
                 record.rejected.append({"phase": "evaluate", "reason": msg.error.reason[-200:]})
                 continue
             record.evaluation.append({**_info(msg), **_metrics(msg)})
+        record.evaluation.sort(key=lambda r: r.get("partition-id", 0))
         if not record.evaluation:
             return None
         out = {"accuracy": _weighted_accuracy(record.evaluation)}

@@ -21,8 +21,18 @@ from flwr.clientapp import ClientApp
 from fedqdnn.bitmodes import mode_of_state_key
 from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.data import DatasetSplits, load_dataset
+from fedqdnn.federated.compression import quantize_arrays
 from fedqdnn.federated.config import FederatedConfig, from_flat
-from fedqdnn.federated.costs import array_bytes, simulated_train_seconds, transfer_seconds
+from fedqdnn.federated.costs import array_bytes
+from fedqdnn.federated.round_plan import (
+    SLOW_FACTOR,
+    candidate_mode_sets,
+    choose_modes,
+    estimated_seconds,
+    injected_fault,
+    is_online,
+    slowdown,
+)
 from fedqdnn.hardware import HardwareProfile, assign_profiles, get_profile
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import QuantizableModel, build_model
@@ -185,41 +195,97 @@ def client_seed(seed: int, server_round: int, partition_id: int) -> int:
     return (seed * 1_000_003 + server_round * 10_007 + partition_id) % (2**63)
 
 
+def _reply(
+    msg: Message,
+    env: ClientEnvironment,
+    status: str,
+    metrics: dict,
+    arrays: dict[str, np.ndarray] | None = None,
+) -> Message:
+    content = {
+        "metrics": MetricRecord(metrics),
+        "info": ConfigRecord(
+            {"tier": env.tier, "partition-id": env.partition_id, "status": status}
+        ),
+    }
+    if arrays is not None:
+        content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    return Message(content=RecordDict(content), reply_to=msg)
+
+
+def _inject(fault: str | None, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Corrupt an update as a faulty device would (fault injection for robustness tests)."""
+    if fault == "crash":
+        raise RuntimeError("injected fault: client crashed")
+    if fault == "nan":
+        key = next(iter(state))
+        state[key] = np.full_like(state[key], np.nan)
+    elif fault == "shape":
+        key = next(k for k, v in state.items() if v.ndim > 0)
+        state[key] = np.zeros(state[key].size + 1, dtype=state[key].dtype)
+    return state
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the affordable modes and reply with shared + trained-mode entries."""
-    cfg, server_round = _config(msg)
+    """Train the modes this device can afford this round; reply with shared + trained-mode
+    entries, or with a status (offline, straggler) and no arrays."""
+    cfg, rnd = _config(msg)
     torch.set_num_threads(1)
     pid = partition_of(cfg, context)
     env = client_environment(cfg, pid)
     arrays = msg.content["arrays"]
-    _load(env.model, arrays)
-    modes = modes_to_train(cfg, env)
-    loss = local_train(env, cfg, modes, client_seed(cfg.seed, server_round, pid))
-    state = trained_state(env.model, modes)
     bytes_down = sum(a.numpy().nbytes for a in arrays.values())
+    base = {"num-examples": len(env.y_train), "bytes-down": bytes_down}
+    if cfg.availability and not is_online(env.profile.availability, cfg.seed, rnd, pid):
+        return _reply(msg, env, "offline", {**base, "bytes-down": 0})
+    fault = injected_fault(cfg.fault_probabilities, cfg.seed, rnd, pid)
+    slow = slowdown(cfg.slowdown, env.tier, rnd) * (SLOW_FACTOR if fault == "slow" else 1.0)
+    upload_estimate = bytes_down * cfg.upload_bits // 32
+
+    def time_of(modes: tuple[int, ...]) -> float:
+        return estimated_seconds(
+            env.profile,
+            modes,
+            len(env.y_train),
+            cfg.local_epochs,
+            bytes_down,
+            upload_estimate,
+            slow,
+        )
+
+    policy_modes = modes_to_train(cfg, env)
+    candidates = (
+        candidate_mode_sets(policy_modes) if cfg.train_modes == "affordable" else [policy_modes]
+    )
+    modes = choose_modes(candidates, time_of, cfg.deadline_seconds)
+    if modes is None:  # nothing fits the deadline: a straggler, dropped this round
+        return _reply(msg, env, "straggler", {**base, "sim-seconds": time_of(candidates[-1])})
+    _load(env.model, arrays)
+    loss = local_train(env, cfg, modes, client_seed(cfg.seed, rnd, pid))
+    state = _inject(fault, trained_state(env.model, modes))
+    if cfg.upload_bits == 8:
+        state = quantize_arrays(state)
     bytes_up = array_bytes(state)
-    compute = simulated_train_seconds(env.profile, modes, len(env.y_train), cfg.local_epochs)
-    transfer = transfer_seconds(env.profile, bytes_down, bytes_up)
-    metrics = MetricRecord(
-        {
-            "num-examples": len(env.y_train),
-            "loss": loss if math.isfinite(loss) else -1.0,
-            "trained-modes": list(modes),
-            "sim-seconds": compute + transfer,
-            "bytes-up": bytes_up,
-            "bytes-down": bytes_down,
-        }
+    metrics = {
+        **base,
+        "loss": loss if math.isfinite(loss) else -1.0,
+        "trained-modes": list(modes),
+        "sim-seconds": estimated_seconds(
+            env.profile, modes, len(env.y_train), cfg.local_epochs, bytes_down, bytes_up, slow
+        ),
+        "bytes-up": bytes_up,
+    }
+    return _reply(msg, env, "trained", metrics, state)
+
+
+@app.query()
+def identify(msg: Message, context: Context) -> Message:
+    """Tell the server which partition this node simulates (node IDs are random per run)."""
+    reply = RecordDict(
+        {"info": ConfigRecord({"partition-id": int(context.node_config["partition-id"])})}
     )
-    info = ConfigRecord({"tier": env.tier, "partition-id": pid})
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord({k: Array(v) for k, v in state.items()}),
-            "metrics": metrics,
-            "info": info,
-        }
-    )
-    return Message(content=content, reply_to=msg)
+    return Message(content=reply, reply_to=msg)
 
 
 @app.evaluate()

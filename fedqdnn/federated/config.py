@@ -77,7 +77,16 @@ class FederatedConfig:
     kd_weight: float = 1.0
     temperature: float = 1.0
     bit_specific_bn: bool = True
-    learnable_clip: bool = False
+    learnable_clip: bool = True
+    availability: bool = False  # devices online with their profile's probability per round
+    deadline_seconds: float = 0.0  # simulated round deadline; 0 -> none (see round_plan.py)
+    slowdown: str = ""  # "tier:round:factor,...": a tier throttled from that round on
+    fault_crash: float = 0.0  # per-client, per-round probabilities of injected faults
+    fault_nan: float = 0.0
+    fault_shape: float = 0.0
+    fault_slow: float = 0.0
+    upload_bits: int = 32  # 8 -> updates uploaded as per-tensor uint8 codes
+    checkpoint_every: int = 1  # rounds between checkpoints; 0 -> none
     num_samples: int = 0  # mnist1d sample count; 0 -> library default
     data_root: str = ""
     data_seed: int = 0
@@ -128,6 +137,61 @@ class FederatedConfig:
                 "ce_weight >= 0, kd_weight >= 0, temperature > 0",
             )
         self._validate_tiers()
+        self._validate_systems()
+
+    def _validate_systems(self) -> None:
+        def bad(name: str, value: object, allowed: str) -> ValueError:
+            return ValueError(f"{name} = {value!r} is not allowed; allowed: {allowed}")
+
+        for name in ("fault_crash", "fault_nan", "fault_shape", "fault_slow"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise bad(name, getattr(self, name), "a probability in [0, 1]")
+        if self.deadline_seconds < 0:
+            raise bad("deadline_seconds", self.deadline_seconds, "a number >= 0 (0 = none)")
+        if self.upload_bits not in (8, 32):
+            raise bad("upload_bits", self.upload_bits, "8 or 32")
+        if self.checkpoint_every < 0:
+            raise bad("checkpoint_every", self.checkpoint_every, "an integer >= 0 (0 = never)")
+        for entry in (e.strip() for e in self.slowdown.split(",") if e.strip()):
+            parts = entry.split(":")
+            try:
+                ok = (
+                    len(parts) == 3
+                    and parts[0] in self.tiers
+                    and int(parts[1]) >= 1
+                    and float(parts[2]) > 0
+                )
+            except ValueError:
+                ok = False
+            if not ok:
+                raise bad(
+                    "slowdown entry",
+                    entry,
+                    "TIER:ROUND:FACTOR with a tier of this scenario, ROUND >= 1, FACTOR > 0",
+                )
+        if self.server_strategy == "fedavg" and (
+            self.availability
+            or self.deadline_seconds
+            or self.upload_bits != 32
+            or self.fault_crash
+            or self.fault_nan
+            or self.fault_shape
+            or self.fault_slow
+        ):
+            raise ValueError(
+                "server_strategy = 'fedavg' needs identical replies from every "
+                "client: no availability, deadline, faults or 8-bit upload"
+            )
+
+    @property
+    def fault_probabilities(self) -> dict[str, float]:
+        """Injected-fault probabilities by fault name."""
+        return {
+            "crash": self.fault_crash,
+            "nan": self.fault_nan,
+            "shape": self.fault_shape,
+            "slow": self.fault_slow,
+        }
 
     def _validate_participants(self) -> None:
         if not self.participants:

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from flwr.serverapp.strategy import Result
 
 from fedqdnn.centralized import write_json
+from fedqdnn.federated.checkpoint import RunHistory
 from fedqdnn.federated.config import FederatedConfig
 from fedqdnn.provenance import versions
 
@@ -36,7 +36,7 @@ def save_model(path: Path, arrays, cfg: FederatedConfig) -> None:
     """Final global model as safetensors (never pickle), config in the metadata; atomic."""
     from safetensors.numpy import save_file
 
-    tensors = {k: np.ascontiguousarray(v.numpy()) for k, v in arrays.items()}
+    tensors = {k: np.require(v.numpy(), requirements="C") for k, v in arrays.items()}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"config": json.dumps(cfg.to_flat())})
     tmp.replace(path)
@@ -49,8 +49,8 @@ def load_model_state(path: Path) -> dict[str, np.ndarray]:
     return load_file(str(path))
 
 
-def build_results(cfg: FederatedConfig, strategy, result: Result, wall_seconds: float) -> dict:
-    """Assemble results.json from the strategy's round records and Flower's Result."""
+def build_results(cfg: FederatedConfig, strategy, result: RunHistory, wall_seconds: float) -> dict:
+    """Assemble results.json from the strategy's round records and the run history."""
     central = result.evaluate_metrics_serverapp
     federated = result.evaluate_metrics_clientapp
     train = result.train_metrics_clientapp
@@ -68,8 +68,13 @@ def build_results(cfg: FederatedConfig, strategy, result: Result, wall_seconds: 
                 "train_loss": float(train[rnd]["train-loss"])
                 if rnd in train and "train-loss" in train[rnd]
                 else None,
+                "num_trained": len(record.train) if record else None,
+                "num_rejected": len(record.rejected) if record else 0,
+                "num_dropped": len(record.dropped) if record else 0,
+                "round_seconds": result.round_seconds.get(rnd),
                 "clients": record.train if record else [],
                 "rejected": record.rejected if record else [],
+                "dropped": record.dropped if record else [],
             }
         )
     last = rounds.get(cfg.rounds)

@@ -11,23 +11,42 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 from fedqdnn.data import load_dataset
+from fedqdnn.federated.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    RunHistory,
+    check_matches,
+    save_checkpoint,
+)
 from fedqdnn.federated.config import FederatedConfig, from_flat
 from fedqdnn.federated.report import MODEL_FILE, build_results, save_model, write_results
 from fedqdnn.models import QuantizableModel, build_model
 from fedqdnn.training import evaluate
-from strategies.fedqdnn import FedQDNN
+from strategies.fedqdnn import FedQDNN, RoundRecord
 
 app = ServerApp()
 PENDING_RUN: dict[str, object] = {}
 OUT_DIR_KEY = "out-dir"
+REPLY_TIMEOUT = 3600.0  # seconds to wait for a round's replies (as Strategy.start)
 
 
 def initial_model(cfg: FederatedConfig) -> QuantizableModel:
@@ -79,27 +98,90 @@ def make_strategy(cfg: FederatedConfig) -> FedAvg:
             min_evaluate_nodes=max(1, math.ceil(cfg.fraction_evaluate * nodes)),
             min_available_nodes=nodes,
         )
-    return FedQDNN(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate)
+    return FedQDNN(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate, cfg.seed)
 
 
-def run_server(grid: Grid, cfg: FederatedConfig, out: Path, log=print) -> dict:
-    """Run every round on ``grid``; write results.json and plots into ``out``."""
+def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
+    """partition id -> node id, asked once from every node (node IDs are random per run)."""
+    nodes = list(grid.get_node_ids())
+    queries = [
+        Message(content=RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
+    ]
+    mapping = {}
+    for reply in grid.send_and_receive(queries, timeout=REPLY_TIMEOUT):
+        if reply.has_error():
+            raise RuntimeError(f"a node failed to identify itself: {reply.error.reason[-300:]}")
+        index = int(reply.content["info"]["partition-id"])
+        mapping[cfg.participant_ids[index]] = reply.metadata.src_node_id
+    return mapping
+
+
+def _restore(
+    cfg: FederatedConfig, payload: dict, arrays: dict, model: QuantizableModel, strategy
+) -> tuple[ArrayRecord, RunHistory, int]:
+    """Global arrays, history and next round from a checkpoint, checked against the model."""
+    if from_flat(payload["config"]) != cfg:
+        raise CheckpointError("checkpoint config differs from this run's config")
+    reference = {k: v.numpy() for k, v in model.state_dict().items()}
+    check_matches(arrays, reference)
+    if isinstance(strategy, FedQDNN):
+        strategy.rounds = {int(r): RoundRecord(**v) for r, v in payload["strategy_rounds"].items()}
+    record = ArrayRecord({k: Array(np.require(arrays[k], requirements="C")) for k in reference})
+    return record, RunHistory.from_json(payload["history"]), int(payload["round"]) + 1
+
+
+def run_server(
+    grid: Grid, cfg: FederatedConfig, out: Path, log=print, resume: tuple[dict, dict] | None = None
+) -> dict:
+    """Run every round on ``grid`` (checkpointing as configured); write results and plots.
+
+    ``resume`` is a loaded checkpoint (state.json content, model arrays): the run continues
+    after its round and ends exactly as an uninterrupted run would.
+    """
     started = time.perf_counter()
     torch.set_num_threads(1)
     model = initial_model(cfg)
     strategy = make_strategy(cfg)
-    flat = ConfigRecord(cfg.to_flat())
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
-        num_rounds=cfg.rounds,
-        train_config=flat,
-        evaluate_config=ConfigRecord(cfg.to_flat()),
-        evaluate_fn=central_evaluator(cfg, model, log),
-    )
-    results = build_results(cfg, strategy, result, time.perf_counter() - started)
+    evaluate_fn = central_evaluator(cfg, model, log)
+    arrays = ArrayRecord(model.state_dict())
+    history, first = RunHistory(), 1
+    if resume is not None:
+        arrays, history, first = _restore(cfg, *resume, model, strategy)
+        log(f"resuming after round {first - 1}")
+    if isinstance(strategy, FedQDNN):
+        strategy.node_of_partition = discover_partitions(grid, cfg)
+    if first == 1:
+        history.evaluate_metrics_serverapp[0] = dict(evaluate_fn(0, arrays))
+    for rnd in range(first, cfg.rounds + 1):
+        round_start = time.perf_counter()
+        instructions = strategy.configure_train(rnd, arrays, ConfigRecord(cfg.to_flat()), grid)
+        replies = grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT)
+        new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+        if new_arrays is not None:
+            arrays = new_arrays
+        if train_metrics is not None:
+            history.train_metrics_clientapp[rnd] = dict(train_metrics)
+        instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(cfg.to_flat()), grid)
+        federated = strategy.aggregate_evaluate(
+            rnd, grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT)
+        )
+        if federated is not None:
+            history.evaluate_metrics_clientapp[rnd] = dict(federated)
+        history.evaluate_metrics_serverapp[rnd] = dict(evaluate_fn(rnd, arrays))
+        history.round_seconds[rnd] = round(time.perf_counter() - round_start, 3)
+        if cfg.checkpoint_every and (rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds):
+            rounds = {r: asdict(v) for r, v in getattr(strategy, "rounds", {}).items()}
+            save_checkpoint(
+                out / CHECKPOINT_DIR,
+                rnd,
+                {k: v.numpy() for k, v in arrays.items()},
+                history,
+                rounds,
+                cfg.to_flat(),
+            )
+    results = build_results(cfg, strategy, history, time.perf_counter() - started)
     write_results(out, results)
-    save_model(out / MODEL_FILE, result.arrays, cfg)
+    save_model(out / MODEL_FILE, arrays, cfg)
     return results
 
 
@@ -126,6 +208,7 @@ def _log(message: str) -> None:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point for both ``flwr run`` and the in-process simulation runner."""
+    resume = None
     if context.run_config:
         flat = dict(context.run_config)
         out = Path(str(flat.pop(OUT_DIR_KEY, "outputs/flwr-run")))
@@ -133,5 +216,6 @@ def main(grid: Grid, context: Context) -> None:
     else:
         cfg = PENDING_RUN["config"]  # type: ignore[assignment]
         out = Path(str(PENDING_RUN["out"]))
+        resume = PENDING_RUN.get("resume")  # type: ignore[assignment]
     wait_for_nodes(grid, cfg.num_nodes)
-    run_server(grid, cfg, out, _log)
+    run_server(grid, cfg, out, _log, resume)

@@ -17,11 +17,13 @@ def simulate(
     cpus_per_client: float = 1,
     gpus_per_client: float = 0.0,
     verbose: bool = False,
+    resume: tuple[dict, dict] | None = None,
 ) -> dict:
     """Run ``cfg`` (one virtual SuperNode per participating partition); return results.json.
 
     ``ray_address`` (or ``RAY_ADDRESS``) joins an existing Ray cluster instead of starting
-    a local one. Raises RuntimeError if the run produced no results.
+    a local one. ``resume`` is a loaded checkpoint (see :func:`load_resume`). Raises
+    RuntimeError if the run produced no results.
     """
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     from flwr.simulation import run_simulation  # importing flwr resets its logger level
@@ -46,7 +48,7 @@ def simulate(
         "client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client},
         "init_args": init_args,
     }
-    server_app.PENDING_RUN.update(config=cfg, out=str(out))
+    server_app.PENDING_RUN.update(config=cfg, out=str(out), resume=resume)
     try:
         run_simulation(
             server_app=server_app.app,
@@ -60,3 +62,12 @@ def simulate(
     if not results_file.exists() or results_file.stat().st_mtime_ns == started_before:
         raise RuntimeError(f"the simulation wrote no results to {results_file}; see the log")
     return json.loads(results_file.read_text())
+
+
+def load_resume(directory: Path) -> tuple[FederatedConfig, tuple[dict, dict]]:
+    """Config and checkpoint of an interrupted run in ``directory`` (``--resume``)."""
+    from fedqdnn.federated.checkpoint import CHECKPOINT_DIR, load_checkpoint
+    from fedqdnn.federated.config import from_flat
+
+    payload, arrays = load_checkpoint(Path(directory) / CHECKPOINT_DIR)
+    return from_flat(payload["config"]), (payload, arrays)

@@ -1,0 +1,137 @@
+"""Round checkpoints: global model (safetensors) + run state (JSON); never pickle.
+
+Layout of ``DIR/checkpoint/``: ``state.json`` names the model file of the same round
+(``model-round<k>.safetensors``). Both are written to temporary files and renamed, the
+state last, so a kill at any point leaves the previous checkpoint complete and usable.
+All randomness in a run is keyed by (seed, round, partition), so the round number is
+the only generator state a resume needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, unsafe or does not match the model."""
+
+
+@dataclass
+class RunHistory:
+    """Per-round metrics of a run (Flower Result's attribute names) and round wall times."""
+
+    train_metrics_clientapp: dict[int, dict] = field(default_factory=dict)
+    evaluate_metrics_clientapp: dict[int, dict] = field(default_factory=dict)
+    evaluate_metrics_serverapp: dict[int, dict] = field(default_factory=dict)
+    round_seconds: dict[int, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """JSON-ready form (round keys as strings)."""
+        return {k: {str(r): v for r, v in d.items()} for k, d in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunHistory:
+        """Inverse of :meth:`to_json`."""
+        return cls(**{k: {int(r): v for r, v in d.items()} for k, d in data.items()})
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def save_checkpoint(
+    directory: Path,
+    server_round: int,
+    state: dict[str, np.ndarray],
+    history: RunHistory,
+    strategy_rounds: dict,
+    config: dict,
+) -> None:
+    """Write round ``server_round``'s checkpoint and remove older model files."""
+    from safetensors.numpy import save
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model_name = f"model-round{server_round}.safetensors"
+    tensors = {k: np.require(v, requirements="C") for k, v in state.items()}
+    _write_atomic(directory / model_name, save(tensors))
+    payload = {
+        "format": FORMAT,
+        "round": server_round,
+        "model_file": model_name,
+        "config": config,
+        "history": history.to_json(),
+        "strategy_rounds": {str(r): v for r, v in strategy_rounds.items()},
+    }
+    _write_atomic(directory / STATE_FILE, json.dumps(payload).encode())
+    for old in directory.glob("model-round*.safetensors"):
+        if old.name != model_name:
+            old.unlink()
+
+
+def load_checkpoint(directory: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(state.json content, model arrays) of the checkpoint in ``directory``; every failure
+    is a one-line CheckpointError. Nothing is executed: JSON and safetensors only."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    state_path = directory / STATE_FILE
+    if not state_path.is_file():
+        raise CheckpointError(f"no checkpoint in {directory} (missing {STATE_FILE})")
+    try:
+        payload = json.loads(state_path.read_text())
+        model_file = directory / payload["model_file"]
+        server_round = int(payload["round"])
+        if payload.get("format") != FORMAT:
+            raise CheckpointError(
+                f"checkpoint {state_path} has format {payload.get('format')}; "
+                f"this version reads format {FORMAT}"
+            )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"corrupt checkpoint {state_path}: {err}") from None
+    if Path(payload["model_file"]).name != payload["model_file"]:
+        raise CheckpointError(
+            f"checkpoint model file {payload['model_file']!r} must be a "
+            "plain file name inside the checkpoint directory"
+        )
+    try:
+        arrays = load_file(str(model_file))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(
+            f"checkpoint model {model_file} is not a readable safetensors "
+            f"file ({err}); pickle and other formats are refused"
+        ) from None
+    if server_round < 0:
+        raise CheckpointError(f"corrupt checkpoint {state_path}: round {server_round}")
+    return payload, arrays
+
+
+def check_matches(arrays: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
+    """Refuse arrays whose keys, shapes or dtypes differ from the model's."""
+    missing = sorted(set(reference) - set(arrays))
+    extra = sorted(set(arrays) - set(reference))
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint does not match the model: missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    for key, ref in reference.items():
+        if arrays[key].shape != ref.shape or arrays[key].dtype != ref.dtype:
+            raise CheckpointError(
+                f"checkpoint does not match the model: {key} is {arrays[key].dtype}"
+                f"{list(arrays[key].shape)}, the model needs {ref.dtype}{list(ref.shape)}"
+            )

@@ -1,0 +1,96 @@
+"""Who does what in a round, decided by seeded draws so runs are reproducible.
+
+Flower's node IDs are random per run, so neither node sampling nor any per-node draw may
+depend on them: every decision here is keyed by (seed, round, partition id) only.
+Pure functions; the server and the clients call them with the same inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedqdnn.federated.costs import simulated_train_seconds, transfer_seconds
+from fedqdnn.hardware import HardwareProfile
+
+FAULTS = ("crash", "nan", "shape", "slow")
+SLOW_FACTOR = 10.0  # a "slow" fault makes the device this many times slower
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng([abs(int(k)) for k in keys])
+
+
+def select_partitions(
+    participants: Sequence[int], fraction: float, seed: int, server_round: int, salt: int = 0
+) -> list[int]:
+    """The partitions sampled this round: ceil(fraction * n) of them, seeded, sorted."""
+    k = max(1, math.ceil(fraction * len(participants)))
+    if k >= len(participants):
+        return sorted(participants)
+    chosen = _rng(seed, server_round, salt, 1).choice(list(participants), k, replace=False)
+    return sorted(int(p) for p in chosen)
+
+
+def is_online(availability: float, seed: int, server_round: int, partition_id: int) -> bool:
+    """Whether the device is online this round (probability = its profile's availability)."""
+    return bool(_rng(seed, server_round, partition_id, 2).random() < availability)
+
+
+def injected_fault(
+    probabilities: dict[str, float], seed: int, server_round: int, partition_id: int
+) -> str | None:
+    """At most one injected fault for this device this round (independent draws in order)."""
+    rng = _rng(seed, server_round, partition_id, 3)
+    for fault in FAULTS:
+        if rng.random() < probabilities.get(fault, 0.0):
+            return fault
+    return None
+
+
+def slowdown(spec: str, tier: str, server_round: int) -> float:
+    """Compute slowdown of ``tier`` at ``server_round`` from a ``tier:round:factor,...`` spec
+    (battery or thermal throttling from that round on; the latest matching entry wins)."""
+    factor = 1.0
+    for entry in (e for e in spec.split(",") if e.strip()):
+        name, start, value = entry.split(":")
+        if name.strip() == tier and server_round >= int(start):
+            factor = float(value)
+    return factor
+
+
+def estimated_seconds(
+    profile: HardwareProfile,
+    modes: Sequence[int],
+    num_examples: int,
+    epochs: int,
+    bytes_down: int,
+    bytes_up: int,
+    slow: float = 1.0,
+) -> float:
+    """FedScale-style round time of training ``modes``: compute (scaled) plus transfer."""
+    compute = simulated_train_seconds(profile, modes, num_examples, epochs) * slow
+    return compute + transfer_seconds(profile, bytes_down, bytes_up)
+
+
+def candidate_mode_sets(modes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Mode sets a device may train, best first: all its modes, then dropping the lowest
+    modes one by one (the top mode serves the device itself), then single lower modes
+    (cheaper on devices with a faster low-precision path)."""
+    modes = sorted(modes)
+    sets = [tuple(modes[i:]) for i in range(len(modes))]
+    sets += [(b,) for b in reversed(modes[:-1])]
+    return sets
+
+
+def choose_modes(
+    candidates: Sequence[tuple[int, ...]], time_of, deadline: float
+) -> tuple[int, ...] | None:
+    """First candidate whose estimated time fits the deadline (0 = no deadline); None if
+    none fits (the device is a straggler this round)."""
+    for modes in candidates:
+        if deadline <= 0 or time_of(modes) <= deadline:
+            return modes
+    return None

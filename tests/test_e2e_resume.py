@@ -1,0 +1,99 @@
+"""Reliability end to end: same-seed determinism and SIGKILL + --resume equality."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e_helpers import BIN, REPO, run
+
+pytestmark = pytest.mark.e2e
+ARGS = [
+    "--clients",
+    "4",
+    "--rounds",
+    "3",
+    "--set",
+    "fraction-train=0.75",
+    "--set",
+    "availability=true",
+]
+
+
+def _comparable(results: dict) -> dict:
+    """results.json without timings (wall clock differs run to run by nature)."""
+    results = json.loads(json.dumps(results))
+    results.pop("wall_seconds")
+    for h in results["history"]:
+        h.pop("round_seconds")
+    return results
+
+
+def _simulate(out, *extra):
+    code, log = run([str(BIN / "fedqdnn"), "simulate", *extra, "--out", str(out)], timeout=300)
+    assert code == 0, log[-3000:]
+    return json.loads((out / "results.json").read_text())
+
+
+def test_same_seed_identical_and_killed_run_resumes_identically(tmp_path):
+    first = _simulate(tmp_path / "a", *ARGS)
+    second = _simulate(tmp_path / "b", *ARGS)
+    assert _comparable(first) == _comparable(second)
+    assert any(h["num_dropped"] for h in first["history"]) or all(
+        h["num_trained"] == 3 for h in first["history"]
+    )  # 3 of 4 sampled per round
+
+    killed = tmp_path / "c"
+    state = killed / "checkpoint" / "state.json"
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        [str(BIN / "fedqdnn"), "simulate", *ARGS, "--out", str(killed)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-run: round 1 checkpointed, round 2 under way
+    proc.wait()
+    checkpointed = json.loads(state.read_text())["round"]
+    assert checkpointed < 3, "the run finished before it could be killed"
+    assert not (killed / "results.json").exists()
+
+    resumed = _simulate(killed, "--resume", str(killed))
+    assert _comparable(resumed) == _comparable(first)
+
+
+def test_resume_refuses_pickle_and_mismatched_checkpoints(tmp_path):
+    import pickle
+
+    from fedqdnn.federated.checkpoint import CheckpointError, load_checkpoint
+
+    ckpt = tmp_path / "checkpoint"
+    ckpt.mkdir()
+    (ckpt / "model-round1.safetensors").write_bytes(pickle.dumps({"w": [1, 2]}))
+    (ckpt / "state.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "round": 1,
+                "model_file": "model-round1.safetensors",
+                "config": {},
+                "history": {},
+                "strategy_rounds": {},
+            }
+        )
+    )
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_checkpoint(ckpt)
+    (ckpt / "state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        load_checkpoint(ckpt)
+    code, log = run([str(BIN / "fedqdnn"), "simulate", "--resume", str(tmp_path)], timeout=60)
+    assert code == 2 and "corrupt checkpoint" in log and log.strip().count("\n") == 0
