@@ -72,6 +72,7 @@ def build_results(cfg: FederatedConfig, strategy, result: RunHistory, wall_secon
                 "num_rejected": len(record.rejected) if record else 0,
                 "num_dropped": len(record.dropped) if record else 0,
                 "round_seconds": result.round_seconds.get(rnd),
+                "deadline_seconds": cfg.deadline_seconds,
                 "clients": record.train if record else [],
                 "rejected": record.rejected if record else [],
                 "dropped": record.dropped if record else [],
@@ -163,7 +164,43 @@ def plot_results(out: Path, results: dict) -> list[Path]:
     paths.append(out / "accuracy_per_round.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
+    paths.append(plot_sim_time(out / "sim_time_per_round.png", history, plt))
     return paths
+
+
+def plot_sim_time(path: Path, history: list[dict], plt) -> Path:
+    """Mean simulated client time per round per tier; stragglers marked on the x axis."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    tiers = sorted({c["tier"] for h in history for c in h["clients"] + h.get("dropped", [])})
+    for tier in tiers:
+        rounds, seconds = [], []
+        for h in history:
+            times = [c["sim-seconds"] for c in h["clients"] if c["tier"] == tier]
+            if times:
+                rounds.append(h["round"])
+                seconds.append(sum(times) / len(times))
+        line = ax.plot(rounds, seconds, marker="o", ms=3, label=tier)[0]
+        dropped = [
+            h["round"]
+            for h in history
+            if any(
+                d["tier"] == tier and d.get("status") == "straggler" for d in h.get("dropped", [])
+            )
+        ]
+        ax.scatter(dropped, [0] * len(dropped), marker="x", color=line.get_color())
+    deadline = history and history[0].get("deadline_seconds")
+    if deadline:
+        ax.axhline(deadline, ls="--", color="gray", lw=1, label="deadline")
+    ax.set(
+        xlabel="round",
+        ylabel="simulated seconds (trained clients)",
+        title="Simulated client time per round (x: stragglers)",
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def load_results(path: Path) -> dict:

@@ -1,0 +1,120 @@
+"""End to end: every baseline, every preset, FedAvg equivalence and fault injection."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from simulations.scenarios import preset_names
+from strategies.baselines import STRATEGIES
+from tests.e2e_helpers import BIN, run
+
+pytestmark = pytest.mark.e2e
+FEDQDNN = str(BIN / "fedqdnn")
+
+
+def test_every_baseline_runs_and_plot_redraws(tmp_path):
+    out = tmp_path / "cmp"
+    code, log = run(
+        [
+            FEDQDNN,
+            "compare",
+            "--clients",
+            "6",
+            "--rounds",
+            "1",
+            "--seeds",
+            "0",
+            "--set",
+            "local-epochs=1",
+            "--out",
+            str(out),
+        ],
+        timeout=900,
+    )
+    assert code == 0, log[-3000:]
+    result = json.loads((out / "comparison.json").read_text())
+    seen = {(r["strategy"], r["tier"]) for r in result["rows"]}
+    assert seen == {(s, t) for s in STRATEGIES for t in ("mcu-int2", "phone-npu-int4", "cpu-fp32")}
+    rows = {(r["strategy"], r["tier"]): r for r in result["rows"]}
+    assert rows[("lowest-common", "cpu-fp32")]["bits"] == 2  # everyone deploys the lowest
+    assert rows[("fp32-exclusive", "mcu-int2")]["bytes_per_round"] == 0  # never trains
+    assert (
+        rows[("fedqdnn", "mcu-int2")]["model_bytes"] < rows[("fedqdnn", "cpu-fp32")]["model_bytes"]
+    )
+    assert (out / "comparison.csv").read_text().count("\n") == len(result["rows"]) + 1
+    pngs = ["per_tier_accuracy.png", "accuracy_per_round.png", "accuracy_vs_size.png"]
+    for png in pngs:
+        (out / png).unlink()
+    code, log = run([FEDQDNN, "plot", str(out)], timeout=120)
+    assert code == 0, log
+    assert all((out / png).stat().st_size > 5000 for png in pngs)
+
+
+def test_uniform_fp32_fedqdnn_equals_flower_fedavg(tmp_path):
+    # One round: both aggregate the same real replies (later rounds start from models that
+    # differ by float rounding, which Adam amplifies for near-zero gradients).
+    args = ["--scenario", "uniform-fp32", "--clients", "4", "--rounds", "1"]
+    for name, extra in (("ours", []), ("fedavg", ["--set", "server-strategy=fedavg"])):
+        code, log = run(
+            [FEDQDNN, "simulate", *args, *extra, "--out", str(tmp_path / name)], timeout=300
+        )
+        assert code == 0, log[-3000:]
+    ours = load_file(str(tmp_path / "ours" / "model.safetensors"))
+    theirs = load_file(str(tmp_path / "fedavg" / "model.safetensors"))
+    compared = [k for k in ours if "running_var" not in k and "num_batches" not in k]
+    assert len(compared) > 5
+    for key in compared:  # weights, BN affine, running means: FedAvg's weighted mean
+        assert np.allclose(ours[key], theirs[key], atol=1e-5), key
+
+
+def test_each_preset_runs_one_round(tmp_path):
+    for name in preset_names():
+        code, log = run(
+            [
+                FEDQDNN,
+                "simulate",
+                "--scenario",
+                name,
+                "--rounds",
+                "1",
+                "--clients",
+                "6",
+                "--set",
+                "local-epochs=1",
+                "--out",
+                str(tmp_path / name),
+            ],
+            timeout=300,
+        )
+        assert code == 0, (name, log[-3000:])
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        assert results["history"][0]["central_accuracy_by_bits"], name
+
+
+def test_fault_injection_excludes_and_counts_bad_replies(tmp_path):
+    out = tmp_path / "faulty"
+    code, log = run(
+        [
+            FEDQDNN,
+            "simulate",
+            "--scenario",
+            "faulty-30",
+            "--clients",
+            "6",
+            "--rounds",
+            "3",
+            "--set",
+            "local-epochs=1",
+            "--out",
+            str(out),
+        ],
+        timeout=300,
+    )
+    assert code == 0, log[-3000:]
+    history = json.loads((out / "results.json").read_text())["history"]
+    reasons = [r["reason"] for h in history for r in h["rejected"]]
+    assert sum(h["num_rejected"] for h in history) == len(reasons) > 0
+    assert all(("non-finite" in r) or ("shape" in r) or ("client error" in r) for r in reasons)
+    assert all(h["num_trained"] + h["num_rejected"] + h["num_dropped"] == 6 for h in history)
