@@ -67,13 +67,21 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 THREE_TIERS = {"mcu-int2": 0.3333, "phone-npu-int4": 0.3333, "cpu-fp32": 0.3334}
 
 
-def timing_config(rounds: int):
-    """The round-time workload: digits, 10 clients (three tiers), 2 local epochs."""
+def timing_config(rounds: int, checkpoints: bool = False):
+    """The round-time workload: digits, 10 clients (three tiers), 2 local epochs.
+
+    Without ``checkpoints`` the server's per-round checkpoint (arrays + history written and
+    fsync'ed every round by default) is switched off: the bare side writes none, and its
+    cost is measured by a separate run (full mode) rather than counted as simulation overhead.
+    """
     from fedqdnn.federated.config import FederatedConfig
 
-    return FederatedConfig(
+    cfg = FederatedConfig(
         dataset="digits", tiers=THREE_TIERS, num_clients=10, rounds=rounds, local_epochs=2
     )
+    if hasattr(cfg, "checkpoint_every"):
+        cfg = cfg.replace(checkpoint_every=1 if checkpoints else 0)
+    return cfg
 
 
 def memory_config(num_clients: int, per_round: int = 10):
@@ -101,6 +109,7 @@ def _bare_child(cfg) -> dict:
     import torch
 
     from fedqdnn.data import load_dataset
+    from fedqdnn.federated import client_app
     from fedqdnn.federated.client_app import (
         client_environment,
         client_seed,
@@ -110,6 +119,11 @@ def _bare_child(cfg) -> dict:
     from fedqdnn.models import build_model
     from fedqdnn.training import evaluate
     from strategies.aggregation import ClientUpdate, aggregate, validate_update
+
+    def modes_of(cfg, env) -> tuple[int, ...]:  # the ClientApp's policy (no deadline here)
+        if hasattr(client_app, "modes_to_train"):
+            return client_app.modes_to_train(cfg, env)
+        return env.modes if cfg.train_modes == "affordable" else (env.modes[-1],)
 
     start = time.perf_counter()
     torch.set_num_threads(1)
@@ -147,7 +161,7 @@ def _bare_child(cfg) -> dict:
         for pid in clients:
             env = client_environment(cfg, pid)
             load(env.model, state)
-            modes = env.modes if cfg.train_modes == "affordable" else (env.modes[-1],)
+            modes = modes_of(cfg, env)
             local_train(env, cfg, modes, client_seed(cfg.seed, rnd, pid))
             # copies: trained_state shares memory with the model, which the next client trains
             upload = {k: np.array(v, copy=True) for k, v in trained_state(env.model, modes).items()}
@@ -161,7 +175,7 @@ def _bare_child(cfg) -> dict:
         for pid in clients:  # federated evaluation: each device at its top mode
             env = client_environment(cfg, pid)
             load(env.model, state)
-            evaluate(env.model, env.x_test, env.y_test, env.modes[-1])
+            evaluate(env.model, env.x_test, env.y_test, modes_of(cfg, env)[-1])
         accuracy = central_eval(state)
         stamps[rnd] = time.perf_counter() - start
     return {
@@ -199,6 +213,7 @@ def _flower_child(cfg, out_dir: str, cpus_per_client: float) -> dict:
     return {
         "seconds": seconds,
         "round_stamps": stamps,
+        "round_seconds_in_results": [h.get("round_seconds") for h in history],
         "server_wall_seconds": results.get("wall_seconds"),
         "clients_per_round": [len(h.get("clients", [])) for h in history],
         "rejected": sum(len(h.get("rejected", [])) for h in history),
@@ -438,6 +453,7 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
     cpus = os.cpu_count() or 2
     timing = timing_config(rounds).to_flat()
     one_round = timing_config(1).to_flat()
+    checkpointed = timing_config(rounds, checkpoints=True).to_flat()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedqdnn-simbench-") as tmp:
         work = Path(tmp)
@@ -452,6 +468,10 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
             ("flower_2actors", flower(timing, cpus / 2, "f2"), False),
             ("flower_1actor_1round", flower(one_round, cpus, "f11"), False),
             ("bare_b", {"kind": "bare", "config": timing}, False),
+        ]
+        if not quick and "checkpoint-every" in checkpointed:
+            plan.append(("flower_1actor_checkpoints", flower(checkpointed, cpus, "fc"), False))
+        plan += [
             ("memory_10_clients", flower(memory_config(10).to_flat(), 1, "m10"), True),
             ("memory_1000_clients", flower(memory_config(1000).to_flat(), 1, "m1000"), True),
         ]
@@ -501,6 +521,11 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
         "peak_rss_ratio_1000_vs_10_clients": _round(rss_ratio),
     }
     stamps11 = f11.get("round_stamps") or {}
+    checkpoint_cost = None
+    if "flower_1actor_checkpoints" in runs:
+        with_checkpoints = _steady(runs["flower_1actor_checkpoints"])
+        if with_checkpoints is not None and flower1 is not None:
+            checkpoint_cost = with_checkpoints - flower1
     result = {
         **figures,
         "targets": TARGETS,
@@ -518,6 +543,8 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
             "minus the whole-process wall of a 1-round bare run (interpreter start, imports "
             "and data load on both sides)",
             "two_actor_speedup": "flower_round_seconds with 1 actor / with 2 actors",
+            "checkpoint_seconds_per_round": "flower_round_seconds with the default per-round "
+            "checkpoint minus without (the timing runs above write none)",
             "peak_rss_ratio_1000_vs_10_clients": "peak summed RSS of the whole process tree, "
             "1,000 vs 10 virtual clients, 10 sampled per round, 1 round, MNIST-1D",
         },
@@ -530,6 +557,7 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
             "flower_round_seconds_1actor": _round(flower1),
             "flower_round_seconds_1actor_from_two_runs": _round(diff),
             "flower_round_seconds_2actors": _round(flower2),
+            "checkpoint_seconds_per_round": _round(checkpoint_cost),
             "flower_1round_simulate_seconds": _round(f11.get("seconds"), 2),
             "flower_1round_until_round0_seconds": _round(stamps11.get(0), 2),
             "flower_1round_teardown_seconds": _round(

@@ -6,6 +6,8 @@ How a strategy's model reaches a device decides what the device runs:
 * ``lowest-common``: every device runs the fleet's lowest top mode;
 * ``ptq``: post-training quantization of an FP32-trained model: the 32-bit BN is copied into
   the device's mode and its statistics are recalibrated on the device's own training data;
+* ``fp32``: every device runs the FP32 mode (the reference "FP32 FedAvg on all clients",
+  as if every device could run FP32);
 * ``recalibrate``: shared-BN models: BN statistics re-estimated per mode over the training
   data of every device that runs that mode; equal to pooling per-device statistics with the
   law of total variance, i.e. a federated per-mode recalibration.
@@ -27,7 +29,7 @@ from fedqdnn.models import QuantizableModel
 from fedqdnn.quant import FULL_PRECISION
 from fedqdnn.training import evaluate
 
-DEPLOY_POLICIES = ("top", "lowest-common", "ptq", "recalibrate")
+DEPLOY_POLICIES = ("top", "lowest-common", "ptq", "recalibrate", "fp32")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ def _model_with(cfg: FederatedConfig, state: Mapping[str, np.ndarray]) -> Quanti
 
 def deployed_bits(cfg: FederatedConfig, policy: str, top_mode: int) -> int:
     """The mode a device runs under ``policy``."""
+    if policy == "fp32":
+        return FULL_PRECISION
     return fleet_lowest_top_mode(cfg) if policy == "lowest-common" else top_mode
 
 
