@@ -37,12 +37,19 @@ def measure(
     repeats: int,
     quant_bits: int,
     joint_modes: tuple[int, ...],
+    learnable_clip: bool = True,
 ) -> dict:
     """Median seconds per step for FP32, one quantized mode and the joint step."""
     data = load_dataset(dataset)
     x, y = data.x_train[:batch_size], data.y_train[:batch_size]
     torch.manual_seed(0)
-    model = build_model(data.default_model, joint_modes, data.num_classes, data.in_channels)
+    model = build_model(
+        data.default_model,
+        joint_modes,
+        data.num_classes,
+        data.in_channels,
+        learnable_clip=learnable_clip,
+    )
     model.train()
     optimizer, _ = make_optimizer(model, OptimConfig(cosine=False), 1)
     cases = {"fp32": (32,), "quant": (quant_bits,), "joint": joint_modes}
@@ -56,6 +63,7 @@ def measure(
     return {
         "dataset": dataset,
         "model": data.default_model,
+        "activation_clip": "learnable" if learnable_clip else "fixed [0, 1]",
         "batch_size": batch_size,
         "quant_bits": quant_bits,
         "joint_modes": list(joint_modes),
@@ -66,8 +74,13 @@ def measure(
 
 
 def run(out: Path | None = None, steps: int = 20, repeats: int = 5) -> dict:
-    """Benchmark on MNIST-1D and digits; the headline ratios are MNIST-1D's."""
-    cases = [measure(d, 64, steps, repeats, 4, (2, 4, 8, 32)) for d in ("mnist1d", "digits")]
+    """Benchmark on MNIST-1D and digits, learnable (default) and fixed clip; the headline
+    ratios are MNIST-1D's with the default learnable clip."""
+    cases = [
+        measure(d, 64, steps, repeats, 4, (2, 4, 8, 32), clip)
+        for clip in (True, False)
+        for d in ("mnist1d", "digits")
+    ]
     result = {
         "quant_step_ratio": cases[0]["quant_step_ratio"],
         "joint_step_ratio": cases[0]["joint_step_ratio"],
@@ -93,6 +106,7 @@ if __name__ == "__main__":
     for case in res["cases"]:
         print(
             case["dataset"],
+            case["activation_clip"],
             {k: round(v * 1000, 2) for k, v in case["seconds_per_step"].items()},
             "ms",
         )

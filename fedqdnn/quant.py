@@ -109,10 +109,10 @@ class _ClippedRoundSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, n: int) -> torch.Tensor:  # noqa: D102
         a = alpha.clamp_min(1e-3)
-        inside = (x > 0) & (x < a)
-        above = x >= a
-        ctx.save_for_backward(inside, above)
-        return torch.minimum(x.clamp_min(0), a).div(a).mul_(n).round_().div_(n).mul_(a)
+        scaled = x / a
+        clamped = scaled.clamp(0, 1)
+        ctx.save_for_backward(clamped == scaled, scaled >= 1)
+        return clamped.mul_(n).round_().div_(n).mul_(a)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
