@@ -10,11 +10,12 @@ Three figures, each measured side by side in one run:
     state into the model, :func:`~fedqdnn.federated.client_app.local_train`, take the
     uploaded entries, then :func:`strategies.aggregation.validate_update` +
     :func:`~strategies.aggregation.aggregate`, each client's local evaluation at its top mode
-    and the server's evaluation of every mode (a Flower round does all of these). Rounds 2..R
-    count; round 1 also builds the data and models. Flower's per-round times come from
-    timestamps taken after each round's central evaluation (the benchmark wraps
+    and the server's evaluation of every mode (a Flower round does all of these). The median
+    over rounds 2..R counts; round 1 also builds the data and models. Flower's per-round times
+    come from timestamps taken after each round's central evaluation (the benchmark wraps
     ``server_app.central_evaluator`` in its own child process); the difference of an R-round
-    and a 1-round run is reported as a cross-check.
+    and a 1-round run is reported as a cross-check. The server's per-round checkpoint is off
+    in these runs (bare writes none); its cost is a separate figure (full mode).
 ``two_actor_speedup``
     Steady seconds per round with one actor divided by that with two actors (``cpus_per_client``
     = 1 on a 2-CPU machine), same work.
@@ -22,8 +23,9 @@ Three figures, each measured side by side in one run:
     Peak memory of the whole process tree (driver, Ray's GCS/raylet and every worker: RSS
     summed over all descendants, sampled from /proc) for 1,000 virtual clients divided by that
     for 10, with 10 clients sampled per round in both (``fraction-train`` =
-    ``fraction-evaluate`` = 10 / clients), one round, MNIST-1D (8,000 training samples:
-    8 per client at 1,000 clients). PSS (shared pages split between processes) is reported too.
+    ``fraction-evaluate`` = 10 / clients), one round, two actors, MNIST-1D (8,000 training
+    samples: 8 per client at 1,000 clients). PSS (shared pages split between processes) is
+    reported too.
 
 Every run, bare ones included, is a fresh child process with a timeout (its whole process
 tree is killed on timeout). Children start their own local Ray instance (``RAY_ADDRESS=local``)
@@ -422,12 +424,13 @@ def _problems(spec: dict, record: dict) -> list[str]:
 
 
 def _steady(record: dict) -> float | None:
-    """Mean seconds per round over rounds 2..R from the round timestamps."""
+    """Median seconds per round over rounds 2..R from the round timestamps (the median
+    resists the load spikes of a shared machine; round 1 also builds data and models)."""
     stamps = record.get("round_stamps") or {}
     last = record["rounds"]
-    if last < 2 or 1 not in stamps or last not in stamps:
+    if last < 2 or any(r not in stamps for r in range(1, last + 1)):
         return None
-    return (stamps[last] - stamps[1]) / (last - 1)
+    return statistics.median(stamps[r] - stamps[r - 1] for r in range(2, last + 1))
 
 
 def _round(x: float | None, digits: int = 3) -> float | None:
@@ -450,7 +453,7 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
     from fedqdnn.provenance import versions
 
     rounds = 3 if quick else 8
-    cpus = os.cpu_count() or 2
+    cpus = len(os.sched_getaffinity(0))  # CPUs this process may use (Ray sees the same)
     timing = timing_config(rounds).to_flat()
     one_round = timing_config(1).to_flat()
     checkpointed = timing_config(rounds, checkpoints=True).to_flat()
@@ -472,8 +475,8 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
         if not quick and "checkpoint-every" in checkpointed:
             plan.append(("flower_1actor_checkpoints", flower(checkpointed, cpus, "fc"), False))
         plan += [
-            ("memory_10_clients", flower(memory_config(10).to_flat(), 1, "m10"), True),
-            ("memory_1000_clients", flower(memory_config(1000).to_flat(), 1, "m1000"), True),
+            ("memory_10_clients", flower(memory_config(10).to_flat(), cpus / 2, "m10"), True),
+            ("memory_1000_clients", flower(memory_config(1000).to_flat(), cpus / 2, "m1k"), True),
         ]
         runs = {}
         for name, spec, pss in plan:
@@ -512,14 +515,23 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
     rss_ratio = _ratio(m1000["peak_tree_rss_mb"], m10["peak_tree_rss_mb"]) if ok10 else None
     pss_ratio = _ratio(m1000.get("peak_tree_pss_mb"), m10.get("peak_tree_pss_mb")) if ok10 else None
 
-    ratio = _ratio(flower1, bare)
-    speedup = _ratio(flower1, flower2)
     figures = {
-        "steady_round_ratio_vs_bare": _round(ratio),
+        "steady_round_ratio_vs_bare": _round(_ratio(flower1, bare)),
         "startup_seconds": _round(startup, 2),
-        "two_actor_speedup": _round(speedup),
+        "two_actor_speedup": _round(_ratio(flower1, flower2)),
         "peak_rss_ratio_1000_vs_10_clients": _round(rss_ratio),
     }
+    inputs = {  # a figure is void when a run it rests on did not do the intended work
+        "steady_round_ratio_vs_bare": ("bare_a", "bare_b", "flower_1actor"),
+        "startup_seconds": ("bare_a", "bare_b", "flower_1actor_1round"),
+        "two_actor_speedup": ("flower_1actor", "flower_2actors"),
+        "peak_rss_ratio_1000_vs_10_clients": ("memory_10_clients", "memory_1000_clients"),
+    }
+    problems = {name: r["problems"] for name, r in runs.items() if r.get("problems")}
+    for figure, names in inputs.items():
+        if any(n in problems for n in names):
+            figures[figure] = None
+    loads = [x for r in runs.values() for x in r["load_avg_1min_before_after"]]
     stamps11 = f11.get("round_stamps") or {}
     checkpoint_cost = None
     if "flower_1actor_checkpoints" in runs:
@@ -530,12 +542,16 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
         **figures,
         "targets": TARGETS,
         "meets_target": {k: _check(k, figures[k]) for k in TARGETS},
+        "problems": problems,
         "definitions": {
             "steady_round_ratio_vs_bare": "flower_round_seconds_1actor / bare_round_seconds",
-            "bare_round_seconds": "mean s/round over rounds 2..R of the same work in one "
+            "bare_round_seconds": "median s/round over rounds 2..R of the same work in one "
             "process (train, validate+aggregate, local and central evaluation), mean of two "
             "runs (before and after the Flower runs)",
-            "flower_round_seconds": f"mean s/round over rounds 2..R, {method}",
+            "flower_round_seconds": f"median s/round over rounds 2..R, {method}",
+            "flower_round_seconds_1actor_from_two_runs": "(simulate() wall of the R-round run "
+            "- that of the 1-round run) / (R-1): a cross-check, only meaningful on a quiet "
+            "machine (start-up varies by seconds between runs)",
             "startup_seconds": "wall of simulate() for a 1-round run (Ray start, actors, "
             "data/model build in workers, round 0+1, Ray shutdown, results and plots) minus "
             "bare_round_seconds",
@@ -552,6 +568,7 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
             "quick": quick,
             "rounds": rounds,
             "cpus": cpus,
+            "load_avg_1min_min_max": [min(loads), max(loads)],
             "bare_round_seconds": _round(bare),
             "bare_round_seconds_each_run": [_round(s) for s in bare_steady],
             "flower_round_seconds_1actor": _round(flower1),
