@@ -224,7 +224,7 @@ class FederatedConfig:
         if not self.tiers:
             raise ValueError("tiers is empty; give at least one hardware profile")
         for name, proportion in self.tiers.items():
-            get_profile(name)
+            get_profile(name).affordable_modes(self.bits)  # the tier must run some mode
             if not 0 < proportion <= 1:
                 raise ValueError(f"tier {name!r} proportion {proportion} must be in (0, 1]")
         total = sum(self.tiers.values())

@@ -34,6 +34,7 @@ def simulate(
     from fedqdnn.federated import server_app
     from fedqdnn.federated.client_app import app as client_app
 
+    preflight(cfg, resume)
     out = Path(out)
     results_file = out / "results.json"
     started_before = results_file.stat().st_mtime_ns if results_file.exists() else None
@@ -62,6 +63,17 @@ def simulate(
     if not results_file.exists() or results_file.stat().st_mtime_ns == started_before:
         raise RuntimeError(f"the simulation wrote no results to {results_file}; see the log")
     return json.loads(results_file.read_text())
+
+
+def preflight(cfg: FederatedConfig, resume: tuple[dict, dict] | None = None) -> None:
+    """Fail before any Ray or Flower work: data files present, checkpoint fits the model."""
+    from fedqdnn.federated.server_app import initial_model
+
+    model = initial_model(cfg)  # loads (and caches) the data set: missing files fail here
+    if resume is not None:
+        from fedqdnn.federated.checkpoint import check_matches
+
+        check_matches(resume[1], {k: v.numpy() for k, v in model.state_dict().items()})
 
 
 def load_resume(directory: Path) -> tuple[FederatedConfig, tuple[dict, dict]]:
