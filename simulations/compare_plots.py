@@ -41,10 +41,7 @@ def plot_comparison(out: Path, result: dict) -> list[Path]:
         title="Per-tier accuracy (mean ± std over seeds)",
     )
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    paths.append(out / "per_tier_accuracy.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out / "per_tier_accuracy.png", plt))
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for key, runs in result["curves"].items():
@@ -65,10 +62,7 @@ def plot_comparison(out: Path, result: dict) -> list[Path]:
         title="FedQDNN: accuracy per round per bit mode",
     )
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    paths.append(out / "accuracy_per_round.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out / "accuracy_per_round.png", plt))
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name in names:
@@ -85,8 +79,12 @@ def plot_comparison(out: Path, result: dict) -> list[Path]:
         title="Accuracy against model size",
     )
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "accuracy_vs_size.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out / "accuracy_vs_size.png", plt))
     return paths
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -29,7 +29,7 @@ from flwr.app import (
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from fedqdnn.data import load_dataset
+from fedqdnn.data import DatasetSplits, load_dataset
 from fedqdnn.federated.checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
@@ -49,14 +49,19 @@ OUT_DIR_KEY = "out-dir"
 REPLY_TIMEOUT = 3600.0  # seconds to wait for a round's replies (as Strategy.start)
 
 
-def initial_model(cfg: FederatedConfig) -> QuantizableModel:
-    """The global model at round 0, reproducible from the seed."""
-    data = load_dataset(
+def federated_data(cfg: FederatedConfig) -> DatasetSplits:
+    """The run's data set (cached per process)."""
+    return load_dataset(
         cfg.dataset,
         data_root=cfg.data_root or None,
         num_samples=cfg.num_samples or None,
         data_seed=cfg.data_seed,
     )
+
+
+def initial_model(cfg: FederatedConfig) -> QuantizableModel:
+    """The global model at round 0, reproducible from the seed."""
+    data = federated_data(cfg)
     torch.manual_seed(cfg.seed)
     return build_model(
         cfg.model_name,
@@ -70,12 +75,7 @@ def initial_model(cfg: FederatedConfig) -> QuantizableModel:
 
 def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=print):
     """evaluate_fn for Strategy.start: every bit mode on the held-out test set."""
-    data = load_dataset(
-        cfg.dataset,
-        data_root=cfg.data_root or None,
-        num_samples=cfg.num_samples or None,
-        data_seed=cfg.data_seed,
-    )
+    data = federated_data(cfg)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays.to_torch_state_dict())
