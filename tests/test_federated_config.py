@@ -81,3 +81,16 @@ def test_trained_state_holds_shared_and_trained_modes_only():
 def test_client_seed_depends_on_round_and_client_only():
     assert client_seed(0, 1, 2) == client_seed(0, 1, 2)
     assert len({client_seed(0, r, p) for r in range(5) for p in range(5)}) == 25
+
+
+def test_sweep_points_and_summary():
+    from simulations.sweeps import TIER_MIXES, summary
+
+    base = load_scenario("three-tier")
+    for mix in TIER_MIXES.values():
+        assert base.replace(tiers=mix).tiers == mix
+    rows = [{"strategy": "fedqdnn", "tier": "a", "accuracy": 0.5},
+            {"strategy": "fedqdnn", "tier": "a", "accuracy": 0.7},
+            {"strategy": "other", "tier": "a", "accuracy": 0.1}]
+    table = summary({"p": {"rows": rows}})
+    assert "| p | 60.0 |" in table
