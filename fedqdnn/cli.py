@@ -195,6 +195,36 @@ def _run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run every benchmark and write one JSON (~15 min on 2 cores)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/bench.json"))
+    p.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
+    p.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import json
+
+    try:
+        from benchmarks.run_all import run_all
+    except ImportError:
+        raise FileNotFoundError(
+            "the benchmarks package ships with the source tree; run from a clone of fedqdnn"
+        ) from None
+    result = run_all(args.out, quick=args.quick)
+    keys = (
+        "steady_round_ratio_vs_bare",
+        "startup_seconds",
+        "peak_rss_ratio_1000_vs_10_clients",
+        "two_actor_speedup",
+        "quant_step_ratio",
+        "joint_step_ratio",
+    )
+    print(json.dumps({k: result.get(k) for k in keys}, indent=2))
+    print(f"benchmark JSON written to {args.out}")
+    return 0
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -280,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_compare(sub)
     _add_plot(sub)
+    _add_bench(sub)
     return parser
 
 
