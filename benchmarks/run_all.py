@@ -49,6 +49,7 @@ def run_all(out: Path, quick: bool = False) -> dict:
         {
             "targets": targets,
             "meets_target": sim["meets_target"],
+            "problems": sim["problems"],
             "definitions": sim["definitions"],
             "details": {
                 "step_time": {k: v for k, v in steps.items() if k != "versions"},

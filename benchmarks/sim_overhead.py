@@ -338,29 +338,38 @@ class _TreeSampler(threading.Thread):
         return len(alive)
 
 
-def _run_child(name: str, spec: dict, work: Path, pss: bool = False) -> dict:
-    """Run one measurement in a fresh process tree; wall time, peak memory, child result."""
-    spec = {**spec, "result_file": str(work / f"{name}.result.json")}
-    spec_file = work / f"{name}.spec.json"
-    spec_file.write_text(json.dumps(spec))
-    log_file = work / f"{name}.log"
-    env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(REPO)}
-    load_before = os.getloadavg()[0]
-    started = time.perf_counter()
-    with log_file.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_file)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        sampler = _TreeSampler(proc.pid, pss)
-        sampler.start()
+class _Child:
+    """One measurement in a fresh process tree: started on creation, collected by wait()."""
+
+    def __init__(self, name: str, spec: dict, work: Path, pss: bool = False) -> None:
+        self.spec = {**spec, "result_file": str(work / f"{name}.result.json")}
+        spec_file = work / f"{name}.spec.json"
+        spec_file.write_text(json.dumps(self.spec))
+        self.log_file = work / f"{name}.log"
+        env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(REPO)}
+        if len(str(work)) <= 40:  # Ray's session logs go with the work dir (socket paths
+            env["RAY_TMPDIR"] = str(work)  # below it must stay under 107 characters)
+        self.pss = pss
+        self.load_before = os.getloadavg()[0]
+        self.started = time.perf_counter()
+        with self.log_file.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_file)],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.sampler = _TreeSampler(self.proc.pid, pss)
+        self.sampler.start()
+
+    def wait(self) -> dict:
+        """Wait (killing the tree on timeout); wall time, peak memory and the child's result."""
+        proc, sampler, spec = self.proc, self.sampler, self.spec
         timed_out = False
         try:
-            proc.wait(timeout=CHILD_TIMEOUT_S)
+            proc.wait(timeout=max(1.0, CHILD_TIMEOUT_S - (time.perf_counter() - self.started)))
         except subprocess.TimeoutExpired:
             timed_out = True
             sampler.stop()
@@ -370,38 +379,46 @@ def _run_child(name: str, spec: dict, work: Path, pss: bool = False) -> dict:
             except OSError:
                 pass
             proc.wait()
-    wall = time.perf_counter() - started
-    if sampler.is_alive():
-        sampler.stop()
-    leftovers = sampler.kill_leftovers(10.0)
-    record = {
-        "kind": spec["kind"],
-        "cpus_per_client": spec.get("cpus_per_client"),
-        "num_clients": spec["config"]["num-clients"],
-        "rounds": spec["config"]["rounds"],
-        "process_wall_seconds": round(wall, 3),
-        "returncode": proc.returncode,
-        "timed_out": timed_out,
-        "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "processes_seen": len(sampler.seen),
-        "peak_processes": sampler.peak_procs,
-        "peak_tree_rss_mb": round(sampler.peak_rss / 2**20, 1),
-        "tree_cpu_seconds": round(sampler.cpu_seconds(), 2),
-        "driver_cpu_seconds": round(sampler.seen.get(proc.pid, (0, 0.0))[1], 2),
-        "leftover_processes_killed": leftovers,
-    }
-    if pss:
-        record["peak_tree_pss_mb"] = round(sampler.peak_pss / 2**20, 1)
-    result_file = Path(spec["result_file"])
-    if proc.returncode == 0 and result_file.exists():
-        result = json.loads(result_file.read_text())
-        result["round_stamps"] = {int(k): v for k, v in result["round_stamps"].items()}
-        record.update(result)
-        record["problems"] = _problems(spec, record)
-    else:
-        record["problems"] = ["the run failed or timed out"]
-        record["error"] = log_file.read_text()[-2000:]
-    return record
+        wall = time.perf_counter() - self.started
+        if sampler.is_alive():
+            sampler.stop()
+        leftovers = sampler.kill_leftovers(10.0)
+        record = {
+            "kind": spec["kind"],
+            "cpus_per_client": spec.get("cpus_per_client"),
+            "num_clients": spec["config"]["num-clients"],
+            "rounds": spec["config"]["rounds"],
+            "process_wall_seconds": round(wall, 3),
+            "returncode": proc.returncode,
+            "timed_out": timed_out,
+            "load_avg_1min_before_after": [
+                round(self.load_before, 2),
+                round(os.getloadavg()[0], 2),
+            ],
+            "processes_seen": len(sampler.seen),
+            "peak_processes": sampler.peak_procs,
+            "peak_tree_rss_mb": round(sampler.peak_rss / 2**20, 1),
+            "tree_cpu_seconds": round(sampler.cpu_seconds(), 2),
+            "driver_cpu_seconds": round(sampler.seen.get(proc.pid, (0, 0.0))[1], 2),
+            "leftover_processes_killed": leftovers,
+        }
+        if self.pss:
+            record["peak_tree_pss_mb"] = round(sampler.peak_pss / 2**20, 1)
+        result_file = Path(spec["result_file"])
+        if proc.returncode == 0 and result_file.exists():
+            result = json.loads(result_file.read_text())
+            result["round_stamps"] = {int(k): v for k, v in result["round_stamps"].items()}
+            record.update(result)
+            record["problems"] = _problems(spec, record)
+        else:
+            record["problems"] = ["the run failed or timed out"]
+            record["error"] = self.log_file.read_text()[-2000:]
+        return record
+
+
+def _run_child(name: str, spec: dict, work: Path, pss: bool = False) -> dict:
+    """Run one measurement in a fresh process tree and wait for it."""
+    return _Child(name, spec, work, pss).wait()
 
 
 def _problems(spec: dict, record: dict) -> list[str]:
@@ -471,6 +488,7 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
             ("flower_2actors", flower(timing, cpus / 2, "f2"), False),
             ("flower_1actor_1round", flower(one_round, cpus, "f11"), False),
             ("bare_b", {"kind": "bare", "config": timing}, False),
+            ("bare_pair", {"kind": "bare", "config": timing}, False),
         ]
         if not quick and "checkpoint-every" in checkpointed:
             plan.append(("flower_1actor_checkpoints", flower(checkpointed, cpus, "fc"), False))
@@ -480,7 +498,12 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
         ]
         runs = {}
         for name, spec, pss in plan:
-            runs[name] = _run_child(name, spec, work, pss)
+            if name == "bare_pair":  # two bare runs at once: can this machine run 2 in parallel?
+                pair = [_Child(f"bare_pair_{i}", spec, work) for i in (1, 2)]
+                runs.update({f"bare_pair_{i}": c.wait() for i, c in zip((1, 2), pair)})
+                name = "bare_pair_2"
+            else:
+                runs[name] = _run_child(name, spec, work, pss)
             r = runs[name]
             status = "ok" if r["returncode"] == 0 else f"FAILED rc={r['returncode']}"
             print(
@@ -532,6 +555,8 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
         if any(n in problems for n in names):
             figures[figure] = None
     loads = [x for r in runs.values() for x in r["load_avg_1min_before_after"]]
+    pair = [_steady(runs[f"bare_pair_{i}"]) for i in (1, 2)]
+    capacity = 2 * bare / statistics.mean(pair) if bare and all(pair) else None
     stamps11 = f11.get("round_stamps") or {}
     checkpoint_cost = None
     if "flower_1actor_checkpoints" in runs:
@@ -559,6 +584,9 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
             "minus the whole-process wall of a 1-round bare run (interpreter start, imports "
             "and data load on both sides)",
             "two_actor_speedup": "flower_round_seconds with 1 actor / with 2 actors",
+            "machine_parallel_capacity": "2 x bare_round_seconds / the mean s/round of two "
+            "bare runs started together: about 2 when two CPUs are free, about 1 when other "
+            "work takes them; two_actor_speedup cannot exceed it",
             "checkpoint_seconds_per_round": "flower_round_seconds with the default per-round "
             "checkpoint minus without (the timing runs above write none)",
             "peak_rss_ratio_1000_vs_10_clients": "peak summed RSS of the whole process tree, "
@@ -575,6 +603,7 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
             "flower_round_seconds_1actor_from_two_runs": _round(diff),
             "flower_round_seconds_2actors": _round(flower2),
             "checkpoint_seconds_per_round": _round(checkpoint_cost),
+            "machine_parallel_capacity": _round(capacity),
             "flower_1round_simulate_seconds": _round(f11.get("seconds"), 2),
             "flower_1round_until_round0_seconds": _round(stamps11.get(0), 2),
             "flower_1round_teardown_seconds": _round(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,6 +141,15 @@ def fleet_lowest_top_mode(cfg: FederatedConfig) -> int:
     return min(get_profile(tier).top_mode(cfg.bits) for tier in cfg.tiers)
 
 
+@functools.cache
+def use_cpu_share() -> int:
+    """Torch threads = this worker's CPU share (Ray sets OMP_NUM_THREADS to the actor's
+    num_cpus); more threads than the share would only contend with other clients."""
+    threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def _config(msg: Message) -> tuple[FederatedConfig, int]:
     flat = dict(msg.content["config"])
     server_round = int(flat.pop("server-round", 0))
@@ -231,7 +241,7 @@ def train(msg: Message, context: Context) -> Message:
     """Train the modes this device can afford this round; reply with shared + trained-mode
     entries, or with a status (offline, straggler) and no arrays."""
     cfg, rnd = _config(msg)
-    torch.set_num_threads(1)
+    use_cpu_share()
     pid = partition_of(cfg, context)
     env = client_environment(cfg, pid)
     arrays = msg.content["arrays"]
@@ -292,7 +302,7 @@ def identify(msg: Message, context: Context) -> Message:
 def evaluate_local(msg: Message, context: Context) -> Message:
     """Per-device accuracy: the global model at this device's top mode, on its local test split."""
     cfg, _ = _config(msg)
-    torch.set_num_threads(1)
+    use_cpu_share()
     pid = partition_of(cfg, context)
     env = client_environment(cfg, pid)
     _load(env.model, msg.content["arrays"])
