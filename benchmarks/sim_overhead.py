@@ -499,8 +499,8 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
         runs = {}
         for name, spec, pss in plan:
             if name == "bare_pair":  # two bare runs at once: can this machine run 2 in parallel?
-                pair = [_Child(f"bare_pair_{i}", spec, work) for i in (1, 2)]
-                runs.update({f"bare_pair_{i}": c.wait() for i, c in zip((1, 2), pair)})
+                children = {f"bare_pair_{i}": _Child(f"bare_pair_{i}", spec, work) for i in (1, 2)}
+                runs.update({n: child.wait() for n, child in children.items()})
                 name = "bare_pair_2"
             else:
                 runs[name] = _run_child(name, spec, work, pss)
