@@ -53,19 +53,25 @@ def expected_keys(state: Mapping[str, np.ndarray], trained_modes: Sequence[int])
     return set(shared_keys(state)) | {k for b in trained_modes for k in mode_keys(state, b)}
 
 
-def validate_update(state: Mapping[str, np.ndarray], update: ClientUpdate) -> str | None:
+def validate_update(
+    state: Mapping[str, np.ndarray],
+    update: ClientUpdate,
+    bit_modes: Sequence[int] | None = None,
+) -> str | None:
     """Why ``update`` must be excluded, or None if it is usable.
 
-    Checks example count, trained modes, key set, shapes, dtypes and finiteness, so one
+    Checks example count, trained modes (against the model's ``bit_modes``; by default
+    the modes that have per-mode entries), key set, shapes, dtypes and finiteness, so one
     bad client can never crash or poison a round.
     """
     if not update.num_examples > 0:
         return f"num-examples {update.num_examples} must be > 0"
     if not update.trained_modes:
         return "no trained modes reported"
-    # Shared-BN models have no per-mode entries: any of the model's modes is then fine.
-    known = model_modes(state)
-    unknown = [b for b in update.trained_modes if known and b not in known]
+    # A mode may own no entries (32-bit has no clip; shared BN has no per-mode BN), so the
+    # model's own list of modes is the reference when the caller knows it.
+    known = set(bit_modes) if bit_modes is not None else model_modes(state)
+    unknown = [b for b in update.trained_modes if b not in known]
     if unknown:
         return f"trained modes {unknown} are not modes of the model {sorted(known)}"
     expected = expected_keys(state, update.trained_modes)

@@ -88,6 +88,13 @@ STRATEGIES: dict[str, StrategySpec] = {
         StrategySpec(
             "top-only", "ablation: each device trains only its top mode", {"train_modes": "top"}
         ),
+        StrategySpec(
+            "fp32-all-reference",
+            "reference, not deployable on this fleet: FP32 FedAvg on all clients, every device "
+            "evaluated at FP32 (the yardstick of the targets)",
+            {"train_modes": "fp32"},
+            deploy="fp32",
+        ),
     )
 }
 

@@ -79,6 +79,7 @@ class FedQDNN(FedAvg):
         fraction_train: float = 1.0,
         fraction_evaluate: float = 1.0,
         seed: int = 0,
+        bit_modes: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__(
             fraction_train=fraction_train,
@@ -88,6 +89,7 @@ class FedQDNN(FedAvg):
             min_available_nodes=num_clients,
         )
         self.seed = seed
+        self.bit_modes = bit_modes
         self.rounds: dict[int, RoundRecord] = {}
         self.node_of_partition: dict[int, int] = {}
         self._global: State = {}
@@ -155,7 +157,7 @@ class FedQDNN(FedAvg):
         except (KeyError, TypeError, ValueError) as err:
             return None, {}, f"malformed reply: {err!r}"
         report = {**info, **{k: v for k, v in metrics.items()}}
-        return update, report, validate_update(self._global, update)
+        return update, report, validate_update(self._global, update, self.bit_modes)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -150,3 +150,11 @@ def test_every_client_trains_every_mode_equals_flower_fedavg_on_weights():
     for b in (2, 32):
         key = f"{BN}.bits{b}.running_mean"
         assert np.allclose(ours[key], flower[key], atol=1e-6)
+
+
+def test_modes_without_entries_are_valid_when_the_model_lists_them():
+    """Shared BN + learnable clip: the 32-bit mode owns no entries but is a model mode."""
+    state = {"stem.weight": np.zeros(2, np.float32), "act.clip.bits2": np.ones(1, np.float32)}
+    update = ClientUpdate({k: v.copy() for k, v in state.items()}, 4, (2, 32))
+    assert validate_update(state, update, bit_modes=(2, 32)) is None
+    assert "not modes of the model" in validate_update(state, update, bit_modes=(2, 4))

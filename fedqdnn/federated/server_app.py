@@ -98,7 +98,7 @@ def make_strategy(cfg: FederatedConfig) -> FedAvg:
             min_evaluate_nodes=max(1, math.ceil(cfg.fraction_evaluate * nodes)),
             min_available_nodes=nodes,
         )
-    return FedQDNN(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate, cfg.seed)
+    return FedQDNN(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate, cfg.seed, cfg.bits)
 
 
 def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
