@@ -15,10 +15,13 @@ Three figures, each measured side by side in one run:
     come from timestamps taken after each round's central evaluation (the benchmark wraps
     ``server_app.central_evaluator`` in its own child process); the difference of an R-round
     and a 1-round run is reported as a cross-check. The server's per-round checkpoint is off
-    in these runs (bare writes none); its cost is a separate figure (full mode).
+    in these runs (bare writes none); its cost is a separate figure (full mode). Bare client
+    work uses as many torch threads as the one-actor ClientApp (its CPU share).
 ``two_actor_speedup``
     Steady seconds per round with one actor divided by that with two actors (``cpus_per_client``
-    = 1 on a 2-CPU machine), same work.
+    = 1 on a 2-CPU machine), same work. Its bare-PyTorch limit on the same machine at the same
+    time, ``bare_two_process_speedup`` (two bare runs at once, half the CPU share each), is
+    reported next to it: on a shared machine it shows how much parallelism was there to get.
 ``peak_rss_ratio_1000_vs_10_clients``
     Peak memory of the whole process tree (driver, Ray's GCS/raylet and every worker: RSS
     summed over all descendants, sampled from /proc) for 1,000 virtual clients divided by that
@@ -106,7 +109,10 @@ def memory_config(num_clients: int, per_round: int = 10):
 
 
 def _bare_child(cfg) -> dict:
-    """The Flower round's work, sequentially in this process; timestamps after each round."""
+    """The Flower round's work, sequentially in this process; timestamps after each round.
+
+    Client work uses the torch threads a ClientApp would use here (``OMP_NUM_THREADS``, which
+    the benchmark sets to 1); server work uses 1, as the ServerApp does."""
     import numpy as np
     import torch
 
@@ -121,6 +127,8 @@ def _bare_child(cfg) -> dict:
     from fedqdnn.models import build_model
     from fedqdnn.training import evaluate
     from strategies.aggregation import ClientUpdate, aggregate, validate_update
+
+    client_threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
 
     def modes_of(cfg, env) -> tuple[int, ...]:  # the ClientApp's policy (no deadline here)
         if hasattr(client_app, "modes_to_train"):
@@ -150,6 +158,7 @@ def _bare_child(cfg) -> dict:
         model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in global_state.items()})
 
     def central_eval(global_state) -> dict:
+        torch.set_num_threads(1)
         load(server_model, global_state)
         return {b: evaluate(server_model, data.x_test, data.y_test, b)[0] for b in cfg.bits}
 
@@ -159,6 +168,7 @@ def _bare_child(cfg) -> dict:
     clients = range(cfg.num_clients)  # fraction-train = fraction-evaluate = 1
     rejected = 0
     for rnd in range(1, cfg.rounds + 1):
+        torch.set_num_threads(client_threads)
         updates = []
         for pid in clients:
             env = client_environment(cfg, pid)
@@ -183,6 +193,7 @@ def _bare_child(cfg) -> dict:
     return {
         "seconds": time.perf_counter() - start,
         "round_stamps": stamps,
+        "client_torch_threads": client_threads,
         "final_accuracy_by_bits": {str(b): a for b, a in accuracy.items()},
         "rejected": rejected,
     }
@@ -346,7 +357,11 @@ class _Child:
         spec_file = work / f"{name}.spec.json"
         spec_file.write_text(json.dumps(self.spec))
         self.log_file = work / f"{name}.log"
+        # OMP_NUM_THREADS=1: Ray then leaves it alone in its workers, so every client computes
+        # with one torch thread whatever its CPU share (the ClientApp follows OMP_NUM_THREADS);
+        # 1 actor vs 2 actors then differ in parallel clients only, and bare matches both.
         env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(REPO)}
+        env["OMP_NUM_THREADS"] = "1"
         if len(str(work)) <= 40:  # Ray's session logs go with the work dir (socket paths
             env["RAY_TMPDIR"] = str(work)  # below it must stay under 107 characters)
         self.pss = pss
@@ -364,21 +379,28 @@ class _Child:
         self.sampler = _TreeSampler(self.proc.pid, pss)
         self.sampler.start()
 
+    def kill(self) -> None:
+        """SIGKILL every process of the tree (the child started it in its own session)."""
+        self.sampler.stop()
+        self.sampler.sample()  # the latest descendants, so none is missed
+        self.sampler.kill_leftovers(0.0)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
+
     def wait(self) -> dict:
         """Wait (killing the tree on timeout); wall time, peak memory and the child's result."""
         proc, sampler, spec = self.proc, self.sampler, self.spec
         timed_out = False
         try:
             proc.wait(timeout=max(1.0, CHILD_TIMEOUT_S - (time.perf_counter() - self.started)))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            sampler.stop()
-            sampler.kill_leftovers(0.0)
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            proc.wait()
+        except BaseException as err:  # timeout, or Ctrl-C / an error here: end the tree
+            timed_out = isinstance(err, subprocess.TimeoutExpired)
+            self.kill()
+            if not timed_out:
+                raise
         wall = time.perf_counter() - self.started
         if sampler.is_alive():
             sampler.stop()
@@ -465,16 +487,31 @@ def _check(name: str, value: float | None) -> bool | None:
     return value <= target["max"] if "max" in target else value >= target["min"]
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds through _Child.wait, which kills its tree
+
+
 def run(out: Path | None = None, quick: bool = False) -> dict:
     """Measure the three figures side by side; write JSON to ``out`` (if given); return it."""
-    from fedqdnn.provenance import versions
-
     rounds = 3 if quick else 8
     cpus = len(os.sched_getaffinity(0))  # CPUs this process may use (Ray sees the same)
+    t0 = time.perf_counter()
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # kill -TERM ends the children too
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        runs = _measure(quick, rounds, cpus)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return _report(runs, out, quick, rounds, cpus, t0)
+
+
+def _measure(quick: bool, rounds: int, cpus: int) -> dict[str, dict]:
+    """Run every measurement (fresh child process trees, one after another)."""
     timing = timing_config(rounds).to_flat()
     one_round = timing_config(1).to_flat()
     checkpointed = timing_config(rounds, checkpoints=True).to_flat()
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedqdnn-simbench-") as tmp:
         work = Path(tmp)
 
@@ -498,9 +535,14 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
         ]
         runs = {}
         for name, spec, pss in plan:
-            if name == "bare_pair":  # two bare runs at once: can this machine run 2 in parallel?
+            if name == "bare_pair":  # two bare runs at once
                 children = {f"bare_pair_{i}": _Child(f"bare_pair_{i}", spec, work) for i in (1, 2)}
-                runs.update({n: child.wait() for n, child in children.items()})
+                try:
+                    runs.update({n: child.wait() for n, child in children.items()})
+                except BaseException:
+                    for child in children.values():
+                        child.kill()
+                    raise
                 name = "bare_pair_2"
             else:
                 runs[name] = _run_child(name, spec, work, pss)
@@ -512,6 +554,13 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
                 file=sys.stderr,
                 flush=True,
             )
+
+    return runs
+
+
+def _report(runs: dict, out: Path | None, quick: bool, rounds: int, cpus: int, t0: float) -> dict:
+    """The figures, their definitions and every run's record; written to ``out`` if given."""
+    from fedqdnn.provenance import versions
 
     bare_steady = [s for s in (_steady(runs["bare_a"]), _steady(runs["bare_b"])) if s]
     bare = statistics.mean(bare_steady) if bare_steady else None
@@ -556,7 +605,7 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
             figures[figure] = None
     loads = [x for r in runs.values() for x in r["load_avg_1min_before_after"]]
     pair = [_steady(runs[f"bare_pair_{i}"]) for i in (1, 2)]
-    capacity = 2 * bare / statistics.mean(pair) if bare and all(pair) else None
+    bare_pair_speedup = 2 * bare / statistics.mean(pair) if bare and all(pair) else None
     stamps11 = f11.get("round_stamps") or {}
     checkpoint_cost = None
     if "flower_1actor_checkpoints" in runs:
@@ -584,9 +633,10 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
             "minus the whole-process wall of a 1-round bare run (interpreter start, imports "
             "and data load on both sides)",
             "two_actor_speedup": "flower_round_seconds with 1 actor / with 2 actors",
-            "machine_parallel_capacity": "2 x bare_round_seconds / the mean s/round of two "
-            "bare runs started together: about 2 when two CPUs are free, about 1 when other "
-            "work takes them; two_actor_speedup cannot exceed it",
+            "bare_two_process_speedup": "2 x bare_round_seconds / the mean s/round of two "
+            "bare runs started together: the bare-PyTorch limit of two_actor_speedup on this "
+            "machine at that moment (about 2 with two idle CPUs, about 1 when other work "
+            "holds them)",
             "checkpoint_seconds_per_round": "flower_round_seconds with the default per-round "
             "checkpoint minus without (the timing runs above write none)",
             "peak_rss_ratio_1000_vs_10_clients": "peak summed RSS of the whole process tree, "
@@ -603,7 +653,8 @@ def run(out: Path | None = None, quick: bool = False) -> dict:
             "flower_round_seconds_1actor_from_two_runs": _round(diff),
             "flower_round_seconds_2actors": _round(flower2),
             "checkpoint_seconds_per_round": _round(checkpoint_cost),
-            "machine_parallel_capacity": _round(capacity),
+            "bare_two_process_speedup": _round(bare_pair_speedup),
+            "torch_threads_per_client": 1,
             "flower_1round_simulate_seconds": _round(f11.get("seconds"), 2),
             "flower_1round_until_round0_seconds": _round(stamps11.get(0), 2),
             "flower_1round_teardown_seconds": _round(

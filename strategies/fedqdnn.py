@@ -71,6 +71,12 @@ class FedQDNN(FedAvg):
         Fleet size; sampling waits until this many nodes are connected.
     fraction_train, fraction_evaluate : float (default 1.0)
         Fraction of the fleet sampled per round for training / evaluation.
+    seed : int (default 0)
+        Seed of the per-round partition sample (used once ``node_of_partition`` is set;
+        until then Flower's FedAvg sampling applies).
+    bit_modes : tuple of int, optional
+        The model's bit modes; replies claiming other modes are excluded. Default: the
+        modes that own per-mode entries in the global state.
     """
 
     def __init__(

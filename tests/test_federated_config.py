@@ -89,8 +89,10 @@ def test_sweep_points_and_summary():
     base = load_scenario("three-tier")
     for mix in TIER_MIXES.values():
         assert base.replace(tiers=mix).tiers == mix
-    rows = [{"strategy": "fedqdnn", "tier": "a", "accuracy": 0.5},
-            {"strategy": "fedqdnn", "tier": "a", "accuracy": 0.7},
-            {"strategy": "other", "tier": "a", "accuracy": 0.1}]
+    rows = [
+        {"strategy": "fedqdnn", "tier": "a", "accuracy": 0.5},
+        {"strategy": "fedqdnn", "tier": "a", "accuracy": 0.7},
+        {"strategy": "other", "tier": "a", "accuracy": 0.1},
+    ]
     table = summary({"p": {"rows": rows}})
     assert "| p | 60.0 |" in table
