@@ -108,3 +108,10 @@ def test_byte_counts_equal_array_sizes():
 def test_presets_have_sane_costs():
     assert get_profile("mcu-int2").hypothetical
     assert get_profile("cpu-fp32").ms_per_sample(2) == get_profile("cpu-fp32").ms_per_sample(32)
+
+
+def test_reference_fp32_cost_on_a_device_without_fp32():
+    mcu = get_profile("mcu-int2")
+    assert simulated_train_seconds(mcu, (32,), 10, 1) == pytest.approx(
+        10 * mcu.ms_per_sample_fp32 / 1000
+    )

@@ -18,11 +18,20 @@ def array_bytes(arrays: Mapping[str, np.ndarray]) -> int:
     return int(sum(np.asarray(a).nbytes for a in arrays.values()))
 
 
+def ms_per_sample(profile: HardwareProfile, bits: int) -> float:
+    """The profile's cost of one sample at ``bits``; a mode wider than the device (asked only
+    by the fp32-all reference, which pretends every device trains FP32) costs its FP32
+    reference figure."""
+    if bits > max(profile.bit_modes):
+        return profile.ms_per_sample_fp32
+    return profile.ms_per_sample(bits)
+
+
 def simulated_train_seconds(
     profile: HardwareProfile, modes: Sequence[int], num_examples: int, epochs: int
 ) -> float:
     """Seconds to train ``modes`` jointly on the device (each mode one forward/backward)."""
-    return epochs * num_examples * sum(profile.ms_per_sample(b) for b in modes) / 1000.0
+    return epochs * num_examples * sum(ms_per_sample(profile, b) for b in modes) / 1000.0
 
 
 def transfer_seconds(profile: HardwareProfile, bytes_down: int, bytes_up: int) -> float:
