@@ -163,7 +163,7 @@ def _bare_child(cfg) -> dict:
         return {b: evaluate(server_model, data.x_test, data.y_test, b)[0] for b in cfg.bits}
 
     stamps = {}
-    accuracy = central_eval(state)  # Strategy.start evaluates round 0 first
+    accuracy = central_eval(state)  # the ServerApp evaluates round 0 first, too
     stamps[0] = time.perf_counter() - start
     clients = range(cfg.num_clients)  # fraction-train = fraction-evaluate = 1
     rejected = 0
@@ -282,6 +282,26 @@ def _descendants(root: int) -> dict[int, tuple[int, float]]:
     return out
 
 
+def _label(pid: int, previous: str | None) -> str:
+    """Short name of a process: Ray's title (``ray::ClientAppActor``), else the program or
+    python script name. A worker that was once a ClientAppActor keeps that name."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return previous or "?"
+    first = args[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        label = first.split()[0].split(".")[0]
+    elif "python" in Path(first).name and len(args) > 1:
+        script = next((a.decode() for a in args[1:] if a.endswith(b".py")), "")
+        label = Path(script).name or Path(first).name
+    else:
+        label = Path(first).name
+    if previous and previous.startswith("ray::") and previous != "ray::IDLE":
+        return previous  # an actor process keeps its class name
+    return label
+
+
 def _rss(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
@@ -306,6 +326,7 @@ class _TreeSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.pss = root, pss
         self.seen: dict[int, tuple[int, float]] = {}  # pid -> (start ticks, last cpu seconds)
+        self.labels: dict[int, str] = {}  # pid -> what it is (driver, ray::ClientAppActor, ...)
         self.peak_rss = self.peak_pss = self.peak_procs = self.samples = 0
         self._stop_event = threading.Event()
 
@@ -319,6 +340,8 @@ class _TreeSampler(threading.Thread):
         if not tree:
             return
         self.seen.update(tree)
+        for pid in tree:
+            self.labels[pid] = "driver" if pid == self.root else _label(pid, self.labels.get(pid))
         self.samples += 1
         self.peak_procs = max(self.peak_procs, len(tree))
         self.peak_rss = max(self.peak_rss, sum(_rss(p) for p in tree))
@@ -332,6 +355,14 @@ class _TreeSampler(threading.Thread):
     def cpu_seconds(self) -> float:
         """CPU seconds of the tree (each process as last sampled)."""
         return sum(cpu for _, cpu in self.seen.values())
+
+    def cpu_by_label(self) -> dict[str, float]:
+        """CPU seconds per kind of process, largest first."""
+        out: dict[str, float] = {}
+        for pid, (_, cpu) in self.seen.items():
+            label = self.labels.get(pid, "?")
+            out[label] = out.get(label, 0.0) + cpu
+        return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
     def kill_leftovers(self, grace: float) -> int:
         """SIGKILL processes of this tree still alive after ``grace`` s (same pid AND start)."""
@@ -422,6 +453,7 @@ class _Child:
             "peak_tree_rss_mb": round(sampler.peak_rss / 2**20, 1),
             "tree_cpu_seconds": round(sampler.cpu_seconds(), 2),
             "driver_cpu_seconds": round(sampler.seen.get(proc.pid, (0, 0.0))[1], 2),
+            "cpu_seconds_by_process": sampler.cpu_by_label(),
             "leftover_processes_killed": leftovers,
         }
         if self.pss:

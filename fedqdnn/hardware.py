@@ -261,6 +261,10 @@ def _largest_remainder(num: int, weights: list[float]) -> list[int]:
     return counts
 
 
+# Proportions written with 4 decimals (0.3333) must pass everywhere: one tolerance for all.
+PROPORTION_TOLERANCE = 1e-3
+
+
 def assign_profiles(num_clients: int, proportions: Mapping[str, float], seed: int) -> list[str]:
     """Hardware tier name of each client (partition id), in exact proportions, shuffled by seed.
 
@@ -280,8 +284,11 @@ def assign_profiles(num_clients: int, proportions: Mapping[str, float], seed: in
         if not _is_number(w) or not 0 < w <= 1:
             raise ValueError(f"hardware proportion {name!r}={w!r} is invalid; allowed: 0 < p <= 1")
     total = sum(weights)
-    if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"hardware proportions sum to {total:.6g}; allowed: a sum of 1 (+-1e-6)")
+    if abs(total - 1.0) > PROPORTION_TOLERANCE:
+        raise ValueError(
+            f"hardware proportions sum to {total:.6g}; allowed: a sum of 1 "
+            f"(+-{PROPORTION_TOLERANCE:g})"
+        )
     counts = _largest_remainder(num_clients, weights)
     if num_clients >= len(names):
         quotas = [num_clients * w / total for w in weights]

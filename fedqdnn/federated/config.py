@@ -56,7 +56,7 @@ class FederatedConfig:
     model: str = ""  # "" -> the data set's default model
     bits: tuple[int, ...] = (2, 4, 32)
     tiers: dict[str, float] = field(
-        default_factory=lambda: {"mcu-int2": 1 / 3, "phone-npu-int4": 1 / 3, "cpu-fp32": 1 / 3}
+        default_factory=lambda: {"mcu-int2": 0.3333, "phone-npu-int4": 0.3333, "cpu-fp32": 0.3334}
     )
     num_clients: int = 10
     rounds: int = 15
@@ -219,7 +219,7 @@ class FederatedConfig:
         return len(self.participant_ids)
 
     def _validate_tiers(self) -> None:
-        from fedqdnn.hardware import get_profile
+        from fedqdnn.hardware import PROPORTION_TOLERANCE, get_profile
 
         if not self.tiers:
             raise ValueError("tiers is empty; give at least one hardware profile")
@@ -228,7 +228,7 @@ class FederatedConfig:
             if not 0 < proportion <= 1:
                 raise ValueError(f"tier {name!r} proportion {proportion} must be in (0, 1]")
         total = sum(self.tiers.values())
-        if abs(total - 1) > 1e-3:
+        if abs(total - 1) > PROPORTION_TOLERANCE:
             raise ValueError(f"tier proportions sum to {total:.4g}; they must sum to 1")
 
     def __hash__(self) -> int:  # tiers is a dict: hash the flat form (used by worker caches)

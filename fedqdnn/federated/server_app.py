@@ -156,6 +156,12 @@ def run_server(
         round_start = time.perf_counter()
         instructions = strategy.configure_train(rnd, arrays, ConfigRecord(cfg.to_flat()), grid)
         replies = grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT)
+        replies = list(replies)
+        if replies and all(r.has_error() for r in replies):
+            raise RuntimeError(
+                f"every client failed in round {rnd}; first error: "
+                f"{replies[0].error.reason.strip().splitlines()[-1][:300]}"
+            )
         new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
         if new_arrays is not None:
             arrays = new_arrays

@@ -42,9 +42,9 @@ def simulate(
         "logging_level": "WARNING" if verbose else "ERROR",
         "log_to_driver": verbose,
     }
-    address = ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        init_args["address"] = address
+    # "local" starts a fresh instance; without it ray.init() would silently join any
+    # cluster this machine already runs (e.g. after `ray start --head`).
+    init_args["address"] = ray_address or os.environ.get("RAY_ADDRESS") or "local"
     backend_config = {
         "client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client},
         "init_args": init_args,
