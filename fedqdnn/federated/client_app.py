@@ -245,7 +245,7 @@ def train(msg: Message, context: Context) -> Message:
     pid = partition_of(cfg, context)
     env = client_environment(cfg, pid)
     arrays = msg.content["arrays"]
-    bytes_down = sum(a.numpy().nbytes for a in arrays.values())
+    bytes_down = sum(np.dtype(a.dtype).itemsize * math.prod(a.shape) for a in arrays.values())
     base = {"num-examples": len(env.y_train), "bytes-down": bytes_down}
     if cfg.availability and not is_online(env.profile.availability, cfg.seed, rnd, pid):
         return _reply(msg, env, "offline", {**base, "bytes-down": 0})
