@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import sim_overhead, step_time  # noqa: E402
+from fedqdnn.centralized import write_json  # noqa: E402
 from fedqdnn.provenance import versions  # noqa: E402
 
 HEADLINE = (
@@ -61,9 +62,7 @@ def run_all(out: Path, quick: bool = False) -> dict:
             "versions": versions(),
         }
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(Path(out), result)
     return result
 
 
