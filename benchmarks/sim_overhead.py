@@ -116,7 +116,6 @@ def _bare_child(cfg) -> dict:
     import numpy as np
     import torch
 
-    from fedqdnn.data import load_dataset
     from fedqdnn.federated import client_app
     from fedqdnn.federated.client_app import (
         client_environment,
@@ -124,34 +123,19 @@ def _bare_child(cfg) -> dict:
         local_train,
         trained_state,
     )
-    from fedqdnn.models import build_model
+    from fedqdnn.federated.server_app import federated_data, initial_model
     from fedqdnn.training import evaluate
     from strategies.aggregation import ClientUpdate, aggregate, validate_update
 
     client_threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
 
     def modes_of(cfg, env) -> tuple[int, ...]:  # the ClientApp's policy (no deadline here)
-        if hasattr(client_app, "modes_to_train"):
-            return client_app.modes_to_train(cfg, env)
-        return env.modes if cfg.train_modes == "affordable" else (env.modes[-1],)
+        return client_app.modes_to_train(cfg, env)
 
     start = time.perf_counter()
     torch.set_num_threads(1)
-    data = load_dataset(
-        cfg.dataset,
-        data_root=cfg.data_root or None,
-        num_samples=cfg.num_samples or None,
-        data_seed=cfg.data_seed,
-    )
-    torch.manual_seed(cfg.seed)
-    server_model = build_model(
-        cfg.model_name,
-        cfg.bits,
-        data.num_classes,
-        data.in_channels,
-        bit_specific_bn=cfg.bit_specific_bn,
-        learnable_clip=cfg.learnable_clip,
-    )
+    data = federated_data(cfg)
+    server_model = initial_model(cfg)  # the ServerApp's own round-0 model
     state = {k: v.detach().cpu().numpy().copy() for k, v in server_model.state_dict().items()}
 
     def load(model, global_state) -> None:
