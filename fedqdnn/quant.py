@@ -25,11 +25,6 @@ def levels(bits: int) -> int:
     return (1 << bits) - 1
 
 
-def round_to_grid(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """``round(x n) / n`` with ``n = 2^b - 1`` and an identity (straight-through) gradient."""
-    return x + (torch.round(x * levels(bits)) / levels(bits) - x).detach()
-
-
 class _DoReFaWeight(torch.autograd.Function):
     """Fused DoReFa weight quantizer (2 <= b <= 8); see :func:`quantize_weight`.
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.data import DATASET_NAMES
 from fedqdnn.models import MODELS
+from fedqdnn.partition import PARTITION_SCHEMES
 
 # Which of its modes a device trains: all it can run (FedQDNN), only its top one, only the
 # fleet's lowest top mode (lowest-common baseline), or only 32-bit (fp32-exclusive baseline).
@@ -23,7 +24,6 @@ SERVER_STRATEGIES = ("fedqdnn", "fedavg")
 # How clients set the BN running statistics they upload: re-estimated exactly on their local
 # data at the final local weights (default), or left as the momentum averages of training.
 BN_STATS_POLICIES = ("recalibrate", "momentum")
-PARTITION_SCHEMES = ("iid", "dirichlet")
 OPTIMIZERS = ("adam", "sgd")
 
 

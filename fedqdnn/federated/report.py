@@ -201,8 +201,3 @@ def plot_sim_time(path: Path, history: list[dict], plt) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def load_results(path: Path) -> dict:
-    """Read a results.json (plain JSON: loading never executes code)."""
-    return json.loads(Path(path).read_text())
