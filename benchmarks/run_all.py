@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import sim_overhead, step_time  # noqa: E402
-from fedqdnn.centralized import write_json  # noqa: E402
+from fedqdnn.files import write_json  # noqa: E402
 from fedqdnn.provenance import versions  # noqa: E402
 
 HEADLINE = (

@@ -6,17 +6,18 @@ Three figures, each measured side by side in one run:
     Steady-state seconds per round of the real Flower + Ray simulation
     (:func:`fedqdnn.federated.simulation.simulate`) with ONE Ray actor (``cpus_per_client``
     = all CPUs, so clients run one after another), divided by the seconds per round of the
-    same work done sequentially in one plain Python process: per client, load the global
-    state into the model, :func:`~fedqdnn.federated.client_app.local_train`, take the
-    uploaded entries, then :func:`strategies.aggregation.validate_update` +
-    :func:`~strategies.aggregation.aggregate`, each client's local evaluation at its top mode
-    and the server's evaluation of every mode (a Flower round does all of these). The median
-    over rounds 2..R counts; round 1 also builds the data and models. Flower's per-round times
-    come from timestamps taken after each round's central evaluation (the benchmark wraps
-    ``server_app.central_evaluator`` in its own child process); the difference of an R-round
-    and a 1-round run is reported as a cross-check. The server's per-round checkpoint is off
-    in these runs (bare writes none); its cost is a separate figure (full mode). Bare client
-    work uses as many torch threads as the one-actor ClientApp (its CPU share).
+    same work done sequentially in one plain Python process (:mod:`benchmarks.workloads`):
+    per client, load the global state into the model, plan and train the round with the
+    device code the ClientApp runs (:mod:`fedqdnn.device`), take the upload, then
+    :func:`strategies.aggregation.validate_update` + :func:`~strategies.aggregation.aggregate`,
+    each client's local evaluation at its top mode and the server's evaluation of every mode
+    (a Flower round does all of these). The median over rounds 2..R counts; round 1 also
+    builds the data and models. Flower's per-round times come from the server's per-round hook
+    (``simulate(on_round_end=...)``), called after each round's central evaluation; the
+    difference of an R-round and a 1-round run is reported as a cross-check. The server's
+    per-round checkpoint is off in these runs (bare writes none); its cost is a separate
+    figure (full mode). Bare client work uses as many torch threads as the one-actor ClientApp
+    (its CPU share).
 ``two_actor_speedup``
     Steady seconds per round with one actor divided by that with two actors (``cpus_per_client``
     = 1 on a 2-CPU machine), same work. Its bare-PyTorch limit on the same machine at the same
@@ -44,419 +45,24 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.process_tree import Child, run_child  # noqa: E402
+from benchmarks.workloads import memory_config, timing_config  # noqa: E402
+from fedqdnn.files import write_json  # noqa: E402
+
 TARGETS = {
     "steady_round_ratio_vs_bare": {"max": 1.2},
     "two_actor_speedup": {"min": 1.6},
     "peak_rss_ratio_1000_vs_10_clients": {"max": 1.2},
 }
-CHILD_TIMEOUT_S = 420.0
-SAMPLE_INTERVAL_S = 0.5
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-# ---------------------------------------------------------------- configurations
-
-
-# Proportions that survive the flat (string) form exactly: FederatedConfig's default of 1/3
-# each is written as 0.333333 (sum 0.999999), which assign_profiles (tolerance 1e-6) refuses
-# in every client, so every reply would be an error.
-THREE_TIERS = {"mcu-int2": 0.3333, "phone-npu-int4": 0.3333, "cpu-fp32": 0.3334}
-
-
-def timing_config(rounds: int, checkpoints: bool = False):
-    """The round-time workload: digits, 10 clients (three tiers), 2 local epochs.
-
-    Without ``checkpoints`` the server's per-round checkpoint (arrays + history written and
-    fsync'ed every round by default) is switched off: the bare side writes none, and its
-    cost is measured by a separate run (full mode) rather than counted as simulation overhead.
-    """
-    from fedqdnn.federated.config import FederatedConfig
-
-    cfg = FederatedConfig(
-        dataset="digits", tiers=THREE_TIERS, num_clients=10, rounds=rounds, local_epochs=2
-    )
-    if hasattr(cfg, "checkpoint_every"):
-        cfg = cfg.replace(checkpoint_every=1 if checkpoints else 0)
-    return cfg
-
-
-def memory_config(num_clients: int, per_round: int = 10):
-    """The memory workload: MNIST-1D, ``per_round`` of ``num_clients`` sampled, one round."""
-    from fedqdnn.federated.config import FederatedConfig
-
-    fraction = per_round / num_clients
-    return FederatedConfig(
-        dataset="mnist1d",
-        tiers=THREE_TIERS,
-        num_clients=num_clients,
-        rounds=1,
-        local_epochs=1,
-        fraction_train=fraction,
-        fraction_evaluate=fraction,
-    )
-
-
-# ---------------------------------------------------------------- child process side
-
-
-def _bare_child(cfg) -> dict:
-    """The Flower round's work, sequentially in this process; timestamps after each round.
-
-    Client work uses the torch threads a ClientApp would use here (``OMP_NUM_THREADS``, which
-    the benchmark sets to 1); server work uses 1, as the ServerApp does."""
-    import numpy as np
-    import torch
-
-    from fedqdnn.federated import client_app
-    from fedqdnn.federated.client_app import (
-        client_environment,
-        client_seed,
-        local_train,
-        trained_state,
-    )
-    from fedqdnn.federated.server_app import federated_data, initial_model
-    from fedqdnn.training import evaluate
-    from strategies.aggregation import ClientUpdate, aggregate, validate_update
-
-    client_threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
-
-    def modes_of(cfg, env) -> tuple[int, ...]:  # the ClientApp's policy (no deadline here)
-        return client_app.modes_to_train(cfg, env)
-
-    start = time.perf_counter()
-    torch.set_num_threads(1)
-    data = federated_data(cfg)
-    server_model = initial_model(cfg)  # the ServerApp's own round-0 model
-    state = {k: v.detach().cpu().numpy().copy() for k, v in server_model.state_dict().items()}
-
-    def load(model, global_state) -> None:
-        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in global_state.items()})
-
-    def central_eval(global_state) -> dict:
-        torch.set_num_threads(1)
-        load(server_model, global_state)
-        return {b: evaluate(server_model, data.x_test, data.y_test, b)[0] for b in cfg.bits}
-
-    stamps = {}
-    accuracy = central_eval(state)  # the ServerApp evaluates round 0 first, too
-    stamps[0] = time.perf_counter() - start
-    clients = range(cfg.num_clients)  # fraction-train = fraction-evaluate = 1
-    rejected = 0
-    for rnd in range(1, cfg.rounds + 1):
-        torch.set_num_threads(client_threads)
-        updates = []
-        for pid in clients:
-            env = client_environment(cfg, pid)
-            load(env.model, state)
-            modes = modes_of(cfg, env)
-            local_train(env, cfg, modes, client_seed(cfg.seed, rnd, pid))
-            # copies: trained_state shares memory with the model, which the next client trains
-            upload = {k: np.array(v, copy=True) for k, v in trained_state(env.model, modes).items()}
-            update = ClientUpdate(upload, len(env.y_train), modes)
-            if validate_update(state, update) is None:
-                updates.append(update)
-            else:
-                rejected += 1
-        # as FedQDNN's to_arrayrecord: 0-d results (num_batches_tracked) become arrays again
-        state = {k: np.require(v, requirements="C") for k, v in aggregate(state, updates).items()}
-        for pid in clients:  # federated evaluation: each device at its top mode
-            env = client_environment(cfg, pid)
-            load(env.model, state)
-            evaluate(env.model, env.x_test, env.y_test, modes_of(cfg, env)[-1])
-        accuracy = central_eval(state)
-        stamps[rnd] = time.perf_counter() - start
-    return {
-        "seconds": time.perf_counter() - start,
-        "round_stamps": stamps,
-        "client_torch_threads": client_threads,
-        "final_accuracy_by_bits": {str(b): a for b, a in accuracy.items()},
-        "rejected": rejected,
-    }
-
-
-def _flower_child(cfg, out_dir: str, cpus_per_client: float) -> dict:
-    """The real simulation; timestamps after each round's central evaluation."""
-    from fedqdnn.federated import server_app
-    from fedqdnn.federated.simulation import simulate
-
-    stamps: dict[int, float] = {}
-    start = time.perf_counter()
-    original = getattr(server_app, "central_evaluator", None)
-    if original is not None:  # wrap (in this child only) to timestamp the end of each round
-
-        def central_evaluator(*args, **kwargs):
-            evaluate_fn = original(*args, **kwargs)
-
-            def timed(server_round, arrays):
-                result = evaluate_fn(server_round, arrays)
-                stamps[int(server_round)] = time.perf_counter() - start
-                return result
-
-            return timed
-
-        server_app.central_evaluator = central_evaluator
-    results = simulate(cfg, Path(out_dir), cpus_per_client=cpus_per_client)
-    seconds = time.perf_counter() - start
-    history = results.get("history", [])
-    return {
-        "seconds": seconds,
-        "round_stamps": stamps,
-        "round_seconds_in_results": [h.get("round_seconds") for h in history],
-        "server_wall_seconds": results.get("wall_seconds"),
-        "clients_per_round": [len(h.get("clients", [])) for h in history],
-        "rejected": sum(len(h.get("rejected", [])) for h in history),
-        "final_accuracy_by_bits": results.get("final", {}).get("accuracy_by_bits"),
-    }
-
-
-def _child_main(spec_file: Path) -> None:
-    spec = json.loads(spec_file.read_text())
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    from fedqdnn.federated.config import from_flat
-
-    cfg = from_flat(spec["config"])
-    if spec["kind"] == "bare":
-        result = _bare_child(cfg)
-    else:
-        result = _flower_child(cfg, spec["out_dir"], spec["cpus_per_client"])
-    Path(spec["result_file"]).write_text(json.dumps(result))
-
-
-# ---------------------------------------------------------------- process-tree sampling
-
-
-def _stat(pid: int) -> tuple[int, int, float] | None:
-    """(ppid, start time in ticks, cpu seconds) of ``pid`` from /proc, or None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state): ppid = field 4, utime/stime = 14/15, starttime = 22
-    return int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def _descendants(root: int) -> dict[int, tuple[int, float]]:
-    """{pid: (start ticks, cpu seconds)} of ``root`` and everything below it."""
-    children: dict[int, list[int]] = {}
-    info: dict[int, tuple[int, float]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        st = _stat(int(entry.name))
-        if st is None:
-            continue
-        children.setdefault(st[0], []).append(int(entry.name))
-        info[int(entry.name)] = (st[1], st[2])
-    out, stack = {}, [root]
-    while stack:
-        pid = stack.pop()
-        if pid in info:
-            out[pid] = info[pid]
-            stack.extend(children.get(pid, []))
-    return out
-
-
-def _label(pid: int, previous: str | None) -> str:
-    """Short name of a process: Ray's title (``ray::ClientAppActor``), else the program or
-    python script name. A worker that was once a ClientAppActor keeps that name."""
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return previous or "?"
-    first = args[0].decode(errors="replace")
-    if first.startswith("ray::"):
-        label = first.split()[0].split(".")[0]
-    elif "python" in Path(first).name and len(args) > 1:
-        script = next((a.decode() for a in args[1:] if a.endswith(b".py")), "")
-        label = Path(script).name or Path(first).name
-    else:
-        label = Path(first).name
-    if previous and previous.startswith("ray::") and previous != "ray::IDLE":
-        return previous  # an actor process keeps its class name
-    return label
-
-
-def _rss(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _pss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, IndexError, ValueError):
-        pass
-    return 0
-
-
-class _TreeSampler(threading.Thread):
-    """Samples the memory of a process tree until stopped; remembers every pid it saw."""
-
-    def __init__(self, root: int, pss: bool) -> None:
-        super().__init__(daemon=True)
-        self.root, self.pss = root, pss
-        self.seen: dict[int, tuple[int, float]] = {}  # pid -> (start ticks, last cpu seconds)
-        self.labels: dict[int, str] = {}  # pid -> what it is (driver, ray::ClientAppActor, ...)
-        self.peak_rss = self.peak_pss = self.peak_procs = self.samples = 0
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.sample()
-            self._stop_event.wait(SAMPLE_INTERVAL_S)
-
-    def sample(self) -> None:
-        tree = _descendants(self.root)
-        if not tree:
-            return
-        self.seen.update(tree)
-        for pid in tree:
-            self.labels[pid] = "driver" if pid == self.root else _label(pid, self.labels.get(pid))
-        self.samples += 1
-        self.peak_procs = max(self.peak_procs, len(tree))
-        self.peak_rss = max(self.peak_rss, sum(_rss(p) for p in tree))
-        if self.pss:
-            self.peak_pss = max(self.peak_pss, sum(_pss(p) for p in tree))
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-
-    def cpu_seconds(self) -> float:
-        """CPU seconds of the tree (each process as last sampled)."""
-        return sum(cpu for _, cpu in self.seen.values())
-
-    def cpu_by_label(self) -> dict[str, float]:
-        """CPU seconds per kind of process, largest first."""
-        out: dict[str, float] = {}
-        for pid, (_, cpu) in self.seen.items():
-            label = self.labels.get(pid, "?")
-            out[label] = out.get(label, 0.0) + cpu
-        return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
-
-    def kill_leftovers(self, grace: float) -> int:
-        """SIGKILL processes of this tree still alive after ``grace`` s (same pid AND start)."""
-        deadline = time.monotonic() + grace
-        while True:
-            alive = [p for p, (t, _) in self.seen.items() if (st := _stat(p)) and st[1] == t]
-            if not alive or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        for pid in alive:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        return len(alive)
-
-
-class _Child:
-    """One measurement in a fresh process tree: started on creation, collected by wait()."""
-
-    def __init__(self, name: str, spec: dict, work: Path, pss: bool = False) -> None:
-        self.spec = {**spec, "result_file": str(work / f"{name}.result.json")}
-        spec_file = work / f"{name}.spec.json"
-        spec_file.write_text(json.dumps(self.spec))
-        self.log_file = work / f"{name}.log"
-        # OMP_NUM_THREADS=1: Ray then leaves it alone in its workers, so every client computes
-        # with one torch thread whatever its CPU share (the ClientApp follows OMP_NUM_THREADS);
-        # 1 actor vs 2 actors then differ in parallel clients only, and bare matches both.
-        env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(REPO)}
-        env["OMP_NUM_THREADS"] = "1"
-        if len(str(work)) <= 40:  # Ray's session logs go with the work dir (socket paths
-            env["RAY_TMPDIR"] = str(work)  # below it must stay under 107 characters)
-        self.pss = pss
-        self.load_before = os.getloadavg()[0]
-        self.started = time.perf_counter()
-        with self.log_file.open("w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_file)],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.sampler = _TreeSampler(self.proc.pid, pss)
-        self.sampler.start()
-
-    def kill(self) -> None:
-        """SIGKILL every process of the tree (the child started it in its own session)."""
-        self.sampler.stop()
-        self.sampler.sample()  # the latest descendants, so none is missed
-        self.sampler.kill_leftovers(0.0)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        self.proc.wait()
-
-    def wait(self) -> dict:
-        """Wait (killing the tree on timeout); wall time, peak memory and the child's result."""
-        proc, sampler, spec = self.proc, self.sampler, self.spec
-        timed_out = False
-        try:
-            proc.wait(timeout=max(1.0, CHILD_TIMEOUT_S - (time.perf_counter() - self.started)))
-        except BaseException as err:  # timeout, or Ctrl-C / an error here: end the tree
-            timed_out = isinstance(err, subprocess.TimeoutExpired)
-            self.kill()
-            if not timed_out:
-                raise
-        wall = time.perf_counter() - self.started
-        if sampler.is_alive():
-            sampler.stop()
-        leftovers = sampler.kill_leftovers(10.0)
-        record = {
-            "kind": spec["kind"],
-            "cpus_per_client": spec.get("cpus_per_client"),
-            "num_clients": spec["config"]["num-clients"],
-            "rounds": spec["config"]["rounds"],
-            "process_wall_seconds": round(wall, 3),
-            "returncode": proc.returncode,
-            "timed_out": timed_out,
-            "load_avg_1min_before_after": [
-                round(self.load_before, 2),
-                round(os.getloadavg()[0], 2),
-            ],
-            "processes_seen": len(sampler.seen),
-            "peak_processes": sampler.peak_procs,
-            "peak_tree_rss_mb": round(sampler.peak_rss / 2**20, 1),
-            "tree_cpu_seconds": round(sampler.cpu_seconds(), 2),
-            "driver_cpu_seconds": round(sampler.seen.get(proc.pid, (0, 0.0))[1], 2),
-            "cpu_seconds_by_process": sampler.cpu_by_label(),
-            "leftover_processes_killed": leftovers,
-        }
-        if self.pss:
-            record["peak_tree_pss_mb"] = round(sampler.peak_pss / 2**20, 1)
-        result_file = Path(spec["result_file"])
-        if proc.returncode == 0 and result_file.exists():
-            result = json.loads(result_file.read_text())
-            result["round_stamps"] = {int(k): v for k, v in result["round_stamps"].items()}
-            record.update(result)
-            record["problems"] = _problems(spec, record)
-        else:
-            record["problems"] = ["the run failed or timed out"]
-            record["error"] = self.log_file.read_text()[-2000:]
-        return record
-
-
-def _run_child(name: str, spec: dict, work: Path, pss: bool = False) -> dict:
-    """Run one measurement in a fresh process tree and wait for it."""
-    return _Child(name, spec, work, pss).wait()
 
 
 def _problems(spec: dict, record: dict) -> list[str]:
@@ -471,7 +77,7 @@ def _problems(spec: dict, record: dict) -> list[str]:
         if got != [expected] * flat["rounds"]:
             problems.append(f"clients trained per round {got}, expected {expected}")
         if len(record.get("round_stamps", {})) != flat["rounds"] + 1:
-            problems.append("no per-round timestamps (server_app.central_evaluator changed?)")
+            problems.append("no per-round timestamps from the server's round hook")
     return problems
 
 
@@ -504,7 +110,7 @@ def _check(name: str, value: float | None) -> bool | None:
 
 
 def _exit_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)  # unwinds through _Child.wait, which kills its tree
+    raise SystemExit(128 + signum)  # unwinds through Child.wait, which kills its tree
 
 
 def run(out: Path | None = None, quick: bool = False) -> dict:
@@ -552,7 +158,10 @@ def _measure(quick: bool, rounds: int, cpus: int) -> dict[str, dict]:
         runs = {}
         for name, spec, pss in plan:
             if name == "bare_pair":  # two bare runs at once
-                children = {f"bare_pair_{i}": _Child(f"bare_pair_{i}", spec, work) for i in (1, 2)}
+                children = {
+                    f"bare_pair_{i}": Child(f"bare_pair_{i}", spec, work, check=_problems)
+                    for i in (1, 2)
+                }
                 try:
                     runs.update({n: child.wait() for n, child in children.items()})
                 except BaseException:
@@ -561,7 +170,7 @@ def _measure(quick: bool, rounds: int, cpus: int) -> dict[str, dict]:
                     raise
                 name = "bare_pair_2"
             else:
-                runs[name] = _run_child(name, spec, work, pss)
+                runs[name] = run_child(name, spec, work, pss, _problems)
             r = runs[name]
             status = "ok" if r["returncode"] == 0 else f"FAILED rc={r['returncode']}"
             print(
@@ -687,9 +296,7 @@ def _report(runs: dict, out: Path | None, quick: bool, rounds: int, cpus: int, t
         "date": time.strftime("%Y-%m-%d"),
     }
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
+        write_json(Path(out), result)
     return result
 
 
@@ -697,10 +304,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sim_overhead.json"))
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
-    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child is not None:
-        _child_main(args.child)
-        sys.exit(0)
     res = run(args.out, args.quick)
     print(json.dumps({k: res[k] for k in ("meets_target", *TARGETS, "startup_seconds")}, indent=2))

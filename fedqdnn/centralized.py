@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import copy
-import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from enum import StrEnum
+from typing import Annotated
 
 import torch
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.calibration import recalibrate_bn
@@ -18,43 +18,65 @@ from fedqdnn.data import DATASET_NAMES, load_dataset
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import MODELS, QuantizableModel, build_model
 from fedqdnn.provenance import versions
+from fedqdnn.tables import markdown_table
 from fedqdnn.training import OptimConfig, evaluate, fit
+from fedqdnn.validation import NonNegativeInt, PositiveInt, Seed, one_line
 
-METHODS = ("joint", "dedicated")
+
+class Method(StrEnum):
+    """One model trained on every mode, or one model per mode."""
+
+    JOINT = "joint"
+    DEDICATED = "dedicated"
 
 
-@dataclass(frozen=True)
-class TrainJob:
+METHODS = tuple(m.value for m in Method)
+
+
+def _choice(allowed: tuple[str, ...] | list[str]):
+    def check(value: object) -> object:
+        if value is not None and value not in allowed:
+            raise ValueError(f"choose one of {', '.join(allowed)}")
+        return value
+
+    return BeforeValidator(check)
+
+
+class TrainJob(BaseModel):
     """A validated centralized training job (built from CLI flags or a script)."""
 
-    dataset: str = "digits"
-    model: str | None = None
-    bits: tuple[int, ...] = (2, 4, 8, 32)
-    method: str = "joint"
-    epochs: int = 20
-    seed: int = 0
-    data_seed: int = 0
-    num_samples: int | None = None
-    data_root: str | None = None
-    width: int | None = None
-    bit_specific_bn: bool = True
-    learnable_clip: bool = True  # measured better than the fixed [0, 1] clip (docs/results.md)
-    recalibrate_bn: bool = False
-    loss: ConsistencyConfig = field(default_factory=ConsistencyConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        if self.dataset not in DATASET_NAMES:
-            raise ValueError(
-                f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASET_NAMES)}"
-            )
-        if self.model is not None and self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; allowed: {', '.join(sorted(MODELS))}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs {self.epochs} must be >= 1")
-        object.__setattr__(self, "bits", parse_bit_modes(self.bits))
+    dataset: Annotated[str, _choice(DATASET_NAMES)] = Field("digits", description="data set")
+    model: Annotated[str | None, _choice(sorted(MODELS))] = Field(
+        None, description="model (default: the data set's model)"
+    )
+    bits: Annotated[tuple[int, ...], BeforeValidator(parse_bit_modes)] = Field(
+        (2, 4, 8, 32), description="bit modes, e.g. 2,4,8,32"
+    )
+    method: Method = Field(Method.JOINT, description="joint (one model) or dedicated (per mode)")
+    epochs: PositiveInt = Field(20, description="training epochs")
+    seed: Seed = Field(0, description="seed of initialization and batch order")
+    data_seed: Seed = Field(0, description="seed of the train/test split")
+    num_samples: NonNegativeInt | None = Field(None, description="mnist1d sample count")
+    data_root: str | None = Field(None, description="folder holding CIFAR files")
+    width: PositiveInt | None = Field(None, description="model width (multiplier for ResNet)")
+    bit_specific_bn: bool = Field(True, description="one BN per bit mode")
+    # measured better than the fixed [0, 1] clip (docs/results.md)
+    learnable_clip: bool = Field(True, description="per-mode learnable activation clip")
+    recalibrate_bn: bool = Field(
+        False, description="also report accuracy after per-mode BN recalibration"
+    )
+    loss: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+
+
+def make_job(**fields: object) -> TrainJob:
+    """A TrainJob, or a one-line ValueError naming the bad field."""
+    try:
+        return TrainJob(**fields)
+    except ValidationError as err:
+        raise ValueError(one_line(err, lambda loc: str(loc[-1]).replace("_", "-"))) from None
 
 
 def _build(job: TrainJob, modes: tuple[int, ...], in_channels: int, num_classes: int, name: str):
@@ -83,7 +105,7 @@ def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dic
     )
     model_name = job.model or data.default_model
     # One model trained on every mode (joint) or one model per mode (dedicated, plain CE).
-    groups = [job.bits] if job.method == "joint" else [(b,) for b in job.bits]
+    groups = [job.bits] if job.method == Method.JOINT else [(b,) for b in job.bits]
     augment = job.dataset.startswith("cifar")
     accuracy: dict[str, float] = {}
     recalibrated: dict[str, float] = {}
@@ -119,7 +141,7 @@ def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dic
                 )
     results = {
         "accuracy_by_bits": accuracy,
-        "config": {**asdict(job), "model": model_name, "bits": list(job.bits)},
+        "config": {**job.model_dump(mode="json"), "model": model_name},
         "versions": versions(),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
@@ -129,21 +151,11 @@ def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dic
 
 
 def format_table(results: dict) -> str:
-    """Plain-text table of accuracy per bit mode."""
+    """Markdown table of accuracy per bit mode (and after recalibration, when measured)."""
+    recalibrated = results.get("accuracy_by_bits_recalibrated")
+    header = ["bits", "accuracy"] + (["recalibrated"] if recalibrated else [])
     rows = [
-        "bits  accuracy" + ("  recalibrated" if "accuracy_by_bits_recalibrated" in results else "")
+        [bits, f"{acc:.4f}"] + ([f"{recalibrated[bits]:.4f}"] if recalibrated else [])
+        for bits, acc in results["accuracy_by_bits"].items()
     ]
-    for bits, acc in results["accuracy_by_bits"].items():
-        line = f"{bits:>4}  {acc:8.4f}"
-        if "accuracy_by_bits_recalibrated" in results:
-            line += f"  {results['accuracy_by_bits_recalibrated'][bits]:12.4f}"
-        rows.append(line)
-    return "\n".join(rows)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically (temp file + rename): a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
-    tmp.replace(path)
+    return markdown_table(header, rows)

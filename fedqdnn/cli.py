@@ -1,7 +1,8 @@
-"""Command line: ``fedqdnn train`` (centralized) and ``fedqdnn simulate`` (federated).
+"""Command line: ``fedqdnn train | simulate | compare | plot | bench``.
 
 The CLI is the edge: it validates flags once, builds config objects and passes them in.
-Bad input ends with one line naming the value and what is allowed, exit status 2.
+Defaults and help texts come from the config classes, so a flag says what it does and its
+default. Bad input ends with one line naming the value and what is allowed, exit status 2.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from fedqdnn.bitmodes import parse_bit_modes
+from typing import Any
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,61 +21,80 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _bits(text: str) -> tuple[int, ...]:
-    try:
-        return parse_bit_modes(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+def _field(cls: Any, name: str) -> tuple[str, Any]:
+    """(description, default) of a config field (pydantic model or dataclass)."""
+    fields = cls.model_fields if hasattr(cls, "model_fields") else cls.__pydantic_fields__
+    info = fields[name]
+    default = info.get_default(call_default_factory=True)
+    return info.description or name, getattr(default, "value", default)
+
+
+def _flag(parser: argparse.ArgumentParser, cls: Any, name: str, **kwargs: Any) -> None:
+    """A flag ``--name`` whose default and help come from field ``name`` of ``cls``."""
+    description, default = _field(cls, name)
+    if isinstance(default, tuple):
+        default = ",".join(map(str, default))
+    kwargs.setdefault("default", default)
+    shown = "none" if kwargs["default"] is None else kwargs["default"]
+    parser.add_argument(
+        f"--{name.replace('_', '-')}", help=f"{description} (default: {shown})", **kwargs
+    )
+
+
+# ---------------------------------------------------------------- train
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from fedqdnn.centralized import METHODS
+    from fedqdnn.centralized import METHODS, TrainJob
     from fedqdnn.data import DATASET_NAMES
-    from fedqdnn.losses import TEACHERS
+    from fedqdnn.losses import TEACHERS, ConsistencyConfig
     from fedqdnn.models import MODELS
+    from fedqdnn.training import OptimConfig, Optimizer
 
     p = sub.add_parser("train", help="train one Quantizable DNN (joint) or one model per mode")
-    p.add_argument("--dataset", default="digits", choices=DATASET_NAMES)
+    _flag(p, TrainJob, "dataset", choices=DATASET_NAMES)
+    _flag(p, TrainJob, "model", choices=sorted(MODELS))
+    _flag(p, TrainJob, "bits")
+    _flag(p, TrainJob, "method", choices=METHODS)
+    _flag(p, TrainJob, "epochs", type=int)
+    _flag(p, TrainJob, "seed", type=int)
+    _flag(p, TrainJob, "data_seed", type=int)
+    _flag(p, TrainJob, "num_samples", type=int)
+    _flag(p, TrainJob, "data_root")
+    _flag(p, TrainJob, "width", type=int)
+    _flag(p, OptimConfig, "optimizer", choices=[o.value for o in Optimizer])
+    _flag(p, OptimConfig, "lr", type=float)
+    _flag(p, OptimConfig, "momentum", type=float)
+    _flag(p, OptimConfig, "batch_size", type=int)
+    _flag(p, OptimConfig, "weight_decay", type=float)
+    _flag(p, ConsistencyConfig, "ce_weight", type=float)
+    _flag(p, ConsistencyConfig, "kd_weight", type=float)
+    _flag(p, ConsistencyConfig, "temperature", type=float)
+    _flag(p, ConsistencyConfig, "teacher", choices=TEACHERS)
     p.add_argument(
-        "--model", default=None, choices=sorted(MODELS), help="default: the data set's model"
+        "--shared-bn", action="store_true", help="ablation: one BN for all modes (default: off)"
     )
-    p.add_argument("--bits", type=_bits, default=(2, 4, 8, 32), help="e.g. 2,4,8,32")
-    p.add_argument("--method", default="joint", choices=METHODS)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split")
-    p.add_argument("--num-samples", type=int, default=None, help="mnist1d sample count")
-    p.add_argument("--data-root", default=None, help="folder holding CIFAR files")
-    p.add_argument("--width", type=int, default=None, help="model width (multiplier for ResNet)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--ce-weight", type=float, default=1.0)
-    p.add_argument("--kd-weight", type=float, default=1.0, help="0 disables the consistency term")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--teacher", default="top", choices=TEACHERS)
-    p.add_argument("--shared-bn", action="store_true", help="ablation: one BN for all modes")
     p.add_argument(
         "--clip",
         default="learnable",
         choices=("learnable", "fixed"),
-        help="activation clip: per-mode learnable (AdaBits, default) or fixed [0, 1] (DoReFa)",
+        help="activation clip: per-mode learnable (AdaBits) or fixed [0, 1] (DoReFa) "
+        "(default: learnable)",
     )
     p.add_argument(
         "--recalibrate-bn",
         action="store_true",
-        help="also report accuracy after per-mode BN recalibration",
+        help="also report accuracy after per-mode BN recalibration (default: off)",
     )
-    p.add_argument("--out", type=Path, default=Path("out"))
+    p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     p.set_defaults(handler=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from fedqdnn.centralized import TrainJob, format_table, run_training, write_json
-    from fedqdnn.losses import ConsistencyConfig
-    from fedqdnn.training import OptimConfig
+    from fedqdnn.centralized import format_table, make_job, run_training
+    from fedqdnn.files import write_json
 
-    job = TrainJob(
+    job = make_job(
         dataset=args.dataset,
         model=args.model,
         bits=args.bits,
@@ -89,8 +108,19 @@ def _run_train(args: argparse.Namespace) -> int:
         bit_specific_bn=not args.shared_bn,
         learnable_clip=args.clip == "learnable",
         recalibrate_bn=args.recalibrate_bn,
-        loss=ConsistencyConfig(args.ce_weight, args.kd_weight, args.temperature, args.teacher),
-        optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size),
+        loss={
+            "ce_weight": args.ce_weight,
+            "kd_weight": args.kd_weight,
+            "temperature": args.temperature,
+            "teacher": args.teacher,
+        },
+        optim={
+            "optimizer": args.optimizer,
+            "lr": args.lr,
+            "momentum": args.momentum,
+            "weight_decay": args.weight_decay,
+            "batch_size": args.batch_size,
+        },
     )
     results = run_training(job)
     write_json(args.out / "results.json", results)
@@ -99,131 +129,100 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_simulate(sub: argparse._SubParsersAction) -> None:
-    from fedqdnn.data import DATASET_NAMES
+# ---------------------------------------------------------------- simulate / compare
 
-    p = sub.add_parser(
-        "simulate", help="federated simulation on Flower + Ray (default: three-tier)"
+
+def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by simulate and compare: a scenario and overrides of its keys."""
+    from fedqdnn.config import FLAT_KEYS
+    from fedqdnn.data import DATASET_NAMES
+    from simulations.scenarios import DEFAULT_SCENARIO
+
+    p.add_argument(
+        "--scenario",
+        default=None,
+        help=f"preset name or scenario .toml file (default: {DEFAULT_SCENARIO})",
     )
-    p.add_argument("--scenario", default=None, help="preset name or scenario .toml file")
-    p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--clients", type=int, default=None, help="number of virtual devices")
-    p.add_argument("--dataset", default=None, choices=DATASET_NAMES)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=None, help="rounds (default: the scenario's)")
+    p.add_argument(
+        "--clients", type=int, default=None, help="devices in the fleet (default: the scenario's)"
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        choices=DATASET_NAMES,
+        help="data set, with its default model (default: the scenario's)",
+    )
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any scenario key, e.g. --set local-epochs=1 (repeatable)",
+        help="override a scenario key, repeatable, e.g. --set local-epochs=1; keys: "
+        + ", ".join(FLAT_KEYS)
+        + " (docs/federated.md)",
     )
-    p.add_argument("--out", type=Path, default=Path("outputs/simulate"))
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate", help="federated simulation on Flower + Ray (default: three-tier)"
+    )
+    _add_scenario_flags(p)
+    p.add_argument("--seed", type=int, default=None, help="run seed (default: the scenario's)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("outputs/simulate"),
+        help="output folder (default: outputs/simulate)",
+    )
     p.add_argument(
         "--ray-address",
         default=None,
-        help="join an existing Ray cluster (default: $RAY_ADDRESS or a local one)",
+        help="join an existing Ray cluster (default: $RAY_ADDRESS, else a private local one)",
     )
-    p.add_argument("--cpus-per-client", type=float, default=1.0)
-    p.add_argument("--gpus-per-client", type=float, default=0.0)
-    p.add_argument("--verbose", action="store_true", help="show Flower and Ray logs")
+    p.add_argument(
+        "--cpus-per-client",
+        type=float,
+        default=1.0,
+        help="CPUs Ray reserves per client actor (default: 1)",
+    )
+    p.add_argument(
+        "--gpus-per-client",
+        type=float,
+        default=0.0,
+        help="GPUs Ray reserves per client actor, fractions share one (default: 0)",
+    )
+    p.add_argument("--verbose", action="store_true", help="show Flower and Ray logs (default: off)")
     p.add_argument(
         "--resume",
         type=Path,
         default=None,
         metavar="DIR",
-        help="continue the interrupted run in DIR from its last checkpoint",
+        help="continue the interrupted run in DIR from its last checkpoint (default: none)",
     )
     p.set_defaults(handler=_run_simulate)
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
-    from fedqdnn.data import DATASET_NAMES
-
     p = sub.add_parser("compare", help="FedQDNN vs every baseline on the same seeds/partitions")
-    p.add_argument("--scenario", default=None, help="preset name or scenario .toml file")
-    p.add_argument("--dataset", default=None, choices=DATASET_NAMES)
-    p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--clients", type=int, default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--strategies", default=None, help="comma list (default: all)")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--out", type=Path, default=Path("outputs/compare"))
+    _add_scenario_flags(p)
+    p.add_argument(
+        "--strategies", default=None, help="comma list of strategies (default: all of them)"
+    )
+    p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default: 0,1,2)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("outputs/compare"),
+        help="output folder (default: outputs/compare)",
+    )
     p.set_defaults(handler=_run_compare, seed=None)
-
-
-def _run_compare(args: argparse.Namespace) -> int:
-    from simulations.compare import run_comparison, summary_table
-    from strategies.baselines import STRATEGIES, get_strategy
-
-    names = [s.strip() for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s.strip()]
-    for name in names:
-        get_strategy(name)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds {args.seeds!r} is not a comma list of integers") from None
-    if not seeds:
-        raise ValueError("--seeds is empty; give e.g. 0,1,2")
-    cfg = scenario_config(args)
-    result = run_comparison(cfg, names, seeds, args.out, log=_progress)
-    print(summary_table(result))
-    print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
-    return 0
-
-
-def _add_plot(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="redraw plots from a saved results or comparison directory")
-    p.add_argument("directory", type=Path)
-    p.set_defaults(handler=_run_plot)
-
-
-def _run_plot(args: argparse.Namespace) -> int:
-    import json
-
-    comparison, results = args.directory / "comparison.json", args.directory / "results.json"
-    if comparison.is_file():
-        from simulations.compare_plots import plot_comparison
-
-        paths = plot_comparison(args.directory, json.loads(comparison.read_text()))
-    elif results.is_file():
-        from fedqdnn.federated.report import plot_results
-
-        paths = plot_results(args.directory, json.loads(results.read_text()))
-    else:
-        raise FileNotFoundError(f"{args.directory} holds neither comparison.json nor results.json")
-    print("\n".join(str(p) for p in paths))
-    return 0
-
-
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run every benchmark and write one JSON (~15 min on 2 cores)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/bench.json"))
-    p.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
-    p.set_defaults(handler=_run_bench)
-
-
-def _run_bench(args: argparse.Namespace) -> int:
-    import json
-
-    try:
-        from benchmarks.run_all import HEADLINE, run_all
-    except ImportError:
-        raise FileNotFoundError(
-            "the benchmarks package ships with the source tree; run from a clone of fedqdnn"
-        ) from None
-    result = run_all(args.out, quick=args.quick)
-    print(json.dumps({k: result.get(k) for k in HEADLINE}, indent=2))
-    print(f"benchmark JSON written to {args.out}")
-    return 0
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def scenario_config(args: argparse.Namespace):
     """Scenario + flag overrides -> one validated FederatedConfig."""
-    from fedqdnn.federated.config import from_flat
+    from fedqdnn.config import from_flat
     from simulations.scenarios import DEFAULT_SCENARIO, load_scenario
 
     cfg = load_scenario(args.scenario or DEFAULT_SCENARIO)
@@ -247,7 +246,7 @@ def scenario_config(args: argparse.Namespace):
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    if args.cpus_per_client <= 0 or args.gpus_per_client < 0:
+    if not args.cpus_per_client > 0 or not args.gpus_per_client >= 0:
         raise ValueError("--cpus-per-client must be > 0 and --gpus-per-client >= 0")
     from fedqdnn.federated.simulation import load_resume, simulate
 
@@ -280,18 +279,97 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 def format_federated_table(results: dict) -> str:
     """Per-tier and per-mode accuracy table of a federated run."""
+    from fedqdnn.tables import markdown_table
+
     final = results["final"]
-    rows = ["tier                 bits  devices  accuracy (local test, mean over devices)"]
+    rows = []
     for tier, acc in final["accuracy_by_tier"].items():
         devices = [d for d in results["per_device"] if d["tier"] == tier]
-        bits = devices[0]["bits"] if devices else "?"
-        rows.append(f"{tier:<20} {bits:>4}  {len(devices):>7}  {acc:.4f}")
-    rows.append(
-        "central test set, global model per bit mode: "
-        + "  ".join(f"{b}-bit {a:.4f}" for b, a in final["accuracy_by_bits"].items())
+        rows.append([tier, devices[0]["bits"] if devices else "?", len(devices), f"{acc:.4f}"])
+    table = markdown_table(["tier", "bits", "devices", "accuracy (local test splits)"], rows)
+    central = "  ".join(f"{b}-bit {a:.4f}" for b, a in final["accuracy_by_bits"].items())
+    return (
+        f"{table}\ncentral test set, global model per bit mode: {central}\n"
+        f"wall time {results['wall_seconds']:.1f}s"
     )
-    rows.append(f"wall time {results['wall_seconds']:.1f}s")
-    return "\n".join(rows)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from simulations.compare import run_comparison, summary_table
+    from strategies.baselines import STRATEGIES, get_strategy
+
+    names = [s.strip() for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s.strip()]
+    for name in names:
+        get_strategy(name)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {args.seeds!r} is not a comma list of integers") from None
+    if not seeds:
+        raise ValueError("--seeds is empty; give e.g. 0,1,2")
+    cfg = scenario_config(args)
+    result = run_comparison(cfg, names, seeds, args.out, log=_progress)
+    print(summary_table(result))
+    print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
+    return 0
+
+
+# ---------------------------------------------------------------- plot / bench
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="redraw plots from a saved results or comparison directory")
+    p.add_argument("directory", type=Path, help="a simulate or compare output folder")
+    p.set_defaults(handler=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    import json
+
+    comparison, results = args.directory / "comparison.json", args.directory / "results.json"
+    if comparison.is_file():
+        from simulations.compare_plots import plot_comparison
+
+        paths = plot_comparison(args.directory, json.loads(comparison.read_text()))
+    elif results.is_file():
+        from fedqdnn.federated.report import plot_results
+
+        paths = plot_results(args.directory, json.loads(results.read_text()))
+    else:
+        raise FileNotFoundError(f"{args.directory} holds neither comparison.json nor results.json")
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run every benchmark and write one JSON (~15 min on 2 cores)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/bench.json"),
+        help="JSON file to write (default: benchmarks/results/bench.json)",
+    )
+    p.add_argument("--quick", action="store_true", help="fewer rounds and repeats (default: off)")
+    p.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import json
+
+    try:
+        from benchmarks.run_all import HEADLINE, run_all
+    except ImportError:
+        raise FileNotFoundError(
+            "the benchmarks package ships with the source tree; run from a clone of fedqdnn"
+        ) from None
+    result = run_all(args.out, quick=args.quick)
+    print(json.dumps({k: result.get(k) for k in HEADLINE}, indent=2))
+    print(f"benchmark JSON written to {args.out}")
+    return 0
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,33 +11,41 @@ detached, so the gradient of a lower mode never pulls the teacher toward the stu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
-TEACHERS = ("top", "next")
+from fedqdnn.validation import NonNegativeFloat, PositiveFloat
 
 
-@dataclass(frozen=True)
+class Teacher(StrEnum):
+    """Which mode teaches a lower mode: the top trained mode, or the next-higher one."""
+
+    TOP = "top"
+    NEXT = "next"
+
+
+TEACHERS = tuple(t.value for t in Teacher)
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class ConsistencyConfig:
     """Weights of the consistency loss. ``kd_weight=0`` is the no-consistency ablation."""
 
-    ce_weight: float = 1.0
-    kd_weight: float = 1.0
-    temperature: float = 1.0
-    teacher: str = "top"
-
-    def __post_init__(self) -> None:
-        if self.teacher not in TEACHERS:
-            raise ValueError(f"teacher {self.teacher!r} is not allowed; allowed: top, next")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature {self.temperature} must be > 0")
-        if self.ce_weight < 0 or self.kd_weight < 0:
-            raise ValueError(
-                f"loss weights must be >= 0; got ce_weight={self.ce_weight}, "
-                f"kd_weight={self.kd_weight}"
-            )
+    ce_weight: NonNegativeFloat = Field(
+        1.0, description="weight of each lower mode's cross-entropy term"
+    )
+    kd_weight: NonNegativeFloat = Field(
+        1.0,
+        description="weight of each lower mode's T^2 KL term to its teacher (0: no consistency)",
+    )
+    temperature: PositiveFloat = Field(1.0, description="distillation temperature T")
+    teacher: Teacher = Field(
+        Teacher.TOP, description="teacher of a lower mode: top (top mode) or next (next mode up)"
+    )
 
 
 def distillation_kl(
@@ -52,7 +60,7 @@ def distillation_kl(
 
 def teacher_of(bits: int, modes: list[int], teacher: str) -> int:
     """Teacher mode for ``bits`` among ascending ``modes``."""
-    if teacher == "top":
+    if teacher == Teacher.TOP:
         return modes[-1]
     return modes[modes.index(bits) + 1]
 
@@ -60,9 +68,10 @@ def teacher_of(bits: int, modes: list[int], teacher: str) -> int:
 def consistency_loss(
     logits_by_bits: Mapping[int, torch.Tensor],
     targets: torch.Tensor,
-    config: ConsistencyConfig = ConsistencyConfig(),
+    config: ConsistencyConfig | None = None,
 ) -> tuple[torch.Tensor, dict[int, float]]:
     """Combined loss over the trained modes; also returns each mode's term for logging."""
+    config = config or ConsistencyConfig()
     modes = sorted(logits_by_bits)
     top = modes[-1]
     terms: dict[int, torch.Tensor] = {top: F.cross_entropy(logits_by_bits[top], targets)}

@@ -9,10 +9,19 @@ our IID and Dirichlet splits identical in algorithm to Flower baselines (niid_be
 from __future__ import annotations
 
 import warnings
+from enum import StrEnum
 
 import numpy as np
 
-PARTITION_SCHEMES = ("iid", "dirichlet")
+
+class PartitionScheme(StrEnum):
+    """How the training data is split over devices."""
+
+    IID = "iid"
+    DIRICHLET = "dirichlet"
+
+
+PARTITION_SCHEMES = tuple(s.value for s in PartitionScheme)
 
 
 def _label_dataset(labels: np.ndarray):
@@ -159,4 +168,4 @@ def split_local(
     return np.sort(shuffled[n_test:]), np.sort(shuffled[:n_test])
 
 
-__all__ = ["PARTITION_SCHEMES", "partition_indices", "split_local"]
+__all__ = ["PARTITION_SCHEMES", "PartitionScheme", "partition_indices", "split_local"]

@@ -10,29 +10,38 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import torch
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as validated_dataclass
 
 from fedqdnn.losses import ConsistencyConfig, consistency_loss
 from fedqdnn.models.base import QuantizableModel
+from fedqdnn.validation import NonNegativeFloat, PositiveFloat, PositiveInt
 
 EVAL_BATCH = 1024
 
 
-@dataclass(frozen=True)
+class Optimizer(StrEnum):
+    """The local optimizer."""
+
+    ADAM = "adam"
+    SGD = "sgd"
+
+
+@validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class OptimConfig:
-    """Optimizer recipe: Adam with a cosine learning-rate decay over all steps."""
+    """Optimizer recipe shared by centralized and federated (client) training."""
 
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    cosine: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"learning rate {self.lr} must be > 0")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size {self.batch_size} must be >= 1")
+    optimizer: Optimizer = Field(Optimizer.ADAM, description="optimizer: adam or sgd")
+    lr: PositiveFloat = Field(1e-3, description="learning rate")
+    momentum: NonNegativeFloat = Field(0.9, description="SGD momentum (sgd only)")
+    weight_decay: NonNegativeFloat = Field(0.0, description="L2 weight decay")
+    batch_size: PositiveInt = Field(64, description="mini-batch size")
+    cosine: bool = Field(
+        True, description="decay the learning rate to 0 over all steps of a fit (cosine)"
+    )
 
 
 @dataclass
@@ -99,8 +108,14 @@ def joint_step(
 def make_optimizer(
     model: torch.nn.Module, config: OptimConfig, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-    """Adam (+ cosine decay to zero over ``total_steps`` when enabled)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    """The configured optimizer (+ cosine decay to zero over ``total_steps`` when enabled)."""
+    params = model.parameters()
+    if config.optimizer == Optimizer.SGD:
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    else:
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
         if config.cosine
@@ -185,7 +200,11 @@ def fit(
     augment: bool = False,
     on_epoch: Callable[[int, EpochStats], None] | None = None,
 ) -> list[EpochStats]:
-    """Train ``model`` jointly on ``modes`` for ``epochs`` epochs, reproducibly from ``seed``."""
+    """Train ``model`` jointly on ``modes`` for ``epochs`` epochs, reproducibly from ``seed``.
+
+    The one training loop of the project: centralized jobs call it once, a federated client
+    once per round on its local data (a fresh optimizer each round, as FedAvg clients do).
+    """
     generator = torch.Generator().manual_seed(seed)
     steps = epochs * math.ceil(len(y) / optim_config.batch_size)
     optimizer, scheduler = make_optimizer(model, optim_config, steps)
@@ -207,3 +226,9 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, stats)
     return history
+
+
+def mean_loss(history: Sequence[EpochStats]) -> float:
+    """Example-weighted mean loss over the epochs of a fit."""
+    count = sum(s.num_examples for s in history)
+    return sum(s.loss * s.num_examples for s in history) / max(1, count)

@@ -17,11 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fedqdnn.centralized import write_json
-from fedqdnn.federated.config import FederatedConfig
-from fedqdnn.federated.deployment import accuracy_by_tier, evaluate_devices
+from fedqdnn.config import FederatedConfig
+from fedqdnn.deployment import accuracy_by_tier, evaluate_devices
+from fedqdnn.device import build_model_for
 from fedqdnn.federated.report import MODEL_FILE, load_model_state
+from fedqdnn.files import write_json
+from fedqdnn.model_size import deployed_model_bytes
 from fedqdnn.provenance import versions
+from fedqdnn.tables import markdown_table, mean_std_cell
 from strategies.baselines import STRATEGIES, get_strategy
 
 CSV_FIELDS = (
@@ -66,9 +69,6 @@ def _per_device_costs(results: Sequence[dict], devices: int) -> dict[int, tuple[
 
 def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn, log) -> dict:
     """Run one strategy at one seed; per-tier rows and its accuracy curves."""
-    from fedqdnn.federated.client_app import client_environment
-    from fedqdnn.model_size import deployed_model_bytes
-
     spec = get_strategy(name)
     state_for_device: dict[int, dict] = {}
     run_results = []
@@ -80,7 +80,7 @@ def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn, log) ->
     model_cfg = cfg.replace(**spec.changes)
     devices = evaluate_devices(model_cfg, state_for_device, spec.deploy)
     costs = _per_device_costs(run_results, cfg.num_clients)
-    model = client_environment(model_cfg, 0).model
+    model = build_model_for(model_cfg)
     rows = []
     for tier, accuracy in accuracy_by_tier(devices).items():
         members = [d for d in devices if d.tier == tier]
@@ -161,17 +161,14 @@ def summary_table(result: dict) -> str:
     """Markdown: mean ± std accuracy (%) per tier and strategy over seeds."""
     tiers = list(dict.fromkeys(r["tier"] for r in result["rows"]))
     bits = {r["tier"]: r["bits"] for r in result["rows"] if r["strategy"] == "fedqdnn"}
-    header = "| strategy | " + " | ".join(f"{t} ({bits.get(t, '?')}-bit)" for t in tiers) + " |"
-    lines = [header, "|---|" + "---|" * len(tiers)]
+    header = ["strategy", *(f"{t} ({bits.get(t, '?')}-bit)" for t in tiers)]
+    rows = []
     for name in result["strategies"]:
-        cells = []
-        for tier in tiers:
-            accs = [
-                100 * r["accuracy"]
-                for r in result["rows"]
-                if r["strategy"] == name and r["tier"] == tier
-            ]
-            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            cells.append(f"{statistics.mean(accs):.1f} ± {sd:.1f}" if accs else "–")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells = [
+            mean_std_cell(
+                [r["accuracy"] for r in result["rows"] if r["strategy"] == name and r["tier"] == t]
+            )
+            for t in tiers
+        ]
+        rows.append([name, *cells])
+    return markdown_table(header, rows)

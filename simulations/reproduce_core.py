@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from fedqdnn.centralized import TrainJob, run_training, write_json
-from fedqdnn.losses import ConsistencyConfig
+from fedqdnn.centralized import make_job, run_training
+from fedqdnn.files import write_json
+from fedqdnn.tables import markdown_table, mean_std_cell
 
 EPOCHS = {"digits": 20, "mnist1d": 20}
 VARIANTS: dict[str, dict] = {
     "dedicated": {"method": "dedicated", "learnable_clip": False},
     "joint": {"learnable_clip": False},
     "joint, shared BN": {"bit_specific_bn": False, "recalibrate_bn": True, "learnable_clip": False},
-    "joint, no consistency": {"loss": ConsistencyConfig(kd_weight=0.0), "learnable_clip": False},
+    "joint, no consistency": {"loss": {"kd_weight": 0.0}, "learnable_clip": False},
     "joint, learnable clip": {"learnable_clip": True},
 }
 
@@ -47,9 +46,8 @@ def run_sweep(datasets: list[str], seeds: list[int], out: Path, bits=(2, 4, 8, 3
                 if path.exists():
                     res = json.loads(path.read_text())
                 else:
-                    job = replace(
-                        TrainJob(dataset=dataset, bits=bits, epochs=EPOCHS[dataset], seed=seed),
-                        **overrides,
+                    job = make_job(
+                        dataset=dataset, bits=bits, epochs=EPOCHS[dataset], seed=seed, **overrides
                     )
                     print(f"== {dataset} / {variant} / seed {seed}", flush=True)
                     res = run_training(job, log=lambda m: None)
@@ -58,33 +56,32 @@ def run_sweep(datasets: list[str], seeds: list[int], out: Path, bits=(2, 4, 8, 3
     return results
 
 
-def _cell(values: list[float]) -> str:
-    mean = 100 * statistics.mean(values)
-    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.1f} ± {std:.1f}"
-
-
-def markdown_table(results: dict, bits=(2, 4, 8, 32)) -> str:
+def results_table(results: dict, bits=(2, 4, 8, 32)) -> str:
     """Mean ± std test accuracy (%) per mode, one table per data set."""
-    lines = []
+    sections = []
     for dataset, by_variant in results.items():
         n = len(next(iter(by_variant.values())))
-        lines += [
-            f"### {dataset} ({EPOCHS[dataset]} epochs, {n} seeds, test accuracy %)",
-            "",
-            "| method | " + " | ".join(f"{b}-bit" for b in bits) + " |",
-            "|---|" + "---|" * len(bits),
-        ]
+        rows = []
         for variant, runs in by_variant.items():
-            row = [_cell([r["accuracy_by_bits"][str(b)] for r in runs]) for b in bits]
-            lines.append(f"| {variant} | " + " | ".join(row) + " |")
-            if "accuracy_by_bits_recalibrated" in runs[0]:
-                row = [
-                    _cell([r["accuracy_by_bits_recalibrated"][str(b)] for r in runs]) for b in bits
+            rows.append(
+                [
+                    variant,
+                    *(mean_std_cell([r["accuracy_by_bits"][str(b)] for r in runs]) for b in bits),
                 ]
-                lines.append(f"| {variant}, BN recalibrated per mode | " + " | ".join(row) + " |")
-        lines.append("")
-    return "\n".join(lines)
+            )
+            if "accuracy_by_bits_recalibrated" in runs[0]:
+                key = "accuracy_by_bits_recalibrated"
+                rows.append(
+                    [
+                        f"{variant}, BN recalibrated per mode",
+                        *(mean_std_cell([r[key][str(b)] for r in runs]) for b in bits),
+                    ]
+                )
+        title = f"### {dataset} ({EPOCHS[dataset]} epochs, {n} seeds, test accuracy %)"
+        sections.append(
+            f"{title}\n\n{markdown_table(['method', *(f'{b}-bit' for b in bits)], rows)}\n"
+        )
+    return "\n".join(sections)
 
 
 def main() -> None:
@@ -96,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = run_sweep(args.datasets.split(","), [int(s) for s in args.seeds.split(",")], args.out)
-    table = markdown_table(results)
+    table = results_table(results)
     (args.out / "table.md").write_text(table)
     print(table)
 

@@ -1,6 +1,6 @@
 """Scenario presets (TOML files shipped in the package) and user scenario files.
 
-A scenario is a flat table of :class:`~fedqdnn.federated.config.FederatedConfig` keys
+A scenario is a flat table of :class:`~fedqdnn.config.FederatedConfig` keys
 (dashes or underscores) plus a ``[tiers]`` table of hardware profile -> proportion.
 """
 
@@ -10,7 +10,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from fedqdnn.federated.config import FederatedConfig, from_flat
+from fedqdnn.config import FederatedConfig, from_flat
 
 DEFAULT_SCENARIO = "three-tier"
 

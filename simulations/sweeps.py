@@ -11,10 +11,10 @@ table of FedQDNN's per-tier accuracy per point is printed.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
-from fedqdnn.federated.config import FederatedConfig
+from fedqdnn.config import FederatedConfig
+from fedqdnn.tables import markdown_table, mean_cell
 from simulations.compare import run_comparison
 from simulations.scenarios import load_scenario
 
@@ -37,24 +37,24 @@ def sweep(
 
 def summary(results: dict[str, dict], strategy: str = "fedqdnn") -> str:
     """Markdown: the strategy's mean per-tier accuracy (%) at every sweep point."""
-    lines = [
-        "| point | "
-        + " | ".join(sorted({r["tier"] for res in results.values() for r in res["rows"]}))
-        + " |"
+    tiers = sorted({r["tier"] for res in results.values() for r in res["rows"]})
+    rows = [
+        [
+            name,
+            *(
+                mean_cell(
+                    [
+                        r["accuracy"]
+                        for r in res["rows"]
+                        if r["strategy"] == strategy and r["tier"] == tier
+                    ]
+                )
+                for tier in tiers
+            ),
+        ]
+        for name, res in results.items()
     ]
-    tiers = lines[0].strip("| ").split(" | ")[1:]
-    lines.append("|---|" + "---|" * len(tiers))
-    for name, res in results.items():
-        cells = []
-        for tier in tiers:
-            accs = [
-                r["accuracy"]
-                for r in res["rows"]
-                if r["strategy"] == strategy and r["tier"] == tier
-            ]
-            cells.append(f"{100 * statistics.mean(accs):.1f}" if accs else "–")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(["point", *tiers], rows)
 
 
 def main() -> None:

@@ -1,18 +1,28 @@
 """FedQDNN and the baselines it is judged against, as run plans in one harness.
 
-Every strategy runs on the same partitions, tiers and seeds; a strategy is a set of config
-changes (what clients train, who takes part), how many runs it needs (per-tier: one per
-tier) and how its model reaches each device (deploy policy, see
-:mod:`fedqdnn.federated.deployment`).
+Every strategy runs on the same partitions, tiers and seeds; a strategy is one declaration: a set of
+config changes (typed policy values: what clients train, the BN, the loss), which devices take
+part (all, FP32-capable only, or one run per tier) and how its model reaches each device
+(:class:`~fedqdnn.policies.Deploy`, applied by :mod:`fedqdnn.deployment`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-from fedqdnn.federated.config import FederatedConfig
+from fedqdnn.config import FederatedConfig
 from fedqdnn.hardware import assign_profiles, get_profile
+from fedqdnn.policies import Deploy, TrainModes
 from fedqdnn.quant import FULL_PRECISION
+
+
+class Participation(StrEnum):
+    """Which devices train a strategy's model(s)."""
+
+    ALL = "all"  # one run, every device
+    FP32_CAPABLE = "fp32-capable"  # one run, devices that run FP32 (the others only receive)
+    PER_TIER = "per-tier"  # one run per tier, each trained and used by that tier only
 
 
 @dataclass(frozen=True)
@@ -22,30 +32,32 @@ class StrategySpec:
     name: str
     description: str
     changes: dict = field(default_factory=dict)
-    deploy: str = "top"
-    per_tier: bool = False
-    fp32_clients_only: bool = False
+    deploy: Deploy = Deploy.TOP
+    participation: Participation = Participation.ALL
+
+    def __post_init__(self) -> None:
+        FederatedConfig().replace(**self.changes)  # a mistyped key or value fails at import
 
     def plan(self, cfg: FederatedConfig) -> list[tuple[FederatedConfig, list[int]]]:
         """(run config, devices served by that run's model) for every run this strategy needs."""
         base = cfg.replace(**self.changes)
         tiers = assign_profiles(cfg.num_clients, cfg.tiers, cfg.seed)
         everyone = list(range(cfg.num_clients))
-        if self.per_tier:
+        if self.participation == Participation.PER_TIER:
             runs = []
             for tier in dict.fromkeys(tiers):
                 ids = [p for p in everyone if tiers[p] == tier]
-                runs.append((base.replace(participants=",".join(map(str, ids))), ids))
+                runs.append((base.replace(participants=tuple(ids)), ids))
             return runs
-        if self.fp32_clients_only:
+        if self.participation == Participation.FP32_CAPABLE:
             ids = [
                 p
                 for p in everyone
                 if FULL_PRECISION in get_profile(tiers[p]).affordable_modes(cfg.bits)
             ]
             if not ids:
-                raise ValueError("fp32-exclusive needs at least one tier that runs 32-bit")
-            return [(base.replace(participants=",".join(map(str, ids))), everyone)]
+                raise ValueError(f"{self.name} needs at least one tier that runs 32-bit")
+            return [(base.replace(participants=tuple(ids)), everyone)]
         return [(base, everyone)]
 
 
@@ -57,21 +69,21 @@ STRATEGIES: dict[str, StrategySpec] = {
             "fp32-exclusive",
             "FedAvg over FP32-capable devices only; others get the FP32 model after "
             "post-training quantization to their mode (BN recalibrated on local data)",
-            {"train_modes": "fp32"},
-            deploy="ptq",
-            fp32_clients_only=True,
+            {"train_modes": TrainModes.FP32},
+            deploy=Deploy.PTQ,
+            participation=Participation.FP32_CAPABLE,
         ),
         StrategySpec(
             "lowest-common",
             "every device trains and deploys the fleet's lowest mode",
-            {"train_modes": "lowest-common"},
-            deploy="lowest-common",
+            {"train_modes": TrainModes.LOWEST_COMMON},
+            deploy=Deploy.LOWEST_COMMON,
         ),
         StrategySpec(
             "per-tier",
             "one dedicated quantized model per tier, trained by that tier only",
-            {"train_modes": "top"},
-            per_tier=True,
+            {"train_modes": TrainModes.TOP},
+            participation=Participation.PER_TIER,
         ),
         StrategySpec(
             "shared-bn",
@@ -82,18 +94,20 @@ STRATEGIES: dict[str, StrategySpec] = {
             "shared-bn-recal",
             "ablation: shared BN, statistics recalibrated per mode (federated pooling)",
             {"bit_specific_bn": False},
-            deploy="recalibrate",
+            deploy=Deploy.RECALIBRATE,
         ),
         StrategySpec("no-consistency", "ablation: no KL term (plain CE sum)", {"kd_weight": 0.0}),
         StrategySpec(
-            "top-only", "ablation: each device trains only its top mode", {"train_modes": "top"}
+            "top-only",
+            "ablation: each device trains only its top mode",
+            {"train_modes": TrainModes.TOP},
         ),
         StrategySpec(
             "fp32-all-reference",
             "reference, not deployable on this fleet: FP32 FedAvg on all clients, every device "
             "evaluated at FP32 (the yardstick of the targets)",
-            {"train_modes": "fp32"},
-            deploy="fp32",
+            {"train_modes": TrainModes.FP32},
+            deploy=Deploy.FP32,
         ),
     )
 }

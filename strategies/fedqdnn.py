@@ -1,6 +1,7 @@
 """FedQDNN: Flower strategy for one shared Quantizable DNN trained by a mixed fleet.
 
-Sampling and message construction come from Flower's FedAvg; aggregation is ours
+Sampling and message construction come from Flower's FedAvg (through
+:class:`~strategies.fedavg.PlainFedAvg`); aggregation is ours
 (:mod:`strategies.aggregation`): clients send different per-mode entries, which FedAvg's
 identical-keys rule would reject. Bad replies (errors, non-finite values, wrong keys or
 shapes) are excluded, counted and logged with the reason; a round never crashes on one.
@@ -9,9 +10,7 @@ shapes) are excluded, counted and logged with the reason; a round never crashes 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from flwr.app import (
@@ -24,23 +23,14 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
 
-from fedqdnn.federated.compression import RANGE_SUFFIX, dequantize_arrays
-from fedqdnn.federated.round_plan import select_partitions
+from fedqdnn.compression import RANGE_SUFFIX, dequantize_arrays
+from fedqdnn.round_plan import select_partitions
 from strategies.aggregation import ClientUpdate, State, aggregate, validate_update
+from strategies.fedavg import PlainFedAvg
+from strategies.protocol import RoundRecord
 
 log = logging.getLogger("fedqdnn")
-
-
-@dataclass
-class RoundRecord:
-    """What happened in one round: client reports, exclusions, per-device evaluation."""
-
-    train: list[dict] = field(default_factory=list)
-    rejected: list[dict] = field(default_factory=list)
-    dropped: list[dict] = field(default_factory=list)  # offline / straggler, by design
-    evaluation: list[dict] = field(default_factory=list)
 
 
 def to_state(arrays: ArrayRecord) -> State:
@@ -62,7 +52,7 @@ def _metrics(msg: Message) -> dict:
     return dict(msg.content["metrics"])
 
 
-class FedQDNN(FedAvg):
+class FedQDNN(PlainFedAvg):
     """Aggregates shared weights over all replies and each mode's BN over its trainers.
 
     Parameters
@@ -72,8 +62,8 @@ class FedQDNN(FedAvg):
     fraction_train, fraction_evaluate : float (default 1.0)
         Fraction of the fleet sampled per round for training / evaluation.
     seed : int (default 0)
-        Seed of the per-round partition sample (used once ``node_of_partition`` is set;
-        until then Flower's FedAvg sampling applies).
+        Seed of the per-round partition sample (used once :meth:`bind_partitions` has been
+        called; until then Flower's FedAvg sampling applies).
     bit_modes : tuple of int, optional
         The model's bit modes; replies claiming other modes are excluded. Default: the
         modes that own per-mode entries in the global state.
@@ -87,18 +77,17 @@ class FedQDNN(FedAvg):
         seed: int = 0,
         bit_modes: tuple[int, ...] | None = None,
     ) -> None:
-        super().__init__(
-            fraction_train=fraction_train,
-            fraction_evaluate=fraction_evaluate,
-            min_train_nodes=max(1, math.ceil(fraction_train * num_clients)),
-            min_evaluate_nodes=max(1, math.ceil(fraction_evaluate * num_clients)),
-            min_available_nodes=num_clients,
-        )
+        super().__init__(num_clients, fraction_train, fraction_evaluate)
         self.seed = seed
         self.bit_modes = bit_modes
-        self.rounds: dict[int, RoundRecord] = {}
         self.node_of_partition: dict[int, int] = {}
+        self._partition_of_node: dict[int, int] = {}
         self._global: State = {}
+
+    def bind_partitions(self, node_of_partition: Mapping[int, int]) -> None:
+        """Sample partitions (seeded) rather than Flower's random node IDs from now on."""
+        self.node_of_partition = dict(node_of_partition)
+        self._partition_of_node = {n: p for p, n in self.node_of_partition.items()}
 
     def _instructions(
         self,
@@ -147,7 +136,9 @@ class FedQDNN(FedAvg):
     def _parse(self, msg: Message) -> tuple[ClientUpdate | None, dict, str | None]:
         """(update, report, reason-if-rejected) for one reply."""
         if msg.has_error():
-            return None, {}, f"client error {msg.error.code}: {msg.error.reason[-200:]}"
+            pid = self._partition_of_node.get(msg.metadata.src_node_id)
+            reason = f"client error {msg.error.code}: {msg.error.reason[-200:]}"
+            return None, {"partition-id": pid}, reason
         try:
             metrics, info = _metrics(msg), _info(msg)
             if info.get("status", "trained") != "trained":
@@ -183,8 +174,9 @@ class FedQDNN(FedAvg):
                 continue
             valid.append((int(report.get("partition-id", len(valid))), update))
             record.train.append(report)
-        record.train.sort(key=lambda r: r.get("partition-id", 0))
-        record.dropped.sort(key=lambda r: r.get("partition-id", 0))
+        # Records in partition order: results cannot depend on the order replies arrived.
+        for rows in (record.train, record.dropped, record.rejected):
+            rows.sort(key=_partition_order)
         counts = {"num-rejected": len(record.rejected), "num-dropped": len(record.dropped)}
         if not valid:
             return None, MetricRecord({"num-valid": 0, **counts})
@@ -203,10 +195,13 @@ class FedQDNN(FedAvg):
         record = self.rounds.setdefault(server_round, RoundRecord())
         for msg in replies:
             if msg.has_error():
-                record.rejected.append({"phase": "evaluate", "reason": msg.error.reason[-200:]})
+                pid = self._partition_of_node.get(msg.metadata.src_node_id)
+                reason = msg.error.reason[-200:]
+                record.rejected.append({"partition-id": pid, "phase": "evaluate", "reason": reason})
                 continue
             record.evaluation.append({**_info(msg), **_metrics(msg)})
-        record.evaluation.sort(key=lambda r: r.get("partition-id", 0))
+        record.evaluation.sort(key=_partition_order)
+        record.rejected.sort(key=_partition_order)
         if not record.evaluation:
             return None
         out = {"accuracy": _weighted_accuracy(record.evaluation)}
@@ -214,6 +209,11 @@ class FedQDNN(FedAvg):
             rows = [e for e in record.evaluation if e["tier"] == tier]
             out[f"accuracy-{tier}"] = _weighted_accuracy(rows)
         return MetricRecord(out)
+
+
+def _partition_order(row: dict) -> tuple:
+    pid = row.get("partition-id")
+    return (pid is None, pid if pid is not None else 0, str(row.get("reason", "")))
 
 
 def _weighted_accuracy(rows: list[dict]) -> float:

@@ -54,12 +54,12 @@ CASES = {
         lambda p: ["--set", "tiers=mcu-int2:0.5,cpu-fp32:0.2"],
         "sum to 0.7",
     ),
-    "alpha <= 0": (lambda p: ["--set", "alpha=0"], "alpha = 0.0"),
+    "alpha <= 0": (lambda p: ["--set", "alpha=0"], "alpha = '0'"),
     "more clients per round than clients": (
         lambda p: ["--set", "fraction-train=1.5"],
-        "fraction_train = 1.5",
+        "fraction-train = '1.5'",
     ),
-    "zero clients": (lambda p: ["--clients", "0"], "num_clients = 0"),
+    "zero clients": (lambda p: ["--clients", "0"], "num-clients = 0"),
     "missing dataset files": (
         lambda p: ["--dataset", "cifar10", "--set", f"data-root={p}"],
         "cifar10 files not found",

@@ -38,11 +38,11 @@ def test_profile_normalises_modes_and_numbers():
 
 def test_ms_per_sample_and_modes():
     p = _profile()
-    assert p.ms_per_sample(4) == pytest.approx(2.0)  # 6 / 3
-    assert p.ms_per_sample(8) == pytest.approx(3.0)  # 6 / 2
-    assert p.ms_per_sample(2) == pytest.approx(2.0)  # emulated on the 4-bit path
+    assert p.native_ms_per_sample(4) == pytest.approx(2.0)  # 6 / 3
+    assert p.native_ms_per_sample(8) == pytest.approx(3.0)  # 6 / 2
+    assert p.native_ms_per_sample(2) == pytest.approx(2.0)  # emulated on the 4-bit path
     with pytest.raises(ValueError, match=r"'dev' cannot run bit mode 32; allowed: modes up to 8"):
-        p.ms_per_sample(32)
+        p.native_ms_per_sample(32)
     assert p.affordable_modes([2, 4, 8, 32]) == (2, 4, 8)
     assert p.top_mode((32, 8, 2, 4)) == 8
     assert p.top_mode([4]) == 4
@@ -111,9 +111,9 @@ def test_presets_match_device_classes():
     for p in PRESETS.values():
         assert "relative" in p.description and "not measurements" in p.description
         if 32 in p.bit_modes:
-            assert p.ms_per_sample(32) == p.ms_per_sample_fp32
+            assert p.native_ms_per_sample(32) == p.ms_per_sample_fp32
         # fewer bits never cost more on the same device
-        costs = [p.ms_per_sample(b) for b in p.bit_modes]
+        costs = [p.native_ms_per_sample(b) for b in p.bit_modes]
         assert costs == sorted(costs)
     assert get_profile("jetson") is PRESETS["jetson"]
     with pytest.raises(ValueError, match=r"unknown hardware profile 'tpu'; allowed: mcu-int2, "):
@@ -134,7 +134,7 @@ def test_profile_from_dict_toml_style():
         }
     )
     assert p.bit_modes == (4, 8) and p.speedup_by_bits == {4: 4.0, 8: 2.0}
-    assert p.ms_per_sample(4) == pytest.approx(5.0)
+    assert p.native_ms_per_sample(4) == pytest.approx(5.0)
     assert p.description == "" and not p.hypothetical
 
 

@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 
-from fedqdnn.federated.compression import dequantize_arrays, quantize_arrays
-from fedqdnn.federated.costs import array_bytes, simulated_train_seconds, transfer_seconds
-from fedqdnn.federated.round_plan import (
+from fedqdnn.compression import dequantize_arrays, quantize_arrays
+from fedqdnn.costs import array_bytes, simulated_train_seconds, transfer_seconds
+from fedqdnn.hardware import get_profile, profile_from_dict
+from fedqdnn.rng import Stream, stream
+from fedqdnn.round_plan import (
+    Slowdown,
     candidate_mode_sets,
     choose_modes,
     estimated_seconds,
@@ -14,7 +17,6 @@ from fedqdnn.federated.round_plan import (
     select_partitions,
     slowdown,
 )
-from fedqdnn.hardware import get_profile, profile_from_dict
 
 PHONE = profile_from_dict(
     {
@@ -52,8 +54,12 @@ def test_candidates_and_deadline_pick_expected_modes():
     assert choose_modes(candidate_mode_sets((2, 4, 32)), time_of, 0.1) is None  # straggler
 
 
-def test_slowdown_spec():
-    spec = "cpu-fp32:3:4,cpu-fp32:5:8,mcu-int2:1:2"
+def test_slowdown_latest_matching_entry_wins():
+    spec = (
+        Slowdown("cpu-fp32", 3, 4.0),
+        Slowdown("cpu-fp32", 5, 8.0),
+        Slowdown("mcu-int2", 1, 2.0),
+    )
     assert slowdown(spec, "cpu-fp32", 2) == 1.0
     assert slowdown(spec, "cpu-fp32", 3) == 4.0
     assert slowdown(spec, "cpu-fp32", 9) == 8.0
@@ -62,8 +68,10 @@ def test_slowdown_spec():
 
 def test_selection_is_seeded_sorted_and_sized():
     a = select_partitions(range(10), 0.3, seed=1, server_round=2)
-    assert a == select_partitions(range(10), 0.3, seed=1, server_round=2)
-    assert len(a) == 3 and a == sorted(a)
+    # the draw is numpy's choice on the named stream (seed, round, salt, SAMPLING)
+    expected = sorted(int(p) for p in np.random.default_rng([1, 2, 0, 1]).choice(10, 3, False))
+    assert a == expected and len(a) == 3
+    assert stream(Stream.SAMPLING, 1, 2, 0).random() == np.random.default_rng([1, 2, 0, 1]).random()
     rounds = {tuple(select_partitions(range(10), 0.3, 1, r)) for r in range(1, 8)}
     assert len(rounds) > 1
     assert select_partitions(range(5), 1.0, 0, 1) == [0, 1, 2, 3, 4]
@@ -105,9 +113,12 @@ def test_byte_counts_equal_array_sizes():
     assert array_bytes(arrays) == 3 * 4 * 4 + 2 * 8
 
 
-def test_presets_have_sane_costs():
+def test_preset_costs_hand_computed():
     assert get_profile("mcu-int2").hypothetical
-    assert get_profile("cpu-fp32").ms_per_sample(2) == get_profile("cpu-fp32").ms_per_sample(32)
+    cpu, npu = get_profile("cpu-fp32"), get_profile("phone-npu-int4")
+    assert cpu.native_ms_per_sample(2) == 2.0  # emulated on the FP32 path: 2.0 / 1
+    assert npu.native_ms_per_sample(2) == pytest.approx(5.0 / 6.0)  # on the int4 path
+    assert npu.native_ms_per_sample(8) == pytest.approx(5.0 / 4.0)
 
 
 def test_reference_fp32_cost_on_a_device_without_fp32():

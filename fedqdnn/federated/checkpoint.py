@@ -10,11 +10,12 @@ the only generator state a resume needs.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from fedqdnn.files import write_bytes_atomic
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -44,13 +45,16 @@ class RunHistory:
         return cls(**{k: {int(r): v for r, v in d.items()} for k, d in data.items()})
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the round it ends, the run's flat config, its history, the
+    strategy's round records (JSON) and the global model arrays."""
+
+    round: int
+    config: dict
+    history: RunHistory
+    strategy_rounds: dict
+    arrays: dict[str, np.ndarray]
 
 
 def save_checkpoint(
@@ -67,7 +71,7 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     model_name = f"model-round{server_round}.safetensors"
     tensors = {k: np.require(v, requirements="C") for k, v in state.items()}
-    _write_atomic(directory / model_name, save(tensors))
+    write_bytes_atomic(directory / model_name, save(tensors))
     payload = {
         "format": FORMAT,
         "round": server_round,
@@ -76,15 +80,15 @@ def save_checkpoint(
         "history": history.to_json(),
         "strategy_rounds": {str(r): v for r, v in strategy_rounds.items()},
     }
-    _write_atomic(directory / STATE_FILE, json.dumps(payload).encode())
+    write_bytes_atomic(directory / STATE_FILE, json.dumps(payload).encode())
     for old in directory.glob("model-round*.safetensors"):
         if old.name != model_name:
             old.unlink()
 
 
-def load_checkpoint(directory: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """(state.json content, model arrays) of the checkpoint in ``directory``; every failure
-    is a one-line CheckpointError. Nothing is executed: JSON and safetensors only."""
+def load_checkpoint(directory: Path) -> Checkpoint:
+    """The checkpoint in ``directory``; every failure is a one-line CheckpointError.
+    Nothing is executed: JSON and safetensors only."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -118,7 +122,16 @@ def load_checkpoint(directory: Path) -> tuple[dict, dict[str, np.ndarray]]:
         ) from None
     if server_round < 0:
         raise CheckpointError(f"corrupt checkpoint {state_path}: round {server_round}")
-    return payload, arrays
+    try:
+        return Checkpoint(
+            server_round,
+            dict(payload["config"]),
+            RunHistory.from_json(payload["history"]),
+            dict(payload["strategy_rounds"]),
+            arrays,
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"corrupt checkpoint {state_path}: {err!r}") from None
 
 
 def check_matches(arrays: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fedqdnn.centralized import write_json
+from fedqdnn.config import FederatedConfig
 from fedqdnn.federated.checkpoint import RunHistory
-from fedqdnn.federated.config import FederatedConfig
+from fedqdnn.files import write_json
 from fedqdnn.provenance import versions
+from strategies.protocol import RoundRecord
 
 
 def _central(metrics) -> dict[str, float]:
@@ -49,12 +50,17 @@ def load_model_state(path: Path) -> dict[str, np.ndarray]:
     return load_file(str(path))
 
 
-def build_results(cfg: FederatedConfig, strategy, result: RunHistory, wall_seconds: float) -> dict:
-    """Assemble results.json from the strategy's round records and the run history."""
+def build_results(
+    cfg: FederatedConfig,
+    rounds: dict[int, RoundRecord],
+    result: RunHistory,
+    wall_seconds: float,
+) -> dict:
+    """Assemble results.json from the strategy's round records (empty for Flower's FedAvg,
+    which keeps none) and the run history."""
     central = result.evaluate_metrics_serverapp
     federated = result.evaluate_metrics_clientapp
     train = result.train_metrics_clientapp
-    rounds = getattr(strategy, "rounds", {})  # Flower's FedAvg keeps no per-client records
     history = []
     for rnd in range(1, cfg.rounds + 1):
         record = rounds.get(rnd)

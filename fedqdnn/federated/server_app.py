@@ -1,17 +1,17 @@
-"""Flower ServerApp: FedQDNN rounds, central evaluation of every bit mode, results on disk.
+"""Flower ServerApp: rounds of a strategy, central evaluation of every bit mode, results on disk.
 
-Under ``flwr run`` the configuration comes from ``context.run_config``
-(``[tool.flwr.app.config]`` + ``--run-config``); under the in-process simulation runner
-(:mod:`fedqdnn.federated.simulation`), whose contexts carry no run config, it is handed
-over through :data:`PENDING_RUN` in this same process.
+A run is described by a :class:`RunSpec` (config, output folder, optional checkpoint to
+resume, optional per-round hook). ``flwr run`` uses the module-level :data:`app`, which builds
+the spec from ``context.run_config``; the in-process simulation runner builds its own app with
+:func:`build_app` (its contexts carry no run config).
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,81 +23,78 @@ from flwr.app import (
     Context,
     Message,
     MessageType,
-    MetricRecord,
     RecordDict,
 )
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
 
-from fedqdnn.data import DatasetSplits, load_dataset
+from fedqdnn.config import FederatedConfig, ServerStrategy, from_flat
+from fedqdnn.device import initial_model, run_data
 from fedqdnn.federated.checkpoint import (
     CHECKPOINT_DIR,
+    Checkpoint,
     CheckpointError,
     RunHistory,
     check_matches,
     save_checkpoint,
 )
-from fedqdnn.federated.config import FederatedConfig, from_flat
 from fedqdnn.federated.report import MODEL_FILE, build_results, save_model, write_results
-from fedqdnn.models import QuantizableModel, build_model
+from fedqdnn.models import QuantizableModel
 from fedqdnn.training import evaluate
-from strategies.fedqdnn import FedQDNN, RoundRecord
+from strategies.fedavg import PlainFedAvg
+from strategies.fedqdnn import FedQDNN
+from strategies.protocol import ServerStrategy as StrategyProtocol
+from strategies.protocol import records_from_json, records_to_json
 
-app = ServerApp()
-PENDING_RUN: dict[str, object] = {}
 OUT_DIR_KEY = "out-dir"
 REPLY_TIMEOUT = 3600.0  # seconds to wait for a round's replies (as Strategy.start)
 
 
-def federated_data(cfg: FederatedConfig) -> DatasetSplits:
-    """The run's data set (cached per process)."""
-    return load_dataset(
-        cfg.dataset,
-        data_root=cfg.data_root or None,
-        num_samples=cfg.num_samples or None,
-        data_seed=cfg.data_seed,
-    )
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-def initial_model(cfg: FederatedConfig) -> QuantizableModel:
-    """The global model at round 0, reproducible from the seed."""
-    data = federated_data(cfg)
-    torch.manual_seed(cfg.seed)
-    return build_model(
-        cfg.model_name,
-        cfg.bits,
-        data.num_classes,
-        data.in_channels,
-        bit_specific_bn=cfg.bit_specific_bn,
-        learnable_clip=cfg.learnable_clip,
-    )
+@dataclass(frozen=True)
+class RoundEnd:
+    """What the per-round hook learns when a round (round 0: the initial evaluation) ends."""
+
+    server_round: int
+    central_accuracy: dict[int, float]
+    seconds_since_start: float
 
 
-def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=print):
-    """evaluate_fn for Strategy.start: every bit mode on the held-out test set."""
-    data = federated_data(cfg)
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one server run needs."""
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    config: FederatedConfig
+    out: Path
+    resume: Checkpoint | None = None
+    on_round_end: Callable[[RoundEnd], None] | None = None
+    log: Callable[[str], None] = field(default=_log)
+
+
+def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
+    """Every bit mode of the global model on the held-out test set."""
+    data = run_data(cfg)
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> dict[int, float]:
         model.load_state_dict(arrays.to_torch_state_dict())
         accuracy = {b: evaluate(model, data.x_test, data.y_test, b)[0] for b in cfg.bits}
         shown = "  ".join(f"{b}-bit {a:.3f}" for b, a in accuracy.items())
         log(f"round {server_round}/{cfg.rounds}: central accuracy {shown}")
-        return MetricRecord({f"accuracy-bits{b}": a for b, a in accuracy.items()})
+        return accuracy
 
     return evaluate_fn
 
 
-def make_strategy(cfg: FederatedConfig) -> FedAvg:
+def _central_metrics(accuracy: dict[int, float]) -> dict[str, float]:
+    return {f"accuracy-bits{b}": a for b, a in accuracy.items()}
+
+
+def make_strategy(cfg: FederatedConfig) -> StrategyProtocol:
     """FedQDNN, or Flower's plain FedAvg (identical reply keys only, e.g. uniform-fp32)."""
-    if cfg.server_strategy == "fedavg":
-        nodes = cfg.num_nodes
-        return FedAvg(
-            fraction_train=cfg.fraction_train,
-            fraction_evaluate=cfg.fraction_evaluate,
-            min_train_nodes=max(1, math.ceil(cfg.fraction_train * nodes)),
-            min_evaluate_nodes=max(1, math.ceil(cfg.fraction_evaluate * nodes)),
-            min_available_nodes=nodes,
-        )
+    if cfg.server_strategy == ServerStrategy.FEDAVG:
+        return PlainFedAvg(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate)
     return FedQDNN(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate, cfg.seed, cfg.bits)
 
 
@@ -117,27 +114,25 @@ def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
 
 
 def _restore(
-    cfg: FederatedConfig, payload: dict, arrays: dict, model: QuantizableModel, strategy
+    cfg: FederatedConfig, checkpoint: Checkpoint, model: QuantizableModel
 ) -> tuple[ArrayRecord, RunHistory, int]:
     """Global arrays, history and next round from a checkpoint, checked against the model."""
-    if from_flat(payload["config"]) != cfg:
+    if from_flat(checkpoint.config) != cfg:
         raise CheckpointError("checkpoint config differs from this run's config")
     reference = {k: v.numpy() for k, v in model.state_dict().items()}
-    check_matches(arrays, reference)
-    if isinstance(strategy, FedQDNN):
-        strategy.rounds = {int(r): RoundRecord(**v) for r, v in payload["strategy_rounds"].items()}
+    check_matches(checkpoint.arrays, reference)
+    arrays = checkpoint.arrays
     record = ArrayRecord({k: Array(np.require(arrays[k], requirements="C")) for k in reference})
-    return record, RunHistory.from_json(payload["history"]), int(payload["round"]) + 1
+    return record, checkpoint.history, checkpoint.round + 1
 
 
-def run_server(
-    grid: Grid, cfg: FederatedConfig, out: Path, log=print, resume: tuple[dict, dict] | None = None
-) -> dict:
+def run_server(grid: Grid, spec: RunSpec) -> dict:
     """Run every round on ``grid`` (checkpointing as configured); write results and plots.
 
-    ``resume`` is a loaded checkpoint (state.json content, model arrays): the run continues
-    after its round and ends exactly as an uninterrupted run would.
+    A resumed run continues after its checkpoint's round and ends exactly as an
+    uninterrupted run would.
     """
+    cfg, out, log = spec.config, spec.out, spec.log
     started = time.perf_counter()
     torch.set_num_threads(1)
     model = initial_model(cfg)
@@ -145,18 +140,25 @@ def run_server(
     evaluate_fn = central_evaluator(cfg, model, log)
     arrays = ArrayRecord(model.state_dict())
     history, first = RunHistory(), 1
-    if resume is not None:
-        arrays, history, first = _restore(cfg, *resume, model, strategy)
+    if spec.resume is not None:
+        arrays, history, first = _restore(cfg, spec.resume, model)
+        strategy.rounds = records_from_json(spec.resume.strategy_rounds)
         log(f"resuming after round {first - 1}")
-    if isinstance(strategy, FedQDNN):
-        strategy.node_of_partition = discover_partitions(grid, cfg)
+    strategy.bind_partitions(discover_partitions(grid, cfg))
+
+    def central(server_round: int) -> None:
+        accuracy = evaluate_fn(server_round, arrays)
+        history.evaluate_metrics_serverapp[server_round] = _central_metrics(accuracy)
+        if spec.on_round_end is not None:
+            spec.on_round_end(RoundEnd(server_round, accuracy, time.perf_counter() - started))
+
     if first == 1:
-        history.evaluate_metrics_serverapp[0] = dict(evaluate_fn(0, arrays))
+        central(0)
+    flat = cfg.to_flat()  # sent with every instruction: clients need no run config
     for rnd in range(first, cfg.rounds + 1):
         round_start = time.perf_counter()
-        instructions = strategy.configure_train(rnd, arrays, ConfigRecord(cfg.to_flat()), grid)
-        replies = grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT)
-        replies = list(replies)
+        instructions = strategy.configure_train(rnd, arrays, ConfigRecord(flat), grid)
+        replies = list(grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT))
         if replies and all(r.has_error() for r in replies):
             raise RuntimeError(
                 f"every client failed in round {rnd}; first error: "
@@ -167,25 +169,24 @@ def run_server(
             arrays = new_arrays
         if train_metrics is not None:
             history.train_metrics_clientapp[rnd] = dict(train_metrics)
-        instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(cfg.to_flat()), grid)
+        instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(flat), grid)
         federated = strategy.aggregate_evaluate(
             rnd, grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT)
         )
         if federated is not None:
             history.evaluate_metrics_clientapp[rnd] = dict(federated)
-        history.evaluate_metrics_serverapp[rnd] = dict(evaluate_fn(rnd, arrays))
+        central(rnd)
         history.round_seconds[rnd] = round(time.perf_counter() - round_start, 3)
         if cfg.checkpoint_every and (rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds):
-            rounds = {r: asdict(v) for r, v in getattr(strategy, "rounds", {}).items()}
             save_checkpoint(
                 out / CHECKPOINT_DIR,
                 rnd,
                 {k: v.numpy() for k, v in arrays.items()},
                 history,
-                rounds,
+                records_to_json(strategy.rounds),
                 cfg.to_flat(),
             )
-    results = build_results(cfg, strategy, history, time.perf_counter() - started)
+    results = build_results(cfg, strategy.rounds, history, time.perf_counter() - started)
     write_results(out, results)
     save_model(out / MODEL_FILE, arrays, cfg)
     return results
@@ -207,21 +208,26 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float = 60.0) -> None:
     )
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def build_app(spec: RunSpec) -> ServerApp:
+    """A ServerApp that runs ``spec`` (for the in-process simulation runner)."""
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        wait_for_nodes(grid, spec.config.num_nodes)
+        run_server(grid, spec)
+
+    return server_app
+
+
+app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Entry point for both ``flwr run`` and the in-process simulation runner."""
-    resume = None
-    if context.run_config:
-        flat = dict(context.run_config)
-        out = Path(str(flat.pop(OUT_DIR_KEY, "outputs/flwr-run")))
-        cfg = from_flat(flat)
-    else:
-        cfg = PENDING_RUN["config"]  # type: ignore[assignment]
-        out = Path(str(PENDING_RUN["out"]))
-        resume = PENDING_RUN.get("resume")  # type: ignore[assignment]
-    wait_for_nodes(grid, cfg.num_nodes)
-    run_server(grid, cfg, out, _log, resume)
+    """Entry point of ``flwr run``: the spec comes from the run config."""
+    flat = dict(context.run_config)
+    out = Path(str(flat.pop(OUT_DIR_KEY, "outputs/flwr-run")))
+    spec = RunSpec(from_flat(flat), out)
+    wait_for_nodes(grid, spec.config.num_nodes)
+    run_server(grid, spec)

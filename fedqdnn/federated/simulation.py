@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from fedqdnn.federated.config import FederatedConfig
+from fedqdnn.config import FederatedConfig, from_flat
+from fedqdnn.device import initial_model
+from fedqdnn.federated.checkpoint import CHECKPOINT_DIR, Checkpoint, check_matches, load_checkpoint
+from fedqdnn.federated.server_app import RoundEnd, RunSpec, build_app
 
 
 def simulate(
@@ -17,13 +21,15 @@ def simulate(
     cpus_per_client: float = 1,
     gpus_per_client: float = 0.0,
     verbose: bool = False,
-    resume: tuple[dict, dict] | None = None,
+    resume: Checkpoint | None = None,
+    on_round_end: Callable[[RoundEnd], None] | None = None,
 ) -> dict:
     """Run ``cfg`` (one virtual SuperNode per participating partition); return results.json.
 
     ``ray_address`` (or ``RAY_ADDRESS``) joins an existing Ray cluster instead of starting
-    a local one. ``resume`` is a loaded checkpoint (see :func:`load_resume`). Raises
-    RuntimeError if the run produced no results.
+    a local one. ``resume`` is a loaded checkpoint (see :func:`load_resume`);
+    ``on_round_end`` is called in this process after every round's central evaluation.
+    Raises RuntimeError if the run produced no results.
     """
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     from flwr.simulation import run_simulation  # importing flwr resets its logger level
@@ -31,7 +37,6 @@ def simulate(
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.ERROR)
 
-    from fedqdnn.federated import server_app
     from fedqdnn.federated.client_app import app as client_app
 
     preflight(cfg, resume)
@@ -49,37 +54,27 @@ def simulate(
         "client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client},
         "init_args": init_args,
     }
-    server_app.PENDING_RUN.update(config=cfg, out=str(out), resume=resume)
-    try:
-        run_simulation(
-            server_app=server_app.app,
-            client_app=client_app,
-            num_supernodes=cfg.num_nodes,
-            backend_config=backend_config,  # type: ignore[arg-type]
-            verbose_logging=verbose,
-        )
-    finally:
-        server_app.PENDING_RUN.clear()
+    spec = RunSpec(cfg, out, resume, on_round_end)
+    run_simulation(
+        server_app=build_app(spec),
+        client_app=client_app,
+        num_supernodes=cfg.num_nodes,
+        backend_config=backend_config,  # type: ignore[arg-type]
+        verbose_logging=verbose,
+    )
     if not results_file.exists() or results_file.stat().st_mtime_ns == started_before:
         raise RuntimeError(f"the simulation wrote no results to {results_file}; see the log")
     return json.loads(results_file.read_text())
 
 
-def preflight(cfg: FederatedConfig, resume: tuple[dict, dict] | None = None) -> None:
+def preflight(cfg: FederatedConfig, resume: Checkpoint | None = None) -> None:
     """Fail before any Ray or Flower work: data files present, checkpoint fits the model."""
-    from fedqdnn.federated.server_app import initial_model
-
     model = initial_model(cfg)  # loads (and caches) the data set: missing files fail here
     if resume is not None:
-        from fedqdnn.federated.checkpoint import check_matches
-
-        check_matches(resume[1], {k: v.numpy() for k, v in model.state_dict().items()})
+        check_matches(resume.arrays, {k: v.numpy() for k, v in model.state_dict().items()})
 
 
-def load_resume(directory: Path) -> tuple[FederatedConfig, tuple[dict, dict]]:
+def load_resume(directory: Path) -> tuple[FederatedConfig, Checkpoint]:
     """Config and checkpoint of an interrupted run in ``directory`` (``--resume``)."""
-    from fedqdnn.federated.checkpoint import CHECKPOINT_DIR, load_checkpoint
-    from fedqdnn.federated.config import from_flat
-
-    payload, arrays = load_checkpoint(Path(directory) / CHECKPOINT_DIR)
-    return from_flat(payload["config"]), (payload, arrays)
+    checkpoint = load_checkpoint(Path(directory) / CHECKPOINT_DIR)
+    return from_flat(checkpoint.config), checkpoint

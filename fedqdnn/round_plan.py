@@ -8,19 +8,15 @@ Pure functions; the server and the clients call them with the same inputs.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
-import numpy as np
-
-from fedqdnn.federated.costs import simulated_train_seconds, transfer_seconds
+from fedqdnn.costs import simulated_train_seconds, transfer_seconds
 from fedqdnn.hardware import HardwareProfile
+from fedqdnn.rng import Stream, stream
 
 FAULTS = ("crash", "nan", "shape", "slow")
 SLOW_FACTOR = 10.0  # a "slow" fault makes the device this many times slower
-
-
-def _rng(*keys: int) -> np.random.Generator:
-    return np.random.default_rng([abs(int(k)) for k in keys])
 
 
 def select_partitions(
@@ -30,34 +26,44 @@ def select_partitions(
     k = max(1, math.ceil(fraction * len(participants)))
     if k >= len(participants):
         return sorted(participants)
-    chosen = _rng(seed, server_round, salt, 1).choice(list(participants), k, replace=False)
+    chosen = stream(Stream.SAMPLING, seed, server_round, salt).choice(
+        list(participants), k, replace=False
+    )
     return sorted(int(p) for p in chosen)
 
 
 def is_online(availability: float, seed: int, server_round: int, partition_id: int) -> bool:
     """Whether the device is online this round (probability = its profile's availability)."""
-    return bool(_rng(seed, server_round, partition_id, 2).random() < availability)
+    return bool(
+        stream(Stream.AVAILABILITY, seed, server_round, partition_id).random() < availability
+    )
 
 
 def injected_fault(
     probabilities: dict[str, float], seed: int, server_round: int, partition_id: int
 ) -> str | None:
     """At most one injected fault for this device this round (independent draws in order)."""
-    rng = _rng(seed, server_round, partition_id, 3)
+    rng = stream(Stream.FAULT, seed, server_round, partition_id)
     for fault in FAULTS:
         if rng.random() < probabilities.get(fault, 0.0):
             return fault
     return None
 
 
-def slowdown(spec: str, tier: str, server_round: int) -> float:
-    """Compute slowdown of ``tier`` at ``server_round`` from a ``tier:round:factor,...`` spec
-    (battery or thermal throttling from that round on; the latest matching entry wins)."""
+class Slowdown(NamedTuple):
+    """A tier throttled by ``factor`` from ``start_round`` on (battery saver, thermal)."""
+
+    tier: str
+    start_round: int
+    factor: float
+
+
+def slowdown(entries: Sequence[Slowdown], tier: str, server_round: int) -> float:
+    """Compute slowdown of ``tier`` at ``server_round`` (the latest matching entry wins)."""
     factor = 1.0
-    for entry in (e for e in spec.split(",") if e.strip()):
-        name, start, value = entry.split(":")
-        if name.strip() == tier and server_round >= int(start):
-            factor = float(value)
+    for entry in entries:
+        if entry.tier == tier and server_round >= entry.start_round:
+            factor = entry.factor
     return factor
 
 
@@ -86,7 +92,9 @@ def candidate_mode_sets(modes: Sequence[int]) -> list[tuple[int, ...]]:
 
 
 def choose_modes(
-    candidates: Sequence[tuple[int, ...]], time_of, deadline: float
+    candidates: Sequence[tuple[int, ...]],
+    time_of: Callable[[tuple[int, ...]], float],
+    deadline: float,
 ) -> tuple[int, ...] | None:
     """First candidate whose estimated time fits the deadline (0 = no deadline); None if
     none fits (the device is a straggler this round)."""

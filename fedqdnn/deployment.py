@@ -1,6 +1,7 @@
 """Per-device deployment and evaluation of a trained global model, offline (no Flower).
 
-How a strategy's model reaches a device decides what the device runs:
+How a strategy's model reaches a device decides what the device runs
+(:class:`~fedqdnn.policies.Deploy` names the policies and the mode each device runs):
 
 * ``top``: the device runs the model at its top affordable mode, with that mode's BN;
 * ``lowest-common``: every device runs the fleet's lowest top mode;
@@ -23,13 +24,13 @@ import numpy as np
 import torch
 
 from fedqdnn.calibration import active_bns, recalibrate_bn
-from fedqdnn.federated.client_app import client_environment, fleet_lowest_top_mode
-from fedqdnn.federated.config import FederatedConfig
+from fedqdnn.config import FederatedConfig
+from fedqdnn.device import build_model_for, device_for
+from fedqdnn.hardware import fleet_lowest_top_mode
 from fedqdnn.models import QuantizableModel
+from fedqdnn.policies import Deploy
 from fedqdnn.quant import FULL_PRECISION
 from fedqdnn.training import evaluate
-
-DEPLOY_POLICIES = ("top", "lowest-common", "ptq", "recalibrate", "fp32")
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,9 @@ class DeviceResult:
 
 
 def _model_with(cfg: FederatedConfig, state: Mapping[str, np.ndarray]) -> QuantizableModel:
-    model = copy.deepcopy(client_environment(cfg, 0).model)
+    model = build_model_for(cfg)
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
     return model.eval()
-
-
-def deployed_bits(cfg: FederatedConfig, policy: str, top_mode: int) -> int:
-    """The mode a device runs under ``policy``."""
-    if policy == "fp32":
-        return FULL_PRECISION
-    return fleet_lowest_top_mode(cfg) if policy == "lowest-common" else top_mode
 
 
 def _ptq(model: QuantizableModel, bits: int, x_calibration: torch.Tensor) -> QuantizableModel:
@@ -71,7 +65,7 @@ def _ptq(model: QuantizableModel, bits: int, x_calibration: torch.Tensor) -> Qua
 def evaluate_devices(
     cfg: FederatedConfig,
     state_for_device: Mapping[int, Mapping[str, np.ndarray]],
-    policy: str,
+    policy: Deploy,
     devices: Sequence[int] | None = None,
 ) -> list[DeviceResult]:
     """Accuracy of every device (partition) under ``policy``.
@@ -79,35 +73,35 @@ def evaluate_devices(
     ``state_for_device`` maps partition id to the global model state that device receives
     (one state for all devices except in per-tier training).
     """
-    if policy not in DEPLOY_POLICIES:
-        raise ValueError(f"deploy policy {policy!r}; allowed: {', '.join(DEPLOY_POLICIES)}")
+    policy = Deploy(policy)
     devices = list(devices if devices is not None else range(cfg.num_clients))
+    lowest_top = fleet_lowest_top_mode(list(cfg.tiers), cfg.bits)
     models: dict[int, QuantizableModel] = {}
     recalibrated: dict[tuple[int, int], QuantizableModel] = {}
     out = []
     for pid in devices:
-        env = client_environment(cfg, pid)
+        device = device_for(cfg, pid)
         key = id(state_for_device[pid])
         if key not in models:
             models[key] = _model_with(cfg, state_for_device[pid])
         model = models[key]
-        bits = deployed_bits(cfg, policy, env.modes[-1])
-        if policy == "ptq":
-            model = _ptq(model, bits, env.x_train)
-        elif policy == "recalibrate":
+        bits = policy.bits(device.top_mode, lowest_top)
+        if policy is Deploy.PTQ:
+            model = _ptq(model, bits, device.x_train)
+        elif policy is Deploy.RECALIBRATE:
             if (key, bits) not in recalibrated:
                 users = [
                     p
                     for p in devices
                     if state_for_device[p] is state_for_device[pid]
-                    and client_environment(cfg, p).modes[-1] == bits
+                    and device_for(cfg, p).top_mode == bits
                 ]
-                x = torch.cat([client_environment(cfg, p).x_train for p in users])
+                x = torch.cat([device_for(cfg, p).x_train for p in users])
                 recalibrated[(key, bits)] = copy.deepcopy(model)
                 recalibrate_bn(recalibrated[(key, bits)], x, bits)
             model = recalibrated[(key, bits)]
-        accuracy, _ = evaluate(model, env.x_test, env.y_test, bits)
-        out.append(DeviceResult(pid, env.tier, bits, accuracy, len(env.y_test)))
+        accuracy, _ = evaluate(model, device.x_test, device.y_test, bits)
+        out.append(DeviceResult(pid, device.tier, bits, accuracy, len(device.y_test)))
     return out
 
 

@@ -1,0 +1,263 @@
+"""Measure a workload in a fresh process tree: wall time, peak memory and CPU of the whole
+tree (driver, Ray's GCS and raylet, every worker), sampled from /proc; killed on timeout.
+
+Every measured run is a child process started in its own session, so the tree can be ended
+whole; children start their own local Ray (``RAY_ADDRESS=local``), never someone else's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHILD_TIMEOUT_S = 420.0
+SAMPLE_INTERVAL_S = 0.5
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, int, float] | None:
+    """(ppid, start time in ticks, cpu seconds) of ``pid`` from /proc, or None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): ppid = field 4, utime/stime = 14/15, starttime = 22
+    return int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _descendants(root: int) -> dict[int, tuple[int, float]]:
+    """{pid: (start ticks, cpu seconds)} of ``root`` and everything below it."""
+    children: dict[int, list[int]] = {}
+    info: dict[int, tuple[int, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        st = _stat(int(entry.name))
+        if st is None:
+            continue
+        children.setdefault(st[0], []).append(int(entry.name))
+        info[int(entry.name)] = (st[1], st[2])
+    out, stack = {}, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in info:
+            out[pid] = info[pid]
+            stack.extend(children.get(pid, []))
+    return out
+
+
+def _label(pid: int, previous: str | None) -> str:
+    """Short name of a process: Ray's title (``ray::ClientAppActor``), else the program or
+    python script name. A worker that was once a ClientAppActor keeps that name."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return previous or "?"
+    first = args[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        label = first.split()[0].split(".")[0]
+    elif "python" in Path(first).name and len(args) > 1:
+        script = next((a.decode() for a in args[1:] if a.endswith(b".py")), "")
+        label = Path(script).name or Path(first).name
+    else:
+        label = Path(first).name
+    if previous and previous.startswith("ray::") and previous != "ray::IDLE":
+        return previous  # an actor process keeps its class name
+    return label
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
+class TreeSampler(threading.Thread):
+    """Samples the memory of a process tree until stopped; remembers every pid it saw."""
+
+    def __init__(self, root: int, pss: bool) -> None:
+        super().__init__(daemon=True)
+        self.root, self.pss = root, pss
+        self.seen: dict[int, tuple[int, float]] = {}  # pid -> (start ticks, last cpu seconds)
+        self.labels: dict[int, str] = {}  # pid -> what it is (driver, ray::ClientAppActor, ...)
+        self.peak_rss = self.peak_pss = self.peak_procs = self.samples = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.sample()
+            self._stop_event.wait(SAMPLE_INTERVAL_S)
+
+    def sample(self) -> None:
+        tree = _descendants(self.root)
+        if not tree:
+            return
+        self.seen.update(tree)
+        for pid in tree:
+            self.labels[pid] = "driver" if pid == self.root else _label(pid, self.labels.get(pid))
+        self.samples += 1
+        self.peak_procs = max(self.peak_procs, len(tree))
+        self.peak_rss = max(self.peak_rss, sum(_rss(p) for p in tree))
+        if self.pss:
+            self.peak_pss = max(self.peak_pss, sum(_pss(p) for p in tree))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the tree (each process as last sampled)."""
+        return sum(cpu for _, cpu in self.seen.values())
+
+    def cpu_by_label(self) -> dict[str, float]:
+        """CPU seconds per kind of process, largest first."""
+        out: dict[str, float] = {}
+        for pid, (_, cpu) in self.seen.items():
+            label = self.labels.get(pid, "?")
+            out[label] = out.get(label, 0.0) + cpu
+        return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+    def kill_leftovers(self, grace: float) -> int:
+        """SIGKILL processes of this tree still alive after ``grace`` s (same pid AND start)."""
+        deadline = time.monotonic() + grace
+        while True:
+            alive = [p for p, (t, _) in self.seen.items() if (st := _stat(p)) and st[1] == t]
+            if not alive or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return len(alive)
+
+
+class Child:
+    """One measurement in a fresh process tree: started on creation, collected by wait()."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: dict,
+        work: Path,
+        pss: bool = False,
+        check: Callable[[dict, dict], list[str]] = lambda spec, record: [],
+    ) -> None:
+        self.check = check
+        self.spec = {**spec, "result_file": str(work / f"{name}.result.json")}
+        spec_file = work / f"{name}.spec.json"
+        spec_file.write_text(json.dumps(self.spec))
+        self.log_file = work / f"{name}.log"
+        # OMP_NUM_THREADS=1: Ray then leaves it alone in its workers, so every client computes
+        # with one torch thread whatever its CPU share (the ClientApp follows OMP_NUM_THREADS);
+        # 1 actor vs 2 actors then differ in parallel clients only, and bare matches both.
+        env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(REPO)}
+        env["OMP_NUM_THREADS"] = "1"
+        if len(str(work)) <= 40:  # Ray's session logs go with the work dir (socket paths
+            env["RAY_TMPDIR"] = str(work)  # below it must stay under 107 characters)
+        self.pss = pss
+        self.load_before = os.getloadavg()[0]
+        self.started = time.perf_counter()
+        with self.log_file.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.workloads", str(spec_file)],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.sampler = TreeSampler(self.proc.pid, pss)
+        self.sampler.start()
+
+    def kill(self) -> None:
+        """SIGKILL every process of the tree (the child started it in its own session)."""
+        self.sampler.stop()
+        self.sampler.sample()  # the latest descendants, so none is missed
+        self.sampler.kill_leftovers(0.0)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
+
+    def wait(self) -> dict:
+        """Wait (killing the tree on timeout); wall time, peak memory and the child's result."""
+        proc, sampler, spec = self.proc, self.sampler, self.spec
+        timed_out = False
+        try:
+            proc.wait(timeout=max(1.0, CHILD_TIMEOUT_S - (time.perf_counter() - self.started)))
+        except BaseException as err:  # timeout, or Ctrl-C / an error here: end the tree
+            timed_out = isinstance(err, subprocess.TimeoutExpired)
+            self.kill()
+            if not timed_out:
+                raise
+        wall = time.perf_counter() - self.started
+        if sampler.is_alive():
+            sampler.stop()
+        leftovers = sampler.kill_leftovers(10.0)
+        record = {
+            "kind": spec["kind"],
+            "cpus_per_client": spec.get("cpus_per_client"),
+            "num_clients": spec["config"]["num-clients"],
+            "rounds": spec["config"]["rounds"],
+            "process_wall_seconds": round(wall, 3),
+            "returncode": proc.returncode,
+            "timed_out": timed_out,
+            "load_avg_1min_before_after": [
+                round(self.load_before, 2),
+                round(os.getloadavg()[0], 2),
+            ],
+            "processes_seen": len(sampler.seen),
+            "peak_processes": sampler.peak_procs,
+            "peak_tree_rss_mb": round(sampler.peak_rss / 2**20, 1),
+            "tree_cpu_seconds": round(sampler.cpu_seconds(), 2),
+            "driver_cpu_seconds": round(sampler.seen.get(proc.pid, (0, 0.0))[1], 2),
+            "cpu_seconds_by_process": sampler.cpu_by_label(),
+            "leftover_processes_killed": leftovers,
+        }
+        if self.pss:
+            record["peak_tree_pss_mb"] = round(sampler.peak_pss / 2**20, 1)
+        result_file = Path(spec["result_file"])
+        if proc.returncode == 0 and result_file.exists():
+            result = json.loads(result_file.read_text())
+            result["round_stamps"] = {int(k): v for k, v in result["round_stamps"].items()}
+            record.update(result)
+            record["problems"] = self.check(spec, record)
+        else:
+            record["problems"] = ["the run failed or timed out"]
+            record["error"] = self.log_file.read_text()[-2000:]
+        return record
+
+
+def run_child(
+    name: str,
+    spec: dict,
+    work: Path,
+    pss: bool = False,
+    check: Callable[[dict, dict], list[str]] = lambda spec, record: [],
+) -> dict:
+    """Run one measurement in a fresh process tree and wait for it."""
+    return Child(name, spec, work, pss, check).wait()

@@ -1,0 +1,341 @@
+"""One validated configuration of a federated run, whatever path it came from.
+
+CLI flags, scenario files, ``[tool.flwr.app.config]`` and ``--run-config`` are all flat tables
+of scalars (Flower's config format: ``lr = 0.002``, ``bits = "2,4,32"``); :func:`from_flat`
+parses such a table once into typed fields (tuples, enums, small records), validated in one
+place, and :meth:`FederatedConfig.to_flat` writes it back. The server sends the flat form to
+clients in every instruction, so a client needs no run config of its own.
+
+The loss and optimizer settings are the same objects centralized training uses
+(:class:`~fedqdnn.losses.ConsistencyConfig`, :class:`~fedqdnn.training.OptimConfig`); in the
+flat form their fields sit beside the others (``kd-weight``, ``lr``, ``batch-size``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import model_validator as _model_validator
+
+from fedqdnn.bitmodes import parse_bit_modes
+from fedqdnn.data import DATASET_NAMES, DEFAULT_MODEL
+from fedqdnn.hardware import PROPORTION_TOLERANCE, get_profile
+from fedqdnn.losses import ConsistencyConfig
+from fedqdnn.models import MODELS
+from fedqdnn.partition import PartitionScheme
+from fedqdnn.policies import BNStats, TrainModes
+from fedqdnn.round_plan import FAULTS, Slowdown
+from fedqdnn.training import OptimConfig
+from fedqdnn.validation import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenFraction,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Seed,
+    one_line,
+)
+
+
+class ServerStrategy(StrEnum):
+    """Server-side aggregation: FedQDNN, or Flower's FedAvg (identical reply keys only)."""
+
+    FEDQDNN = "fedqdnn"
+    FEDAVG = "fedavg"
+
+
+# ---------------------------------------------------------------- flat-string forms
+
+
+def parse_tiers(spec: object) -> object:
+    """``"mcu-int2:0.34,cpu-fp32:0.66"`` -> {name: proportion}; a mapping passes through."""
+    if not isinstance(spec, str):
+        return spec
+    tiers: dict[str, float] = {}
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        name, sep, value = item.partition(":")
+        try:
+            tiers[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"tier entry {item!r} is not NAME:PROPORTION, e.g. 'cpu-fp32:0.5'")
+    return tiers
+
+
+def format_tiers(tiers: Mapping[str, float]) -> str:
+    """Inverse of :func:`parse_tiers`."""
+    return ",".join(f"{name}:{prop:g}" for name, prop in tiers.items())
+
+
+def _parse_ids(spec: object) -> object:
+    """``"0,3,7"`` -> (0, 3, 7); "" -> (); sequences pass through."""
+    if not isinstance(spec, str):
+        return spec
+    try:
+        return tuple(int(p) for p in spec.split(",") if p.strip())
+    except ValueError:
+        raise ValueError("give partition ids as integers, comma-separated, e.g. '0,3,7'") from None
+
+
+def _parse_slowdown(spec: object) -> object:
+    """``"cpu-fp32:4:8,mcu-int2:6:3"`` -> (Slowdown(...), ...); sequences pass through."""
+    if not isinstance(spec, str):
+        return spec
+    entries = []
+    for entry in (e.strip() for e in spec.split(",") if e.strip()):
+        parts = entry.split(":")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            entries.append(Slowdown(parts[0].strip(), int(parts[1]), float(parts[2])))
+        except ValueError:
+            raise ValueError(
+                f"entry {entry!r} is not TIER:ROUND:FACTOR, e.g. 'cpu-fp32:4:8'"
+            ) from None
+    return tuple(entries)
+
+
+def _format_slowdown(entries: tuple[Slowdown, ...]) -> str:
+    return ",".join(f"{e.tier}:{e.start_round}:{e.factor:g}" for e in entries)
+
+
+def _dataset_name(name: object) -> object:
+    if name not in DATASET_NAMES:
+        raise ValueError(f"allowed: {', '.join(DATASET_NAMES)}")
+    return name
+
+
+def _model_name(name: object) -> object:
+    if name and name not in MODELS:
+        raise ValueError(f"allowed: {', '.join(sorted(MODELS))} or '' (the data set's model)")
+    return name
+
+
+TierShare = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+BitModes = Annotated[tuple[int, ...], BeforeValidator(parse_bit_modes)]
+
+
+# ---------------------------------------------------------------- the config
+
+
+class FederatedConfig(BaseModel):
+    """Everything a federated Quantizable-DNN run depends on (validated on creation)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    dataset: Annotated[str, BeforeValidator(_dataset_name)] = Field(
+        "digits", description="data set"
+    )
+    model: Annotated[str, BeforeValidator(_model_name)] = Field(
+        "", description="model name ('' = the data set's default model)"
+    )
+    bits: BitModes = Field((2, 4, 32), description="the model's bit modes, e.g. '2,4,32'")
+    tiers: Annotated[dict[str, TierShare], BeforeValidator(parse_tiers)] = Field(
+        default_factory=lambda: {"mcu-int2": 0.3333, "phone-npu-int4": 0.3333, "cpu-fp32": 0.3334},
+        description="hardware profile -> share of the fleet, e.g. 'cpu-fp32:0.5,mcu-int2:0.5'",
+    )
+    num_clients: PositiveInt = Field(10, description="devices in the fleet")
+    rounds: PositiveInt = Field(15, description="federated rounds")
+    fraction_train: Fraction = Field(1.0, description="share of devices sampled to train")
+    fraction_evaluate: Fraction = Field(1.0, description="share of devices sampled to evaluate")
+    local_epochs: PositiveInt = Field(2, description="local epochs per round")
+    loss: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(batch_size=32, cosine=False))
+    train_modes: TrainModes = Field(
+        TrainModes.AFFORDABLE, description="which modes a device trains"
+    )
+    bn_stats: BNStats = Field(BNStats.RECALIBRATE, description="BN statistics a client uploads")
+    server_strategy: ServerStrategy = Field(
+        ServerStrategy.FEDQDNN, description="server aggregation"
+    )
+    participants: Annotated[tuple[NonNegativeInt, ...], BeforeValidator(_parse_ids)] = Field(
+        (), description="partition ids taking part, e.g. '0,3,7' ('' = all)"
+    )
+    partition: PartitionScheme = Field(PartitionScheme.IID, description="data split over devices")
+    alpha: PositiveFloat = Field(0.5, description="Dirichlet concentration (partition=dirichlet)")
+    local_test_fraction: OpenFraction = Field(
+        0.2, description="share of a device's data kept for its local test split"
+    )
+    bit_specific_bn: bool = Field(True, description="one BN per bit mode (false: one shared BN)")
+    learnable_clip: bool = Field(True, description="per-mode learnable activation clip")
+    availability: bool = Field(
+        False, description="devices online with their profile's probability per round"
+    )
+    deadline_seconds: NonNegativeFloat = Field(
+        0.0, description="simulated round deadline in seconds (0 = none)"
+    )
+    slowdown: Annotated[tuple[Slowdown, ...], BeforeValidator(_parse_slowdown)] = Field(
+        (), description="tiers throttled from a round on, 'TIER:ROUND:FACTOR,...'"
+    )
+    fault_crash: Probability = Field(0.0, description="per-round probability a client crashes")
+    fault_nan: Probability = Field(0.0, description="per-round probability of a NaN update")
+    fault_shape: Probability = Field(0.0, description="per-round probability of a bad shape")
+    fault_slow: Probability = Field(0.0, description="per-round probability of a 10x slow client")
+    upload_bits: Literal[8, 32] = Field(32, description="update upload precision: 32 or 8")
+    checkpoint_every: NonNegativeInt = Field(
+        1, description="rounds between checkpoints (0 = never)"
+    )
+    num_samples: NonNegativeInt = Field(0, description="mnist1d sample count (0 = default)")
+    data_root: str = Field("", description="folder holding local data files (CIFAR)")
+    data_seed: Seed = Field(0, description="seed of the data set's train/test split")
+    seed: Seed = Field(0, description="seed of partitions, tiers, sampling and training")
+
+    @_model_validator(mode="after")
+    def _consistent(self) -> FederatedConfig:
+        """Rules that involve several keys."""
+        for name, share in self.tiers.items():
+            try:
+                get_profile(name).affordable_modes(self.bits)  # the tier must run some mode
+            except ValueError as err:
+                raise ValueError(f"tiers: {err}") from None
+            if not 0 < share <= 1:
+                raise ValueError(f"tiers: {name} = {share!r} must be in (0, 1]")
+        if not self.tiers:
+            raise ValueError("tiers is empty; give NAME:PROPORTION pairs, e.g. 'cpu-fp32:1.0'")
+        total = sum(self.tiers.values())
+        if abs(total - 1) > PROPORTION_TOLERANCE:
+            raise ValueError(
+                f"tiers: proportions sum to {total:.4g}; they must sum to 1 "
+                f"(+-{PROPORTION_TOLERANCE:g})"
+            )
+        ids = self.participants
+        if any(p >= self.num_clients for p in ids) or len(set(ids)) != len(ids):
+            raise ValueError(
+                f"participants = {to_flat_value(ids)!r} is not allowed: distinct partition ids "
+                f"in 0..{self.num_clients - 1}"
+            )
+        for entry in self.slowdown:
+            if entry.tier not in self.tiers or entry.start_round < 1 or not entry.factor > 0:
+                raise ValueError(
+                    f"slowdown entry {_format_slowdown((entry,))!r} is not allowed: "
+                    "TIER:ROUND:FACTOR with a tier of this scenario, ROUND >= 1, FACTOR > 0"
+                )
+            if not math.isfinite(entry.factor):
+                raise ValueError(f"slowdown factor {entry.factor} must be finite")
+        systems = (
+            self.availability
+            or self.deadline_seconds
+            or self.upload_bits != 32
+            or any(self.fault_probabilities.values())
+        )
+        if self.server_strategy == ServerStrategy.FEDAVG and systems:
+            raise ValueError(
+                "server-strategy = 'fedavg' needs identical replies from every "
+                "client: no availability, deadline, faults or 8-bit upload"
+            )
+        return self
+
+    # ------------------------------------------------------------ derived values
+
+    @property
+    def fault_probabilities(self) -> dict[str, float]:
+        """Injected-fault probabilities by fault name."""
+        return {fault: getattr(self, f"fault_{fault}") for fault in FAULTS}
+
+    @property
+    def participant_ids(self) -> list[int]:
+        """Partition ids taking part in training (all of the fleet by default)."""
+        return list(self.participants) if self.participants else list(range(self.num_clients))
+
+    @property
+    def num_nodes(self) -> int:
+        """SuperNodes the run needs: one per participating partition."""
+        return len(self.participant_ids)
+
+    @property
+    def model_name(self) -> str:
+        """The model to build (the data set's default when none is given)."""
+        return self.model or DEFAULT_MODEL[self.dataset]
+
+    # ------------------------------------------------------------ flat form
+
+    def to_flat(self) -> dict[str, int | float | str | bool]:
+        """Flower-friendly flat dict: scalars only, keys with dashes."""
+        out: dict[str, int | float | str | bool] = {}
+        for name, value in self._flat_items():
+            out[name.replace("_", "-")] = to_flat_value(value)
+        return out
+
+    def _flat_items(self):
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in SECTIONS:
+                yield from ((f, getattr(value, f)) for f in SECTIONS[name].__dataclass_fields__)
+            else:
+                yield name, value
+
+    def replace(self, **changes: object) -> FederatedConfig:
+        """A copy with flat-named ``changes`` applied (validated again)."""
+        return from_flat(changes, base=self)
+
+    def __hash__(self) -> int:  # tiers is a dict: hash the flat form (used by worker caches)
+        return hash(tuple(self.to_flat().items()))
+
+
+SECTIONS: dict[str, Any] = {"loss": ConsistencyConfig, "optim": OptimConfig}
+# flat key (underscores) -> section it belongs to, or None for a top-level field
+_SECTION_OF: dict[str, str | None] = {
+    **{n: None for n in FederatedConfig.model_fields if n not in SECTIONS},
+    **{f: s for s, cls in SECTIONS.items() for f in cls.__dataclass_fields__},
+}
+assert len(_SECTION_OF) == len(FederatedConfig.model_fields) - len(SECTIONS) + sum(
+    len(cls.__dataclass_fields__) for cls in SECTIONS.values()
+), "a section field shadows another flat key"
+FLAT_KEYS = tuple(k.replace("_", "-") for k in _SECTION_OF)
+
+
+def to_flat_value(value: object) -> int | float | str | bool:
+    """One typed config value as a flat scalar."""
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, dict):
+        return format_tiers(value)
+    if isinstance(value, tuple):
+        if value and isinstance(value[0], Slowdown):
+            return _format_slowdown(value)
+        return ",".join(map(str, value))
+    return value  # type: ignore[return-value]
+
+
+def flat_key(loc: tuple) -> str:
+    """The flat (dashed) name of a pydantic error location."""
+    path = [str(p) for p in loc]
+    if path and path[0] in SECTIONS and len(path) > 1:
+        path = path[1:]
+    return ".".join(path).replace("_", "-")
+
+
+def from_flat(flat: Mapping[str, object], base: FederatedConfig | None = None) -> FederatedConfig:
+    """A config from flat keys (dashes or underscores) applied over ``base`` (default: the
+    defaults). Unknown keys and bad values raise one-line ValueErrors naming them."""
+    base = base or FederatedConfig()
+    data: dict[str, Any] = {
+        name: (
+            dict(_section_dict(getattr(base, name))) if name in SECTIONS else getattr(base, name)
+        )
+        for name in FederatedConfig.model_fields
+    }
+    for raw_key, value in flat.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in _SECTION_OF:
+            raise ValueError(f"unknown config key {raw_key!r}; allowed: {', '.join(FLAT_KEYS)}")
+        section = _SECTION_OF[key]
+        if section is None:
+            data[key] = value
+        else:
+            data[section][key] = value
+    try:
+        return FederatedConfig.model_validate(data)
+    except ValidationError as err:
+        raise ValueError(one_line(err, flat_key)) from None
+
+
+def _section_dict(section: object) -> dict[str, Any]:
+    return {f: getattr(section, f) for f in type(section).__dataclass_fields__}

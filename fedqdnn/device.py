@@ -1,0 +1,322 @@
+"""A simulated device, without Flower: its hardware tier, its data, its model, its round.
+
+The Flower ClientApp (:mod:`fedqdnn.federated.client_app`), the offline deployment evaluation
+(:mod:`fedqdnn.deployment`) and the benchmarks' bare-PyTorch baseline all use the device
+through this module, so a device behaves the same wherever it is simulated. Data, partitions and
+the model object are built once per process and reused (a Ray worker serves many devices).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from fedqdnn.bitmodes import mode_of_state_key
+from fedqdnn.calibration import recalibrate_bn
+from fedqdnn.compression import quantize_arrays
+from fedqdnn.config import FederatedConfig
+from fedqdnn.costs import array_bytes
+from fedqdnn.data import DatasetSplits, load_dataset
+from fedqdnn.hardware import HardwareProfile, assign_profiles, fleet_lowest_top_mode, get_profile
+from fedqdnn.models import QuantizableModel, build_model
+from fedqdnn.partition import partition_indices, split_local
+from fedqdnn.policies import BNStats
+from fedqdnn.rng import client_seed, local_split_seed
+from fedqdnn.round_plan import (
+    SLOW_FACTOR,
+    candidate_mode_sets,
+    choose_modes,
+    estimated_seconds,
+    injected_fault,
+    is_online,
+    slowdown,
+)
+from fedqdnn.training import evaluate, fit, mean_loss
+
+State = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class SimulatedDevice:
+    """What one simulated device holds: its hardware, its data, a reusable model."""
+
+    partition_id: int
+    tier: str
+    profile: HardwareProfile
+    modes: tuple[int, ...]  # bit modes of the model this device can run, ascending
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    model: QuantizableModel  # shared by every device of this process: load a state first
+
+    @property
+    def top_mode(self) -> int:
+        """The device's best-accuracy mode."""
+        return self.modes[-1]
+
+
+# ---------------------------------------------------------------- data and models
+
+
+def run_data(cfg: FederatedConfig) -> DatasetSplits:
+    """The run's data set (cached per process by :func:`~fedqdnn.data.load_dataset`)."""
+    return load_dataset(
+        cfg.dataset,
+        data_root=cfg.data_root or None,
+        num_samples=cfg.num_samples or None,
+        data_seed=cfg.data_seed,
+    )
+
+
+def build_model_for(cfg: FederatedConfig) -> QuantizableModel:
+    """A fresh model of the run's architecture (initial weights from torch's global RNG)."""
+    data = run_data(cfg)
+    return build_model(
+        cfg.model_name,
+        cfg.bits,
+        data.num_classes,
+        data.in_channels,
+        bit_specific_bn=cfg.bit_specific_bn,
+        learnable_clip=cfg.learnable_clip,
+    )
+
+
+def initial_model(cfg: FederatedConfig) -> QuantizableModel:
+    """The global model at round 0, reproducible from the seed."""
+    torch.manual_seed(cfg.seed)
+    return build_model_for(cfg)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(
+    name: str, modes: tuple[int, ...], num_classes: int, in_channels: int, bn: bool, clip: bool
+) -> QuantizableModel:
+    return build_model(
+        name, modes, num_classes, in_channels, bit_specific_bn=bn, learnable_clip=clip
+    )
+
+
+def _shared_model(cfg: FederatedConfig) -> QuantizableModel:
+    """One model object per architecture and process, reused by every device it simulates."""
+    data = run_data(cfg)
+    return _cached_model(
+        cfg.model_name, cfg.bits, data.num_classes, data.in_channels, cfg.bit_specific_bn,
+        cfg.learnable_clip,
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4)
+def _partitions(
+    data_key: tuple, num_clients: int, scheme: str, alpha: float, seed: int
+) -> list[np.ndarray]:
+    dataset, data_root, num_samples, data_seed = data_key
+    labels = load_dataset(
+        dataset, data_root=data_root or None, num_samples=num_samples or None, data_seed=data_seed
+    ).y_train.numpy()
+    return partition_indices(labels, num_clients, scheme, alpha, seed)
+
+
+def fleet_partitions(cfg: FederatedConfig) -> list[np.ndarray]:
+    """Training-set indices of every partition (cached per process)."""
+    data_key = (cfg.dataset, cfg.data_root, cfg.num_samples, cfg.data_seed)
+    return _partitions(data_key, cfg.num_clients, cfg.partition, cfg.alpha, cfg.seed)
+
+
+def fleet_tiers(cfg: FederatedConfig) -> list[str]:
+    """Hardware tier of every partition id: deterministic from the scenario and seed."""
+    return assign_profiles(cfg.num_clients, cfg.tiers, cfg.seed)
+
+
+def device_tier(cfg: FederatedConfig, partition_id: int) -> str:
+    """Hardware tier of one partition."""
+    return fleet_tiers(cfg)[partition_id]
+
+
+@functools.lru_cache(maxsize=64)
+def device_for(cfg: FederatedConfig, partition_id: int) -> SimulatedDevice:
+    """Build (once per process) device ``partition_id`` of the run ``cfg``."""
+    data = run_data(cfg)
+    parts = fleet_partitions(cfg)
+    train_idx, test_idx = split_local(
+        parts[partition_id], cfg.local_test_fraction, local_split_seed(cfg.seed, partition_id)
+    )
+    tier = device_tier(cfg, partition_id)
+    profile = get_profile(tier)
+    return SimulatedDevice(
+        partition_id,
+        tier,
+        profile,
+        profile.affordable_modes(cfg.bits),
+        data.x_train[train_idx],
+        data.y_train[train_idx],
+        data.x_train[test_idx],
+        data.y_train[test_idx],
+        _shared_model(cfg),
+    )
+
+
+# ---------------------------------------------------------------- one round
+
+
+def modes_to_train(cfg: FederatedConfig, device: SimulatedDevice) -> tuple[int, ...]:
+    """The modes this device trains under the run's train-mode policy."""
+    return cfg.train_modes.modes(device.modes, fleet_lowest_top_mode(list(cfg.tiers), cfg.bits))
+
+
+RoundStatus = Literal["trained", "offline", "straggler"]
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What a device does this round, decided before any training."""
+
+    status: RoundStatus
+    modes: tuple[int, ...]  # to train ("trained"), or the cheapest that did not fit
+    fault: str | None  # injected fault (robustness tests), None normally
+    slow: float  # compute slowdown factor this round
+    bytes_down: int
+
+
+def plan_round(
+    cfg: FederatedConfig, device: SimulatedDevice, server_round: int, bytes_down: int
+) -> RoundPlan:
+    """Online? Which modes fit the deadline? Any injected fault? Seeded by (seed, round, pid)."""
+    pid = device.partition_id
+    if cfg.availability and not is_online(device.profile.availability, cfg.seed, server_round, pid):
+        return RoundPlan("offline", (), None, 1.0, bytes_down)
+    fault = injected_fault(cfg.fault_probabilities, cfg.seed, server_round, pid)
+    slow = slowdown(cfg.slowdown, device.tier, server_round)
+    slow *= SLOW_FACTOR if fault == "slow" else 1.0
+    upload_estimate = bytes_down * cfg.upload_bits // 32
+    policy_modes = modes_to_train(cfg, device)
+    candidates = (
+        candidate_mode_sets(policy_modes) if cfg.train_modes.adapts_to_deadline else [policy_modes]
+    )
+
+    def time_of(modes: tuple[int, ...]) -> float:
+        return device_seconds(cfg, device, modes, bytes_down, upload_estimate, slow)
+
+    modes = choose_modes(candidates, time_of, cfg.deadline_seconds)
+    if modes is None:  # nothing fits the deadline: a straggler, dropped this round
+        return RoundPlan("straggler", candidates[-1], fault, slow, bytes_down)
+    return RoundPlan("trained", modes, fault, slow, bytes_down)
+
+
+def device_seconds(
+    cfg: FederatedConfig,
+    device: SimulatedDevice,
+    modes: tuple[int, ...],
+    bytes_down: int,
+    bytes_up: int,
+    slow: float,
+) -> float:
+    """Simulated seconds of the device's round: compute for ``modes`` plus transfer."""
+    return estimated_seconds(
+        device.profile, modes, len(device.y_train), cfg.local_epochs, bytes_down, bytes_up, slow
+    )
+
+
+def load_state(model: QuantizableModel, state: dict[str, torch.Tensor]) -> None:
+    """Load a full global state (every key of the model, strictly)."""
+    model.load_state_dict(state, strict=True)
+
+
+def local_train(
+    cfg: FederatedConfig, device: SimulatedDevice, modes: tuple[int, ...], server_round: int
+) -> float:
+    """Local epochs of joint steps over ``modes`` on the loaded model; returns the mean loss.
+
+    Afterwards the trained modes' BN statistics are re-estimated on the local data at the
+    final local weights (``bn-stats = recalibrate``): after a few momentum-0.1 steps the
+    running statistics are still mostly those received, i.e. stale for the new weights.
+    """
+    seed = client_seed(cfg.seed, server_round, device.partition_id)
+    history = fit(
+        device.model, device.x_train, device.y_train, modes, cfg.loss, cfg.optim,
+        cfg.local_epochs, seed,
+    )  # fmt: skip
+    if cfg.bn_stats == BNStats.RECALIBRATE:
+        recalibrate_bn(device.model, device.x_train, modes)
+    return mean_loss(history)
+
+
+def trained_state(model: QuantizableModel, modes: tuple[int, ...]) -> State:
+    """Shared entries plus the per-mode entries of ``modes``: what a client uploads."""
+    out = {}
+    for key, value in model.state_dict().items():
+        mode = mode_of_state_key(key)
+        if mode is None or mode in modes:
+            out[key] = value.detach().cpu().numpy()
+    return out
+
+
+def inject_fault(fault: str | None, state: State) -> State:
+    """Corrupt an update as a faulty device would (fault injection for robustness tests)."""
+    if fault == "crash":
+        raise RuntimeError("injected fault: client crashed")
+    if fault == "nan":
+        key = next(iter(state))
+        state[key] = np.full_like(state[key], np.nan)
+    elif fault == "shape":
+        key = next(k for k, v in state.items() if v.ndim > 0)
+        state[key] = np.zeros(state[key].size + 1, dtype=state[key].dtype)
+    return state
+
+
+@dataclass(frozen=True)
+class DeviceUpdate:
+    """A trained device's upload and its report (metric names as in results.json)."""
+
+    state: State
+    metrics: dict
+
+
+def train_round(
+    cfg: FederatedConfig, device: SimulatedDevice, plan: RoundPlan, server_round: int
+) -> DeviceUpdate:
+    """Train the planned modes on the loaded global model; the upload and its report."""
+    loss = local_train(cfg, device, plan.modes, server_round)
+    state = inject_fault(plan.fault, trained_state(device.model, plan.modes))
+    if cfg.upload_bits == 8:
+        state = quantize_arrays(state)
+    bytes_up = array_bytes(state)
+    metrics = {
+        "num-examples": len(device.y_train),
+        "bytes-down": plan.bytes_down,
+        "loss": loss,
+        "trained-modes": list(plan.modes),
+        "sim-seconds": device_seconds(
+            cfg, device, plan.modes, plan.bytes_down, bytes_up, plan.slow
+        ),
+        "bytes-up": bytes_up,
+    }
+    return DeviceUpdate(state, metrics)
+
+
+def skipped_round_metrics(cfg: FederatedConfig, device: SimulatedDevice, plan: RoundPlan) -> dict:
+    """The report of a device that did not train (offline: nothing downloaded)."""
+    metrics = {
+        "num-examples": len(device.y_train),
+        "bytes-down": 0 if plan.status == "offline" else plan.bytes_down,
+    }
+    if plan.status == "straggler":
+        metrics["sim-seconds"] = device_seconds(
+            cfg, device, plan.modes, plan.bytes_down, plan.bytes_down * cfg.upload_bits // 32,
+            plan.slow,
+        )  # fmt: skip
+    return metrics
+
+
+def evaluation_mode(cfg: FederatedConfig, device: SimulatedDevice) -> int:
+    """The mode a device evaluates the global model at: the top of the modes it trains."""
+    return modes_to_train(cfg, device)[-1]
+
+
+def evaluate_locally(device: SimulatedDevice, bits: int) -> tuple[float, float]:
+    """(accuracy, loss) of the loaded model at ``bits`` on the device's local test split."""
+    return evaluate(device.model, device.x_test, device.y_test, bits)

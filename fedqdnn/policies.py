@@ -1,0 +1,63 @@
+"""Run policies as typed values: which modes a device trains, how its BN statistics are
+uploaded, and which mode a device runs once the model is deployed.
+
+A baseline (strategies/baselines.py) is a combination of these values; an unknown name fails
+when a config is parsed, with the allowed ones listed. The model preparation a deploy policy
+needs (post-training quantization, BN recalibration) is in :mod:`fedqdnn.deployment`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from fedqdnn.quant import FULL_PRECISION
+
+
+class TrainModes(StrEnum):
+    """Which of its runnable modes a device trains."""
+
+    AFFORDABLE = "affordable"  # every mode it can run (FedQDNN)
+    TOP = "top"  # only its top mode (per-tier, top-only)
+    LOWEST_COMMON = "lowest-common"  # the fleet's lowest top mode (lowest-common)
+    FP32 = "fp32"  # 32-bit only (fp32-exclusive, FP32 reference)
+
+    def modes(self, runnable: tuple[int, ...], fleet_lowest_top: int) -> tuple[int, ...]:
+        """Modes trained by a device that runs ``runnable`` (ascending)."""
+        if self is TrainModes.AFFORDABLE:
+            return runnable
+        if self is TrainModes.TOP:
+            return (runnable[-1],)
+        if self is TrainModes.LOWEST_COMMON:
+            return (fleet_lowest_top,)
+        return (FULL_PRECISION,)
+
+    @property
+    def adapts_to_deadline(self) -> bool:
+        """Whether a device may drop modes to meet a round deadline (only when it trains
+        several by choice; the other policies prescribe one mode)."""
+        return self is TrainModes.AFFORDABLE
+
+
+class BNStats(StrEnum):
+    """How a client sets the BN running statistics it uploads."""
+
+    RECALIBRATE = "recalibrate"  # re-estimated on local data at the final local weights
+    MOMENTUM = "momentum"  # left as the momentum averages of local training
+
+
+class Deploy(StrEnum):
+    """How a trained model reaches a device and which mode the device runs."""
+
+    TOP = "top"  # its top runnable mode, with that mode's BN
+    LOWEST_COMMON = "lowest-common"  # every device runs the fleet's lowest top mode
+    PTQ = "ptq"  # FP32 model quantized to the device's mode, BN recalibrated locally
+    RECALIBRATE = "recalibrate"  # shared-BN model, statistics re-estimated per mode
+    FP32 = "fp32"  # FP32 on every device (the not-deployable reference)
+
+    def bits(self, device_top: int, fleet_lowest_top: int) -> int:
+        """The mode a device whose top runnable mode is ``device_top`` runs."""
+        if self is Deploy.FP32:
+            return FULL_PRECISION
+        if self is Deploy.LOWEST_COMMON:
+            return fleet_lowest_top
+        return device_top

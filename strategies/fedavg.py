@@ -1,0 +1,31 @@
+"""Flower's own FedAvg, runnable by the fedqdnn ServerApp (the equivalence yardstick).
+
+Only valid when every client replies with the same keys (e.g. the uniform-fp32 scenario);
+it samples Flower's random node IDs itself and keeps no per-client records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from flwr.serverapp.strategy import FedAvg
+
+from strategies.protocol import RoundRecord
+
+
+class PlainFedAvg(FedAvg):
+    """``flwr.serverapp.strategy.FedAvg`` with the fedqdnn server's small interface."""
+
+    def __init__(self, num_nodes: int, fraction_train: float, fraction_evaluate: float) -> None:
+        super().__init__(
+            fraction_train=fraction_train,
+            fraction_evaluate=fraction_evaluate,
+            min_train_nodes=max(1, math.ceil(fraction_train * num_nodes)),
+            min_evaluate_nodes=max(1, math.ceil(fraction_evaluate * num_nodes)),
+            min_available_nodes=num_nodes,
+        )
+        self.rounds: dict[int, RoundRecord] = {}
+
+    def bind_partitions(self, node_of_partition: Mapping[int, int]) -> None:
+        """FedAvg samples node IDs itself; partition ids are not needed."""

@@ -1,0 +1,64 @@
+"""What the ServerApp needs from a strategy beyond Flower's Strategy API.
+
+Flower's ``Strategy`` covers a round (configure/aggregate train and evaluate); a fedqdnn run
+also binds partition ids to the run's random node IDs, keeps per-round client records for
+results.json, and checkpoints those records. Every strategy the server runs implements this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one round: client reports, exclusions, per-device evaluation."""
+
+    train: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)  # offline / straggler, by design
+    evaluation: list[dict] = field(default_factory=list)
+
+
+def records_to_json(rounds: Mapping[int, RoundRecord]) -> dict[str, dict]:
+    """Round records as JSON (round keys as strings)."""
+    return {str(r): asdict(v) for r, v in rounds.items()}
+
+
+def records_from_json(data: Mapping[str, dict]) -> dict[int, RoundRecord]:
+    """Inverse of :func:`records_to_json`."""
+    return {int(r): RoundRecord(**v) for r, v in data.items()}
+
+
+class ServerStrategy(Protocol):
+    """A Flower strategy the fedqdnn ServerApp can run, record and checkpoint."""
+
+    rounds: dict[int, RoundRecord]  # per-round records (empty if the strategy keeps none)
+
+    def bind_partitions(self, node_of_partition: Mapping[int, int]) -> None:
+        """Learn which node simulates which partition (node IDs are random per run)."""
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower: the round's train instructions."""
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower: new global arrays and train metrics from the replies."""
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower: the round's evaluate instructions."""
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Flower: federated evaluation metrics from the replies."""

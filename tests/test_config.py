@@ -1,0 +1,105 @@
+"""Federated config: one validator for every path (flat keys, typed fields); scenario presets."""
+
+import tomllib
+
+import pytest
+
+from fedqdnn.config import FLAT_KEYS, FederatedConfig, from_flat, parse_tiers
+from fedqdnn.losses import ConsistencyConfig, Teacher
+from fedqdnn.policies import TrainModes
+from fedqdnn.round_plan import Slowdown
+from fedqdnn.training import OptimConfig, Optimizer
+from simulations.scenarios import load_scenario, preset_names
+from tests.e2e_helpers import REPO
+
+
+def test_pyproject_flower_config_equals_default_scenario():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    config.pop("out-dir")
+    assert from_flat(config) == load_scenario("three-tier")
+
+
+def test_flat_round_trip():
+    cfg = load_scenario("deadline-throttle").replace(
+        rounds=3, bits=(2, 8, 32), participants="1,4", kd_weight=0.5, optimizer="sgd"
+    )
+    assert from_flat(cfg.to_flat()) == cfg
+    assert hash(from_flat(cfg.to_flat())) == hash(cfg)
+    assert set(cfg.to_flat()) == set(FLAT_KEYS)
+
+
+def test_strings_parse_once_into_typed_fields():
+    cfg = from_flat(
+        {
+            "bits": "32,2,4",
+            "tiers": "mcu-int2:0.5,cpu-fp32:0.5",
+            "participants": "0,3,7",
+            "slowdown": "cpu-fp32:4:8,mcu-int2:6:2.5",
+            "train-modes": "top",
+            "kd-weight": "0.25",
+            "optimizer": "sgd",
+            "batch-size": "16",
+        }
+    )
+    assert cfg.bits == (2, 4, 32)
+    assert cfg.tiers == {"mcu-int2": 0.5, "cpu-fp32": 0.5}
+    assert cfg.participants == (0, 3, 7) and cfg.participant_ids == [0, 3, 7]
+    assert cfg.slowdown == (Slowdown("cpu-fp32", 4, 8.0), Slowdown("mcu-int2", 6, 2.5))
+    assert cfg.train_modes is TrainModes.TOP
+    # the loss and optimizer settings are the objects centralized training uses
+    assert cfg.loss == ConsistencyConfig(1.0, 0.25, 1.0, Teacher.TOP)
+    assert cfg.optim == OptimConfig(Optimizer.SGD, 0.001, 0.9, 0.0, 16, False)
+    assert cfg.to_flat()["slowdown"] == "cpu-fp32:4:8,mcu-int2:6:2.5"
+    assert cfg.to_flat()["participants"] == "0,3,7"
+
+
+@pytest.mark.parametrize(
+    "flat, needle",
+    [
+        ({"roundz": 3}, "unknown config key 'roundz'"),
+        ({"bits": "2,33"}, "bit mode 33"),
+        ({"bits": "0"}, "bit mode 0"),
+        ({"tiers": "cpu-fp32:0.5,mcu-int2:0.2"}, "sum to 0.7"),
+        ({"tiers": "toaster:1.0"}, "'toaster'"),
+        ({"tiers": "cpu-fp32"}, "NAME:PROPORTION"),
+        ({"tiers": {"cpu-fp32": [1.0]}}, "tiers.cpu-fp32 = [1.0]"),
+        ({"alpha": 0}, "alpha = 0 is not allowed"),
+        ({"alpha": "nan"}, "alpha = 'nan' is not allowed"),
+        ({"fraction-train": 1.5}, "fraction-train = 1.5"),
+        ({"num-clients": 0}, "num-clients = 0"),
+        ({"dataset": "imagenet"}, "'imagenet'"),
+        ({"model": "vgg"}, "'vgg'"),
+        ({"rounds": "many"}, "rounds = 'many'"),
+        ({"rounds": True}, "rounds = True"),
+        ({"partition": "shards"}, "'shards'"),
+        ({"train-modes": "all"}, "train-modes = 'all'"),
+        ({"lr": "inf"}, "lr = 'inf'"),
+        ({"temperature": 0}, "temperature = 0"),
+        ({"kd-weight": -1}, "kd-weight = -1"),
+        ({"fault-nan": 1.5}, "fault-nan = 1.5"),
+        ({"deadline-seconds": "nan"}, "deadline-seconds = 'nan'"),
+        ({"participants": "0,10"}, "participants = '0,10'"),
+        ({"participants": "a"}, "participants = 'a'"),
+        ({"slowdown": "cpu-fp32:4"}, "TIER:ROUND:FACTOR"),
+        ({"slowdown": "gpu:4:2"}, "slowdown entry 'gpu:4:2'"),
+        ({"seed": 2**64}, "seed = 18446744073709551616"),
+        ({"upload-bits": 16}, "upload-bits = 16"),
+        ({"server-strategy": "fedavg", "availability": True}, "identical replies"),
+    ],
+)
+def test_bad_values_give_one_line_naming_them(flat, needle):
+    with pytest.raises(ValueError) as err:
+        from_flat(flat)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_tiers_parse():
+    assert parse_tiers("a:0.5, b:0.5") == {"a": 0.5, "b": 0.5}
+    assert parse_tiers({"a": 1.0}) == {"a": 1.0}
+
+
+def test_every_preset_validates():
+    names = preset_names()
+    assert "three-tier" in names
+    for name in names:
+        assert isinstance(load_scenario(name), FederatedConfig)

@@ -1,0 +1,65 @@
+"""results.json assembled from round records and history, checked on a hand-built run."""
+
+from fedqdnn.config import FederatedConfig
+from fedqdnn.federated.checkpoint import RunHistory
+from fedqdnn.federated.report import build_results
+from strategies.protocol import RoundRecord, records_from_json, records_to_json
+
+CFG = FederatedConfig(num_clients=2, rounds=2, bits=(2, 32), tiers={"cpu-fp32": 1.0})
+
+
+def _history() -> RunHistory:
+    history = RunHistory()
+    history.evaluate_metrics_serverapp = {
+        0: {"accuracy-bits2": 0.1, "accuracy-bits32": 0.1},
+        1: {"accuracy-bits2": 0.5, "accuracy-bits32": 0.6},
+        2: {"accuracy-bits2": 0.7, "accuracy-bits32": 0.8},
+    }
+    history.evaluate_metrics_clientapp = {2: {"accuracy": 0.75, "accuracy-cpu-fp32": 0.75}}
+    history.train_metrics_clientapp = {1: {"train-loss": 1.5}, 2: {"train-loss": 0.9}}
+    history.round_seconds = {1: 2.0, 2: 1.0}
+    return history
+
+
+def _rounds() -> dict[int, RoundRecord]:
+    client = {"partition-id": 0, "tier": "cpu-fp32", "sim-seconds": 1.0}
+    last = RoundRecord(
+        train=[client],
+        rejected=[{"partition-id": 1, "reason": "wrong keys"}],
+        evaluation=[
+            {"partition-id": 1, "tier": "cpu-fp32", "bits": 32, "accuracy": 0.5,
+             "num-examples": 4},
+            {"partition-id": 0, "tier": "cpu-fp32", "bits": 32, "accuracy": 1.0,
+             "num-examples": 4},
+        ],
+    )  # fmt: skip
+    return {1: RoundRecord(train=[client, client]), 2: last}
+
+
+def test_results_from_a_hand_built_run():
+    results = build_results(CFG, _rounds(), _history(), wall_seconds=3.14159)
+    assert results["final"] == {
+        "accuracy_by_bits": {"2": 0.7, "32": 0.8},
+        "accuracy_by_tier": {"cpu-fp32": 0.75},
+        "federated_accuracy": 0.75,
+    }
+    assert results["initial_accuracy_by_bits"] == {"2": 0.1, "32": 0.1}
+    assert [d["client"] for d in results["per_device"]] == [0, 1]  # sorted by partition
+    assert results["per_device"][0] == {
+        "client": 0, "tier": "cpu-fp32", "bits": 32, "accuracy": 1.0, "num_examples": 4,
+    }  # fmt: skip
+    first, second = results["history"]
+    assert first["num_trained"] == 2 and first["federated_accuracy"] is None
+    assert first["train_loss"] == 1.5 and second["num_rejected"] == 1
+    assert second["central_accuracy_by_bits"] == {"2": 0.7, "32": 0.8}
+    assert results["wall_seconds"] == 3.14 and results["config"] == CFG.to_flat()
+
+
+def test_results_without_round_records_flower_fedavg():
+    results = build_results(CFG, {}, _history(), 1.0)
+    assert results["per_device"] == [] and results["history"][0]["num_trained"] is None
+
+
+def test_round_records_survive_json():
+    rounds = _rounds()
+    assert records_from_json(records_to_json(rounds)) == rounds

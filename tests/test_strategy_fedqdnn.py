@@ -1,0 +1,132 @@
+"""FedQDNN's reply handling with real Flower Messages: parsing, exclusion, aggregation."""
+
+import numpy as np
+import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedqdnn.compression import quantize_arrays
+from strategies.fedqdnn import FedQDNN, to_arrayrecord
+
+BN = "body.0.bns"
+STATE = {
+    "stem.weight": np.zeros((2, 2), np.float32),
+    f"{BN}.bits2.weight": np.ones(2, np.float32),
+    f"{BN}.bits2.running_mean": np.zeros(2, np.float32),
+    f"{BN}.bits2.running_var": np.ones(2, np.float32),
+    f"{BN}.bits32.weight": np.ones(2, np.float32),
+    f"{BN}.bits32.running_mean": np.zeros(2, np.float32),
+    f"{BN}.bits32.running_var": np.ones(2, np.float32),
+}
+
+
+@pytest.fixture(autouse=True)
+def server_identity(monkeypatch):
+    """The identity a running ServerApp process has (instructions are stamped with it)."""
+    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+
+
+def _instruction(node: int = 1) -> Message:
+    return Message(content=RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
+
+
+def _reply(pid: int, modes, n: int, fill: float, status="trained", arrays=None, **extra):
+    if arrays is None:
+        arrays = {
+            k: np.full_like(v, fill)
+            for k, v in STATE.items()
+            if ".bits" not in k or any(f".bits{b}." in k for b in modes)
+        }
+    metrics = {"num-examples": n, "trained-modes": list(modes), "loss": 0.5, **extra}
+    content = {
+        "metrics": MetricRecord(metrics),
+        "info": ConfigRecord({"tier": "t", "partition-id": pid, "status": status}),
+    }
+    if status == "trained":
+        content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    return Message(content=RecordDict(content), reply_to=_instruction(pid + 1))
+
+
+def _strategy() -> FedQDNN:
+    strategy = FedQDNN(num_clients=4, bit_modes=(2, 32))
+    strategy._global = {k: v.copy() for k, v in STATE.items()}
+    return strategy
+
+
+def test_aggregate_train_weights_shared_by_all_and_modes_by_their_trainers():
+    strategy = _strategy()
+    replies = [
+        _reply(0, (2,), 1, 2.0),  # a 2-bit device
+        _reply(1, (2, 32), 3, 6.0),  # an FP32 device training both modes
+    ]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    out = {k: v.numpy() for k, v in arrays.items()}
+    assert np.allclose(out["stem.weight"], (1 * 2 + 3 * 6) / 4)  # 5.0
+    assert np.allclose(out[f"{BN}.bits2.weight"], 5.0)
+    assert np.allclose(out[f"{BN}.bits32.weight"], 6.0)  # only the FP32 device trained it
+    # pooled variance of means 2 and 6 with weights 1, 3, variances 2 and 6:
+    # mean 5, var = (1 * (2 + 9) + 3 * (6 + 1)) / 4 = 8
+    assert np.allclose(out[f"{BN}.bits2.running_var"], 8.0)
+    assert metrics["num-valid"] == 2 and metrics["train-loss"] == 0.5
+    assert [r["partition-id"] for r in strategy.rounds[1].train] == [0, 1]
+
+
+def test_bad_replies_are_excluded_with_reasons_and_offline_ones_dropped():
+    strategy = _strategy()
+    nan = {k: np.full_like(v, np.nan) for k, v in STATE.items() if ".bits32." not in k}
+    wrong_shape = {k: v.copy() for k, v in STATE.items() if ".bits32." not in k}
+    wrong_shape["stem.weight"] = np.zeros(5, np.float32)
+    replies = [
+        _reply(0, (2,), 1, 2.0),
+        _reply(1, (2,), 1, 0.0, arrays=nan),
+        _reply(2, (2,), 1, 0.0, arrays=wrong_shape),
+        _reply(3, (), 1, 0.0, status="offline"),
+        Message(Error(code=0, reason="Traceback ... RuntimeError: boom"), reply_to=_instruction()),
+        _reply(5, (8,), 1, 0.0),
+    ]
+    arrays, metrics = strategy.aggregate_train(2, replies)
+    reasons = [r["reason"] for r in strategy.rounds[2].rejected]
+    assert len(reasons) == 4
+    assert any("non-finite" in r for r in reasons) and any("shape" in r for r in reasons)
+    assert any("client error" in r and "boom" in r for r in reasons)
+    assert any("not modes of the model" in r for r in reasons)
+    assert strategy.rounds[2].dropped[0]["status"] == "offline"
+    assert metrics["num-valid"] == 1 and metrics["num-rejected"] == 4
+    assert np.allclose(arrays["stem.weight"].numpy(), 2.0)
+
+
+def test_eight_bit_upload_is_decoded_before_aggregation():
+    strategy = _strategy()
+    arrays = {k: v + 0.25 for k, v in STATE.items() if ".bits32." not in k}
+    packed = quantize_arrays(arrays)
+    new, metrics = strategy.aggregate_train(1, [_reply(0, (2,), 2, 0.0, arrays=packed)])
+    assert metrics["num-valid"] == 1
+    assert new["stem.weight"].numpy().dtype == np.float32
+    assert np.allclose(new["stem.weight"].numpy(), 0.25)
+
+
+def test_no_valid_reply_keeps_the_global_model():
+    strategy = _strategy()
+    arrays, metrics = strategy.aggregate_train(1, [_reply(0, (), 1, 0.0, status="straggler")])
+    assert arrays is None and metrics["num-valid"] == 0 and metrics["num-dropped"] == 1
+
+
+def test_seeded_partition_sampling_after_binding():
+    strategy = FedQDNN(num_clients=10, fraction_train=0.3, seed=7)
+    strategy.bind_partitions({p: 100 + p for p in range(10)})
+    instructions = strategy.configure_train(
+        3, to_arrayrecord(STATE), ConfigRecord({"lr": 0.1}), grid=None
+    )
+    expected = np.random.default_rng([7, 3, 0, 1]).choice(10, 3, replace=False)
+    assert sorted(m.metadata.dst_node_id for m in instructions) == sorted(100 + expected)
+    assert all(m.content["config"]["server-round"] == 3 for m in instructions)
