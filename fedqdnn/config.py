@@ -146,6 +146,15 @@ class FederatedConfig(BaseModel):
     fraction_train: Fraction = Field(1.0, description="share of devices sampled to train")
     fraction_evaluate: Fraction = Field(1.0, description="share of devices sampled to evaluate")
     local_epochs: PositiveInt = Field(2, description="local epochs per round")
+    evaluate_every: PositiveInt = Field(
+        1, description="evaluate (central and on devices) every k rounds and at the last round"
+    )
+    final_average: PositiveInt = Field(
+        1, description="final accuracy = mean over the last N evaluations (their models kept)"
+    )
+    target_accuracy: Probability = Field(
+        0.9, description="accuracy whose first crossing per tier is reported (rounds, time)"
+    )
     loss: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(batch_size=32, cosine=False))
     train_modes: TrainModes = Field(

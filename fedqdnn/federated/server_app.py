@@ -37,8 +37,15 @@ from fedqdnn.federated.checkpoint import (
     check_matches,
     save_checkpoint,
 )
-from fedqdnn.federated.report import MODEL_FILE, build_results, save_model, write_results
+from fedqdnn.federated.report import (
+    FINAL_MODELS_DIR,
+    MODEL_FILE,
+    build_results,
+    save_model,
+    write_results,
+)
 from fedqdnn.models import QuantizableModel
+from fedqdnn.round_plan import evaluation_rounds, final_window
 from fedqdnn.training import evaluate
 from strategies.fedavg import PlainFedAvg
 from strategies.fedqdnn import FedQDNN
@@ -58,7 +65,7 @@ class RoundEnd:
     """What the per-round hook learns when a round (round 0: the initial evaluation) ends."""
 
     server_round: int
-    central_accuracy: dict[int, float]
+    central_accuracy: dict[int, float]  # empty in rounds without evaluation
     seconds_since_start: float
 
 
@@ -146,14 +153,19 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
         log(f"resuming after round {first - 1}")
     strategy.bind_partitions(discover_partitions(grid, cfg))
 
-    def central(server_round: int) -> None:
+    def central(server_round: int) -> dict[int, float]:
         accuracy = evaluate_fn(server_round, arrays)
         history.evaluate_metrics_serverapp[server_round] = _central_metrics(accuracy)
+        return accuracy
+
+    def round_ended(server_round: int, accuracy: dict[int, float]) -> None:
         if spec.on_round_end is not None:
             spec.on_round_end(RoundEnd(server_round, accuracy, time.perf_counter() - started))
 
     if first == 1:
-        central(0)
+        round_ended(0, central(0))
+    evaluated = set(evaluation_rounds(cfg.rounds, cfg.evaluate_every))
+    window = final_window(cfg.rounds, cfg.evaluate_every, cfg.final_average)
     flat = cfg.to_flat()  # sent with every instruction: clients need no run config
     for rnd in range(first, cfg.rounds + 1):
         round_start = time.perf_counter()
@@ -169,14 +181,19 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
             arrays = new_arrays
         if train_metrics is not None:
             history.train_metrics_clientapp[rnd] = dict(train_metrics)
-        instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(flat), grid)
-        federated = strategy.aggregate_evaluate(
-            rnd, grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT)
-        )
-        if federated is not None:
-            history.evaluate_metrics_clientapp[rnd] = dict(federated)
-        central(rnd)
+        accuracy: dict[int, float] = {}
+        if rnd in evaluated:
+            instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(flat), grid)
+            federated = strategy.aggregate_evaluate(
+                rnd, grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT)
+            )
+            if federated is not None:
+                history.evaluate_metrics_clientapp[rnd] = dict(federated)
+            accuracy = central(rnd)
+        if rnd in window and rnd != cfg.rounds:  # the last round's model is model.safetensors
+            save_model(out / FINAL_MODELS_DIR / f"model-round{rnd}.safetensors", arrays, cfg)
         history.round_seconds[rnd] = round(time.perf_counter() - round_start, 3)
+        round_ended(rnd, accuracy)
         if cfg.checkpoint_every and (rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds):
             save_checkpoint(
                 out / CHECKPOINT_DIR,
