@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.data import DATASET_NAMES, load_dataset
+from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import MODELS, QuantizableModel, build_model
 from fedqdnn.provenance import versions
@@ -61,7 +62,10 @@ class TrainJob(BaseModel):
     num_samples: NonNegativeInt | None = Field(None, description="mnist1d sample count")
     data_root: str | None = Field(None, description="folder holding CIFAR files")
     width: PositiveInt | None = Field(None, description="model width (multiplier for ResNet)")
-    bit_specific_bn: bool = Field(True, description="one BN per bit mode")
+    bn: BNLayout = Field(
+        BNLayout.BIT_SPECIFIC,
+        description="BN per bit mode: bit-specific, shared-affine (stats per mode) or shared",
+    )
     # measured better than the fixed [0, 1] clip (docs/results.md)
     learnable_clip: bool = Field(True, description="per-mode learnable activation clip")
     recalibrate_bn: bool = Field(
@@ -86,7 +90,7 @@ def _build(job: TrainJob, modes: tuple[int, ...], in_channels: int, num_classes:
         num_classes,
         in_channels,
         width=job.width,
-        bit_specific_bn=job.bit_specific_bn,
+        bn=job.bn,
         learnable_clip=job.learnable_clip,
     )
 

@@ -47,6 +47,7 @@ def _flag(parser: argparse.ArgumentParser, cls: Any, name: str, **kwargs: Any) -
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from fedqdnn.centralized import METHODS, TrainJob
     from fedqdnn.data import DATASET_NAMES
+    from fedqdnn.layers import BNLayout
     from fedqdnn.losses import TEACHERS, ConsistencyConfig
     from fedqdnn.models import MODELS
     from fedqdnn.training import OptimConfig, Optimizer
@@ -71,9 +72,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _flag(p, ConsistencyConfig, "kd_weight", type=float)
     _flag(p, ConsistencyConfig, "temperature", type=float)
     _flag(p, ConsistencyConfig, "teacher", choices=TEACHERS)
-    p.add_argument(
-        "--shared-bn", action="store_true", help="ablation: one BN for all modes (default: off)"
-    )
+    _flag(p, TrainJob, "bn", choices=[layout.value for layout in BNLayout])
     p.add_argument(
         "--clip",
         default="learnable",
@@ -105,7 +104,7 @@ def _run_train(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         data_root=args.data_root,
         width=args.width,
-        bit_specific_bn=not args.shared_bn,
+        bn=args.bn,
         learnable_clip=args.clip == "learnable",
         recalibrate_bn=args.recalibrate_bn,
         loss={

@@ -24,6 +24,7 @@ from pydantic import model_validator as _model_validator
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.data import DATASET_NAMES, DEFAULT_MODEL
 from fedqdnn.hardware import PROPORTION_TOLERANCE, get_profile
+from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import MODELS
 from fedqdnn.partition import PartitionScheme
@@ -172,7 +173,10 @@ class FederatedConfig(BaseModel):
     local_test_fraction: OpenFraction = Field(
         0.2, description="share of a device's data kept for its local test split"
     )
-    bit_specific_bn: bool = Field(True, description="one BN per bit mode (false: one shared BN)")
+    bn: BNLayout = Field(
+        BNLayout.BIT_SPECIFIC,
+        description="BN per bit mode: bit-specific, shared-affine (stats per mode) or shared",
+    )
     learnable_clip: bool = Field(True, description="per-mode learnable activation clip")
     availability: bool = Field(
         False, description="devices online with their profile's probability per round"

@@ -81,7 +81,7 @@ def build_model_for(cfg: FederatedConfig) -> QuantizableModel:
         cfg.bits,
         data.num_classes,
         data.in_channels,
-        bit_specific_bn=cfg.bit_specific_bn,
+        bn=cfg.bn,
         learnable_clip=cfg.learnable_clip,
     )
 
@@ -96,16 +96,14 @@ def initial_model(cfg: FederatedConfig) -> QuantizableModel:
 def _cached_model(
     name: str, modes: tuple[int, ...], num_classes: int, in_channels: int, bn: bool, clip: bool
 ) -> QuantizableModel:
-    return build_model(
-        name, modes, num_classes, in_channels, bit_specific_bn=bn, learnable_clip=clip
-    )
+    return build_model(name, modes, num_classes, in_channels, bn=bn, learnable_clip=clip)
 
 
 def _shared_model(cfg: FederatedConfig) -> QuantizableModel:
     """One model object per architecture and process, reused by every device it simulates."""
     data = run_data(cfg)
     return _cached_model(
-        cfg.model_name, cfg.bits, data.num_classes, data.in_channels, cfg.bit_specific_bn,
+        cfg.model_name, cfg.bits, data.num_classes, data.in_channels, cfg.bn,
         cfg.learnable_clip,
     )  # fmt: skip
 

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from fedqdnn.config import FederatedConfig
 from fedqdnn.hardware import assign_profiles, get_profile
+from fedqdnn.layers import BNLayout
 from fedqdnn.policies import Deploy, TrainModes
 from fedqdnn.quant import FULL_PRECISION
 
@@ -88,12 +89,12 @@ STRATEGIES: dict[str, StrategySpec] = {
         StrategySpec(
             "shared-bn",
             "ablation: one BN shared by all modes, as trained",
-            {"bit_specific_bn": False},
+            {"bn": BNLayout.SHARED},
         ),
         StrategySpec(
             "shared-bn-recal",
             "ablation: shared BN, statistics recalibrated per mode (federated pooling)",
-            {"bit_specific_bn": False},
+            {"bn": BNLayout.SHARED},
             deploy=Deploy.RECALIBRATE,
         ),
         StrategySpec("no-consistency", "ablation: no KL term (plain CE sum)", {"kd_weight": 0.0}),
