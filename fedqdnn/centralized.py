@@ -21,7 +21,7 @@ from fedqdnn.models import MODELS, QuantizableModel, build_model
 from fedqdnn.provenance import versions
 from fedqdnn.tables import markdown_table
 from fedqdnn.training import OptimConfig, evaluate, fit
-from fedqdnn.validation import NonNegativeInt, PositiveInt, Seed, one_line
+from fedqdnn.validation import EpochCount, ModelWidth, SampleCount, Seed, one_line
 
 
 class Method(StrEnum):
@@ -56,12 +56,12 @@ class TrainJob(BaseModel):
         (2, 4, 8, 32), description="bit modes, e.g. 2,4,8,32"
     )
     method: Method = Field(Method.JOINT, description="joint (one model) or dedicated (per mode)")
-    epochs: PositiveInt = Field(20, description="training epochs")
+    epochs: EpochCount = Field(20, description="training epochs")
     seed: Seed = Field(0, description="seed of initialization and batch order")
     data_seed: Seed = Field(0, description="seed of the train/test split")
-    num_samples: NonNegativeInt | None = Field(None, description="mnist1d sample count")
+    num_samples: SampleCount | None = Field(None, description="mnist1d sample count")
     data_root: str | None = Field(None, description="folder holding CIFAR files")
-    width: PositiveInt | None = Field(None, description="model width (multiplier for ResNet)")
+    width: ModelWidth | None = Field(None, description="model width (multiplier for ResNet)")
     bn: BNLayout = Field(
         BNLayout.BIT_SPECIFIC,
         description="BN per bit mode: bit-specific, shared-affine (stats per mode) or shared",

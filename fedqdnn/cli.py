@@ -86,11 +86,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="also report accuracy after per-mode BN recalibration (default: off)",
     )
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
+    _add_overwrite(p)
     p.set_defaults(handler=_run_train)
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results a folder already holds (default: refuse such a folder)",
+    )
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from fedqdnn.centralized import format_table, make_job, run_training
+    from fedqdnn.federated.run_folder import claim
     from fedqdnn.files import write_json
 
     job = make_job(
@@ -121,8 +131,9 @@ def _run_train(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
         },
     )
-    results = run_training(job)
-    write_json(args.out / "results.json", results)
+    with claim(args.out, overwrite=args.overwrite):
+        results = run_training(job)
+        write_json(args.out / "results.json", results)
     print(format_table(results))
     print(f"results written to {args.out / 'results.json'}")
     return 0
@@ -200,6 +211,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="continue the interrupted run in DIR from its last checkpoint (default: none)",
     )
+    _add_overwrite(p)
     p.set_defaults(handler=_run_simulate)
 
 
@@ -216,6 +228,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         default=Path("outputs/compare"),
         help="output folder (default: outputs/compare)",
     )
+    _add_overwrite(p)
     p.set_defaults(handler=_run_compare, seed=None)
 
 
@@ -245,31 +258,31 @@ def scenario_config(args: argparse.Namespace):
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    if not args.cpus_per_client > 0 or not args.gpus_per_client >= 0:
-        raise ValueError("--cpus-per-client must be > 0 and --gpus-per-client >= 0")
-    from fedqdnn.federated.simulation import load_resume, simulate
+    from fedqdnn.federated.simulation import load_resume
+    from fedqdnn.federated.supervisor import simulate_supervised
 
-    resume, out = None, args.out
+    out = args.out
     if args.resume is not None:
         given = [
             f
-            for f in ("scenario", "rounds", "clients", "dataset", "seed")
-            if getattr(args, f) is not None
+            for f in ("scenario", "rounds", "clients", "dataset", "seed", "overwrite")
+            if getattr(args, f) not in (None, False)
         ] + (["set"] if args.set else [])
         if given:
-            raise ValueError(f"--resume takes the run's own config; drop --{given[0]}")
-        cfg, resume = load_resume(args.resume)
+            raise ValueError(f"--resume takes the run's own config and folder; drop --{given[0]}")
+        cfg, _ = load_resume(args.resume)
         out = args.resume
     else:
         cfg = scenario_config(args)
-    results = simulate(
+    results = simulate_supervised(
         cfg,
         out,
-        args.ray_address,
-        args.cpus_per_client,
-        args.gpus_per_client,
-        args.verbose,
-        resume,
+        resume=args.resume is not None,
+        overwrite=args.overwrite,
+        ray_address=args.ray_address,
+        cpus_per_client=args.cpus_per_client,
+        gpus_per_client=args.gpus_per_client,
+        verbose=args.verbose,
     )
     print(format_federated_table(results))
     print(f"results and plots written to {out}")
@@ -294,10 +307,16 @@ def format_federated_table(results: dict) -> str:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    from fedqdnn.federated.supervisor import simulate_supervised
     from simulations.compare import run_comparison, summary_table
     from strategies.baselines import STRATEGIES, get_strategy
 
-    names = [s.strip() for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s.strip()]
+    spec = ",".join(STRATEGIES) if args.strategies is None else args.strategies
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise ValueError(
+            f"--strategies {spec!r} names no strategy; allowed: {', '.join(STRATEGIES)}"
+        )
     for name in names:
         get_strategy(name)
     try:
@@ -307,7 +326,15 @@ def _run_compare(args: argparse.Namespace) -> int:
     if not seeds:
         raise ValueError("--seeds is empty; give e.g. 0,1,2")
     cfg = scenario_config(args)
-    result = run_comparison(cfg, names, seeds, args.out, log=_progress)
+    result = run_comparison(
+        cfg,
+        names,
+        seeds,
+        args.out,
+        simulate_fn=simulate_supervised,
+        log=_progress,
+        overwrite=args.overwrite,
+    )
     print(summary_table(result))
     print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
     return 0
@@ -323,19 +350,27 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_plot(args: argparse.Namespace) -> int:
-    import json
+    from fedqdnn.files import read_json_object
 
     comparison, results = args.directory / "comparison.json", args.directory / "results.json"
     if comparison.is_file():
         from simulations.compare_plots import plot_comparison
 
-        paths = plot_comparison(args.directory, json.loads(comparison.read_text()))
+        path, what = comparison, "a fedqdnn comparison"
+        data = read_json_object(path, ("rows", "strategies", "curves"), what)
+        draw = plot_comparison
     elif results.is_file():
         from fedqdnn.federated.report import plot_results
 
-        paths = plot_results(args.directory, json.loads(results.read_text()))
+        path, what = results, "the results of a fedqdnn simulation"
+        data = read_json_object(path, ("per_device", "history"), what)
+        draw = plot_results
     else:
         raise FileNotFoundError(f"{args.directory} holds neither comparison.json nor results.json")
+    try:
+        paths = draw(args.directory, data)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as err:
+        raise ValueError(f"{path} is not {what}: {type(err).__name__} {err}") from None
     print("\n".join(str(p) for p in paths))
     return 0
 
@@ -385,16 +420,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedqdnn`` console script."""
+    from fedqdnn.federated.supervisor import Interrupted, interruptible
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        with interruptible():
+            return int(args.handler(args) or 0)
+    except Interrupted as stop:
+        print(f"fedqdnn: {_interrupted_line(stop, args.command)}", file=sys.stderr)
+        return stop.exit_code
     except (ValueError, FileNotFoundError) as err:
         print(f"fedqdnn: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
+    except (RuntimeError, FloatingPointError, OSError) as err:
         print(f"fedqdnn: run failed: {err}", file=sys.stderr)
         return 1
+
+
+def _interrupted_line(stop, command: str) -> str:
+    """What an interrupted command reached and kept, and how to continue."""
+    import shlex
+
+    from fedqdnn.federated.run_folder import checkpoint_round
+
+    line = str(stop)
+    if command == "compare":
+        return f"{line}; finished runs are kept, run the same command again to continue"
+    if stop.out is None:  # train, plot, bench, or a simulation that had not started
+        return f"{line}; no result was written"
+    done, total = stop.rounds_done, stop.rounds
+    if done is None:
+        line += " before the first round"
+    elif done < total:
+        line += f" in round {done + 1} of {total}"
+    else:
+        line += " while writing the results"
+    kept = checkpoint_round(stop.out)
+    if kept is None:
+        return f"{line}; no checkpoint was written, run the same command again to start over"
+    return (
+        f"{line}; the checkpoint of round {kept} is kept, continue with: "
+        f"fedqdnn simulate --resume {shlex.quote(str(stop.out))}"
+    )
 
 
 if __name__ == "__main__":

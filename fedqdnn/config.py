@@ -13,7 +13,6 @@ flat form their fields sit beside the others (``kd-weight``, ``lr``, ``batch-siz
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -32,13 +31,17 @@ from fedqdnn.policies import BNStats, TrainModes
 from fedqdnn.round_plan import FAULTS, Slowdown
 from fedqdnn.training import OptimConfig
 from fedqdnn.validation import (
+    SLOWDOWN_LIMIT,
+    Concentration,
+    EpochCount,
     Fraction,
-    NonNegativeFloat,
     NonNegativeInt,
     OpenFraction,
-    PositiveFloat,
     PositiveInt,
     Probability,
+    RoundCount,
+    SampleCount,
+    Seconds,
     Seed,
     one_line,
 )
@@ -143,10 +146,10 @@ class FederatedConfig(BaseModel):
         description="hardware profile -> share of the fleet, e.g. 'cpu-fp32:0.5,mcu-int2:0.5'",
     )
     num_clients: PositiveInt = Field(10, description="devices in the fleet")
-    rounds: PositiveInt = Field(15, description="federated rounds")
+    rounds: RoundCount = Field(15, description="federated rounds")
     fraction_train: Fraction = Field(1.0, description="share of devices sampled to train")
     fraction_evaluate: Fraction = Field(1.0, description="share of devices sampled to evaluate")
-    local_epochs: PositiveInt = Field(2, description="local epochs per round")
+    local_epochs: EpochCount = Field(2, description="local epochs per round")
     evaluate_every: PositiveInt = Field(
         1, description="evaluate (central and on devices) every k rounds and at the last round"
     )
@@ -169,7 +172,7 @@ class FederatedConfig(BaseModel):
         (), description="partition ids taking part, e.g. '0,3,7' ('' = all)"
     )
     partition: PartitionScheme = Field(PartitionScheme.IID, description="data split over devices")
-    alpha: PositiveFloat = Field(0.5, description="Dirichlet concentration (partition=dirichlet)")
+    alpha: Concentration = Field(0.5, description="Dirichlet concentration (partition=dirichlet)")
     local_test_fraction: OpenFraction = Field(
         0.2, description="share of a device's data kept for its local test split"
     )
@@ -181,7 +184,7 @@ class FederatedConfig(BaseModel):
     availability: bool = Field(
         False, description="devices online with their profile's probability per round"
     )
-    deadline_seconds: NonNegativeFloat = Field(
+    deadline_seconds: Seconds = Field(
         0.0, description="simulated round deadline in seconds (0 = none)"
     )
     slowdown: Annotated[tuple[Slowdown, ...], BeforeValidator(_parse_slowdown)] = Field(
@@ -195,7 +198,7 @@ class FederatedConfig(BaseModel):
     checkpoint_every: NonNegativeInt = Field(
         1, description="rounds between checkpoints (0 = never)"
     )
-    num_samples: NonNegativeInt = Field(0, description="mnist1d sample count (0 = default)")
+    num_samples: SampleCount = Field(0, description="mnist1d sample count (0 = default)")
     data_root: str = Field("", description="folder holding local data files (CIFAR)")
     data_seed: Seed = Field(0, description="seed of the data set's train/test split")
     seed: Seed = Field(0, description="seed of partitions, tiers, sampling and training")
@@ -225,13 +228,13 @@ class FederatedConfig(BaseModel):
                 f"in 0..{self.num_clients - 1}"
             )
         for entry in self.slowdown:
-            if entry.tier not in self.tiers or entry.start_round < 1 or not entry.factor > 0:
+            factor_ok = 0 < entry.factor <= SLOWDOWN_LIMIT  # False for nan
+            if entry.tier not in self.tiers or entry.start_round < 1 or not factor_ok:
                 raise ValueError(
                     f"slowdown entry {_format_slowdown((entry,))!r} is not allowed: "
-                    "TIER:ROUND:FACTOR with a tier of this scenario, ROUND >= 1, FACTOR > 0"
+                    "TIER:ROUND:FACTOR with a tier of this scenario, ROUND >= 1, "
+                    f"0 < FACTOR <= {SLOWDOWN_LIMIT:g}"
                 )
-            if not math.isfinite(entry.factor):
-                raise ValueError(f"slowdown factor {entry.factor} must be finite")
         systems = (
             self.availability
             or self.deadline_seconds

@@ -7,6 +7,7 @@ read torchvision's on-disk format from a local root; ``synthetic`` is for fast t
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,17 @@ class DatasetSplits:
     def default_model(self) -> str:
         """Registry name of the model that fits this data set's input shape."""
         return DEFAULT_MODEL[self.name]
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Digest of every example and label: a run resumed on other data is refused."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{self.name}:{self.num_classes}".encode())
+        for tensor in (self.x_train, self.y_train, self.x_test, self.y_test):
+            array = np.ascontiguousarray(tensor.numpy())
+            digest.update(str((array.dtype.str, array.shape)).encode())
+            digest.update(array.data)
+        return digest.hexdigest()
 
 
 class DatasetFilesMissing(FileNotFoundError):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from fedqdnn.validation import NonNegativeFloat, PositiveFloat
+from fedqdnn.validation import LossWeight, Temperature
 
 
 class Teacher(StrEnum):
@@ -35,14 +35,12 @@ TEACHERS = tuple(t.value for t in Teacher)
 class ConsistencyConfig:
     """Weights of the consistency loss. ``kd_weight=0`` is the no-consistency ablation."""
 
-    ce_weight: NonNegativeFloat = Field(
-        1.0, description="weight of each lower mode's cross-entropy term"
-    )
-    kd_weight: NonNegativeFloat = Field(
+    ce_weight: LossWeight = Field(1.0, description="weight of each lower mode's cross-entropy term")
+    kd_weight: LossWeight = Field(
         1.0,
         description="weight of each lower mode's T^2 KL term to its teacher (0: no consistency)",
     )
-    temperature: PositiveFloat = Field(1.0, description="distillation temperature T")
+    temperature: Temperature = Field(1.0, description="distillation temperature T")
     teacher: Teacher = Field(
         Teacher.TOP, description="teacher of a lower mode: top (top mode) or next (next mode up)"
     )

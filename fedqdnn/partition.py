@@ -22,6 +22,7 @@ class PartitionScheme(StrEnum):
 
 
 PARTITION_SCHEMES = tuple(s.value for s in PartitionScheme)
+MIN_PARTITION_SIZE = 2  # examples a device needs at least: one to train, one to test locally
 
 
 def _label_dataset(labels: np.ndarray):
@@ -44,7 +45,7 @@ def partition_indices(
     scheme: str = "iid",
     alpha: float = 0.5,
     seed: int = 0,
-    min_partition_size: int = 2,
+    min_partition_size: int = MIN_PARTITION_SIZE,
 ) -> list[np.ndarray]:
     """Split sample indices ``0..len(labels)-1`` into ``num_partitions`` disjoint client sets.
 
@@ -168,4 +169,10 @@ def split_local(
     return np.sort(shuffled[n_test:]), np.sort(shuffled[:n_test])
 
 
-__all__ = ["PARTITION_SCHEMES", "PartitionScheme", "partition_indices", "split_local"]
+__all__ = [
+    "MIN_PARTITION_SIZE",
+    "PARTITION_SCHEMES",
+    "PartitionScheme",
+    "partition_indices",
+    "split_local",
+]

@@ -84,7 +84,10 @@ def plot_comparison(out: Path, result: dict) -> list[Path]:
 
 
 def _save(fig, path: Path, plt) -> Path:
+    """Save atomically: a plot is either the old one or the complete new one."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120)
     plt.close(fig)
+    tmp.replace(path)
     return path
