@@ -115,7 +115,7 @@ def simulate_supervised(
     out = Path(out)
     ray_address = options.get("ray_address") or os.environ.get("RAY_ADDRESS")
     options["ray_address"] = ray_address
-    _, identity = prepare(
+    checkpoint, identity = prepare(
         cfg,
         out,
         resume=resume,
@@ -126,14 +126,16 @@ def simulate_supervised(
     )
     with claim(out, resume=resume, overwrite=overwrite, identity=identity) as lock_fd:
         spec = {"config": cfg.to_flat(), "out": str(out), "resume": resume, "options": options}
-        progress = _supervise(spec, lock_fd, cfg.rounds, out, bool(ray_address))
+        done = checkpoint.round if checkpoint is not None else None
+        progress = _supervise(spec, lock_fd, _Progress(rounds_done=done), cfg.rounds, out)
     if progress.error is not None:
         raise (ValueError if progress.exit_code == 2 else RuntimeError)(progress.error)
     return json.loads((out / "results.json").read_text())
 
 
-def _supervise(spec: dict, lock_fd: int, rounds: int, out: Path, remote: bool) -> _Progress:
-    """Start the child, follow its reports until it ends; end its session in every case."""
+def _supervise(spec: dict, lock_fd: int, progress: _Progress, rounds: int, out: Path) -> _Progress:
+    """Start the child, follow its reports into ``progress`` until it ends; end its session in
+    every case."""
     read_fd, write_fd = os.pipe()
     env = {
         **os.environ,
@@ -148,7 +150,6 @@ def _supervise(spec: dict, lock_fd: int, rounds: int, out: Path, remote: bool) -
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
-    progress = _Progress()
     proc = None
     try:
         proc = subprocess.Popen(
@@ -161,7 +162,7 @@ def _supervise(spec: dict, lock_fd: int, rounds: int, out: Path, remote: bool) -
         )
         os.close(write_fd)
         write_fd = -1
-        _follow(proc, read_fd, progress, remote, spec["options"].get("ray_address"))
+        _follow(proc, read_fd, progress, spec["options"].get("ray_address"))
     except Interrupted as stop:
         if proc is not None:
             end_session(proc)
@@ -178,9 +179,7 @@ def _supervise(spec: dict, lock_fd: int, rounds: int, out: Path, remote: bool) -
     return progress
 
 
-def _follow(
-    proc: subprocess.Popen, read_fd: int, progress: _Progress, remote: bool, address: object
-) -> None:
+def _follow(proc: subprocess.Popen, read_fd: int, progress: _Progress, address: object) -> None:
     """Read the child's reports until it closes the pipe and exits."""
     buffer = b""
     while True:
@@ -195,7 +194,7 @@ def _follow(
             return
         since = progress.connecting_since
         late = since is not None and time.monotonic() - since > RAY_CONNECT_SECONDS
-        if remote and late and not progress.connected:
+        if address and late and not progress.connected:
             progress.error = (
                 f"--ray-address {address}: no Ray cluster answered within "
                 f"{RAY_CONNECT_SECONDS:.0f}s; check the address (`ray status` on the head node)"
