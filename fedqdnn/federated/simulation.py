@@ -177,8 +177,9 @@ def _run_engine(
 ) -> dict:
     from flwr.simulation import run_simulation  # importing flwr resets its logger level
 
-    if not verbose:
-        logging.getLogger("flwr").setLevel(logging.ERROR)
+    if not verbose:  # at least ERROR (the supervised child silences it entirely)
+        flwr_log = logging.getLogger("flwr")
+        flwr_log.setLevel(max(flwr_log.level, logging.ERROR))
     import ray
 
     from fedqdnn.federated.client_app import app as client_app

@@ -279,8 +279,10 @@ def _child_main(argv: list[str]) -> None:
         from fedqdnn.federated.simulation import connect_ray, simulate
 
         options = spec["options"]
-        if not options.get("verbose"):  # the supervisor prints the one line
+        if not options.get("verbose"):  # the supervisor prints the one line, no log dumps
             import logging
+
+            import flwr.simulation  # noqa: F401 (importing flwr resets its logger level)
 
             logging.getLogger("flwr").setLevel(logging.CRITICAL + 1)
         cfg = from_flat(spec["config"])
