@@ -307,7 +307,6 @@ def format_federated_table(results: dict) -> str:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from fedqdnn.federated.supervisor import simulate_supervised
     from simulations.compare import run_comparison, summary_table
     from strategies.baselines import STRATEGIES, get_strategy
 
@@ -326,15 +325,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     if not seeds:
         raise ValueError("--seeds is empty; give e.g. 0,1,2")
     cfg = scenario_config(args)
-    result = run_comparison(
-        cfg,
-        names,
-        seeds,
-        args.out,
-        simulate_fn=simulate_supervised,
-        log=_progress,
-        overwrite=args.overwrite,
-    )
+    result = run_comparison(cfg, names, seeds, args.out, log=_progress, overwrite=args.overwrite)
     print(summary_table(result))
     print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
     return 0

@@ -195,12 +195,15 @@ def run_comparison(
 
     ``out`` is held for the comparison (:func:`~fedqdnn.federated.run_folder.claim`): one
     comparison at a time, a finished one replaced only with ``overwrite``. ``simulate_fn``
-    is :func:`~fedqdnn.federated.simulation.simulate` or has its signature.
+    (default :func:`~fedqdnn.federated.supervisor.simulate_supervised`) has the signature
+    of :func:`~fedqdnn.federated.simulation.simulate`.
     """
     if not strategies or not seeds:
         raise ValueError("a comparison needs at least one strategy and one seed")
     for name in strategies:
         get_strategy(name)  # fail before any work
+    for seed in seeds:
+        cfg.replace(seed=seed)
     with claim(Path(out), overwrite=overwrite):
         return _compare(cfg, strategies, seeds, Path(out), simulate_fn, log)
 
@@ -213,8 +216,8 @@ def _compare(
     simulate_fn: Callable[..., dict] | None,
     log: Callable[[str], None],
 ) -> dict:
-    if simulate_fn is None:
-        from fedqdnn.federated.simulation import simulate as simulate_fn  # noqa: N811
+    if simulate_fn is None:  # each run in a supervised child: Ctrl-C ends it at once
+        from fedqdnn.federated.supervisor import simulate_supervised as simulate_fn
     started = time.perf_counter()
     rows, curves, devices = [], {}, {}
     jobs = [(seed, name) for seed in seeds for name in strategies]

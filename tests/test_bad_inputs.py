@@ -359,6 +359,7 @@ def test_train_refuses_a_file_and_a_finished_result_before_training(tmp_path, ca
         (["compare", "--strategies", ","], "--strategies ',' names no strategy"),
         (["compare", "--seeds", "0,x"], "--seeds"),
         (["compare", "--seeds", ","], "--seeds is empty"),
+        (["compare", "--seeds", "0,-1"], "seed = -1 is not allowed"),
         (["compare", "--set", "lr=nan"], "lr = 'nan'"),
     ],
 )
