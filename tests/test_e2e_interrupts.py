@@ -3,7 +3,8 @@ one line, with its checkpoint kept and no process of the run left; one run per f
 
 Two Flower + Ray runs: the first is interrupted (SIGINT) after its first checkpoint, while it
 runs a second simulate on the same folder is refused; the second resumes the first and is
-stopped (SIGTERM) while under way. Only processes these runs started are ever killed.
+stopped (SIGTERM) while under way. Then a cluster address that never answers ends a run in
+one line (no Flower run). Only processes these tests started are ever killed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -21,7 +23,7 @@ import pytest
 
 from fedqdnn.federated.run_folder import checkpoint_round
 from fedqdnn.federated.simulation import load_resume
-from fedqdnn.federated.supervisor import session_members
+from fedqdnn.federated.supervisor import RAY_CONNECT_SECONDS, session_members
 from tests.e2e_helpers import BIN, REPO, run
 
 pytestmark = pytest.mark.e2e
@@ -154,3 +156,25 @@ def test_sigint_and_sigterm_stop_a_run_and_keep_a_resumable_checkpoint(tmp_path)
     assert f"already holds an unfinished run (checkpoint of round {again})" in log
     cfg, checkpoint = load_resume(out)  # what --resume would continue
     assert checkpoint.round == again and cfg.rounds == 4 and cfg.num_clients == 2
+
+
+def test_a_ray_address_that_never_answers_fails_in_one_line(tmp_path):
+    """The port accepts TCP connections (the probe passes) but speaks no Ray: Ray would wait
+    for it forever; the run ends after the connection deadline, in one line."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        sim = Simulation(*ARGS, "--ray-address", address, "--out", str(tmp_path / "run"))
+        try:
+            sim.wait_until(lambda: sim.proc.poll() is not None, timeout=300)
+            sim._reader.join(timeout=10)
+        finally:
+            sim.cleanup()
+    assert sim.proc.returncode == 2
+    assert sim.lines == [
+        f"fedqdnn: error: --ray-address {address}: no Ray cluster answered within "
+        f"{RAY_CONNECT_SECONDS:.0f}s; check the address (`ray status` on the head node)"
+    ]
+    assert not [pid for pid in sim.seen if _alive(pid)]
+    assert not (tmp_path / "run" / "results.json").exists()

@@ -133,3 +133,15 @@ def test_lock_file_names_its_holder_while_held(tmp_path):
     out = tmp_path / "run"
     with claim(out):
         assert (out / ".fedqdnn.lock").read_text() == str(os.getpid())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
+def test_a_read_only_folder_is_refused(tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        with pytest.raises(FolderError, match="is not writable"):
+            check_folder(out)
+    finally:
+        out.chmod(0o700)

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -123,3 +124,19 @@ def test_fleet_memory_bound():
     with pytest.raises(ValueError, match="allowed: at most 718"):
         check_fleet(cfg.replace(num_clients=719))
     check_fleet(cfg.replace(num_clients=718))
+
+
+def test_ctrl_c_during_training_exits_130_in_one_line(tmp_path, capsys):
+    from fedqdnn.cli import main
+
+    out = tmp_path / "train"
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        code = main(["train", "--epochs", "10000", "--out", str(out)])
+    finally:
+        timer.cancel()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130
+    assert err[-1] == "fedqdnn: interrupted by SIGINT; no result was written"
+    assert not (out / "results.json").exists()

@@ -55,6 +55,7 @@ def simulate(
     on_round_end: Callable[[RoundEnd], None] | None = None,
     overwrite: bool = False,
     folder_claimed: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Run ``cfg`` (one virtual SuperNode per participating partition); return results.json.
 
@@ -62,7 +63,8 @@ def simulate(
     a local one. ``resume`` continues the run in ``out`` from its checkpoint; a folder holding
     a run is otherwise refused unless ``overwrite``. The folder is locked for the run unless
     the caller already holds it (``folder_claimed``). ``on_round_end`` is called in this
-    process after every round. Raises RuntimeError if the run produced no results.
+    process after every round; ``log`` receives the server's progress lines (default:
+    stderr). Raises RuntimeError if the run produced no results.
     """
     ray_address = ray_address or os.environ.get("RAY_ADDRESS")
     out = Path(out)
@@ -82,10 +84,8 @@ def simulate(
         else claim(out, resume=resume, overwrite=overwrite, identity=identity)
     )
     with folder:
-        return _run_engine(
-            cfg, out, checkpoint, ray_address, cpus_per_client, gpus_per_client, verbose,
-            on_round_end,
-        )  # fmt: skip
+        spec = RunSpec(cfg, out, checkpoint, on_round_end, **({"log": log} if log else {}))
+        return _run_engine(spec, ray_address, cpus_per_client, gpus_per_client, verbose)
 
 
 def prepare(
@@ -166,14 +166,11 @@ def connect_ray(
 
 
 def _run_engine(
-    cfg: FederatedConfig,
-    out: Path,
-    checkpoint: Checkpoint | None,
+    spec: RunSpec,
     ray_address: str | None,
     cpus_per_client: float,
     gpus_per_client: float,
     verbose: bool,
-    on_round_end: Callable[[RoundEnd], None] | None,
 ) -> dict:
     from flwr.simulation import run_simulation  # importing flwr resets its logger level
 
@@ -184,13 +181,13 @@ def _run_engine(
 
     from fedqdnn.federated.client_app import app as client_app
 
-    results_file = out / RESULTS_FILE
+    results_file = spec.out / RESULTS_FILE
     connect_ray(ray_address, cpus_per_client, gpus_per_client, verbose)
     try:
         run_simulation(
-            server_app=build_app(RunSpec(cfg, out, checkpoint, on_round_end)),
+            server_app=build_app(spec),
             client_app=client_app,
-            num_supernodes=cfg.num_nodes,
+            num_supernodes=spec.config.num_nodes,
             backend_config={  # type: ignore[arg-type]
                 "client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client}
             },

@@ -13,8 +13,10 @@ session (Ray's GCS, raylet, agents and workers all join that session) and only s
 * the child dies with its supervisor (``PR_SET_PDEATHSIG``), so a run never outlives the
   process that holds its folder's lock;
 * the child reports over a pipe, one JSON object per line: ``{"ray": "connecting"}``,
-  ``{"ray": "connected"}``, ``{"round": k}`` after every round, and
-  ``{"error": "...", "exit": 1 | 2}`` before it exits on an error.
+  ``{"ray": "connected"}``, ``{"log": "..."}`` (a progress line, printed here),
+  ``{"round": k}`` after every round, and ``{"error": "...", "exit": 1 | 2}`` before it
+  exits on an error. Its own output (Ray's and Flower's logs) is discarded unless
+  ``verbose``, so a failure is one line.
 
 A cluster that does not answer within :data:`RAY_CONNECT_SECONDS` of the child's connection
 attempt ends the run with one line.
@@ -151,6 +153,7 @@ def _supervise(spec: dict, lock_fd: int, progress: _Progress, rounds: int, out: 
             os._exit(1)
 
     proc = None
+    verbose = bool(spec["options"].get("verbose"))
     try:
         proc = subprocess.Popen(
             [sys.executable, "-P", "-m", __name__, json.dumps({**spec, "events_fd": write_fd})],
@@ -158,6 +161,8 @@ def _supervise(spec: dict, lock_fd: int, progress: _Progress, rounds: int, out: 
             start_new_session=True,
             preexec_fn=die_with_parent,
             stdin=subprocess.DEVNULL,
+            stdout=None if verbose else subprocess.DEVNULL,
+            stderr=None if verbose else subprocess.DEVNULL,
             env=env,
         )
         os.close(write_fd)
@@ -180,7 +185,7 @@ def _supervise(spec: dict, lock_fd: int, progress: _Progress, rounds: int, out: 
 
 
 def _follow(proc: subprocess.Popen, read_fd: int, progress: _Progress, address: object) -> None:
-    """Read the child's reports until it closes the pipe and exits."""
+    """Read the child's reports until it reports an error or ends (every report read)."""
     buffer = b""
     while True:
         ready, _, _ = select.select([read_fd], [], [], POLL_SECONDS)
@@ -189,9 +194,10 @@ def _follow(proc: subprocess.Popen, read_fd: int, progress: _Progress, address: 
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
             _note(json.loads(line), progress)
-        if progress.error is not None or (ready and not chunk) or proc.poll() is not None:
-            proc.wait()
-            return
+        if progress.error is not None or (ready and not chunk):
+            return  # the child reported its error, or closed the pipe: it has ended
+        if not ready and proc.poll() is not None:
+            return  # it ended and nothing is left to read
         since = progress.connecting_since
         late = since is not None and time.monotonic() - since > RAY_CONNECT_SECONDS
         if address and late and not progress.connected:
@@ -208,6 +214,8 @@ def _note(event: dict, progress: _Progress) -> None:
         progress.connecting_since = time.monotonic()
     elif event.get("ray") == "connected":
         progress.connected = True
+    elif "log" in event:
+        print(event["log"], file=sys.stderr, flush=True)
     elif "round" in event:
         progress.rounds_done = int(event["round"])
     elif "error" in event:
@@ -300,6 +308,7 @@ def _child_main(argv: list[str]) -> None:
             resume=bool(spec["resume"]),
             folder_claimed=True,
             on_round_end=lambda end: emit(round=end.server_round),
+            log=lambda line: emit(log=line),
             **options,
         )
     except (ValueError, FileNotFoundError) as err:
