@@ -46,13 +46,12 @@ def _flag(parser: argparse.ArgumentParser, cls: Any, name: str, **kwargs: Any) -
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from fedqdnn.centralized import METHODS, TrainJob
-    from fedqdnn.data import DATASET_NAMES
     from fedqdnn.losses import TEACHERS, ConsistencyConfig
     from fedqdnn.models import MODELS
     from fedqdnn.training import OptimConfig, Optimizer
 
     p = sub.add_parser("train", help="train one Quantizable DNN (joint) or one model per mode")
-    _flag(p, TrainJob, "dataset", choices=DATASET_NAMES)
+    _flag(p, TrainJob, "dataset")
     _flag(p, TrainJob, "model", choices=sorted(MODELS))
     _flag(p, TrainJob, "bits")
     _flag(p, TrainJob, "method", choices=METHODS)
@@ -61,6 +60,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _flag(p, TrainJob, "data_seed", type=int)
     _flag(p, TrainJob, "num_samples", type=int)
     _flag(p, TrainJob, "data_root")
+    _flag(p, TrainJob, "image_column")
+    _flag(p, TrainJob, "label_column")
+    _add_download(p)
     _flag(p, TrainJob, "width", type=int)
     _flag(p, OptimConfig, "optimizer", choices=[o.value for o in Optimizer])
     _flag(p, OptimConfig, "lr", type=float)
@@ -104,6 +106,9 @@ def _run_train(args: argparse.Namespace) -> int:
         data_seed=args.data_seed,
         num_samples=args.num_samples,
         data_root=args.data_root,
+        download=args.download,
+        image_column=args.image_column,
+        label_column=args.label_column,
         width=args.width,
         bit_specific_bn=not args.shared_bn,
         learnable_clip=args.clip == "learnable",
@@ -132,6 +137,15 @@ def _run_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- simulate / compare
 
 
+def _add_download(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch data not found locally: cifar10/100 via torchvision, hf: data sets via "
+        "Flower Datasets (default: off, local files only)",
+    )
+
+
 def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by simulate and compare: a scenario and overrides of its keys."""
     from fedqdnn.config import FLAT_KEYS
@@ -150,9 +164,10 @@ def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset",
         default=None,
-        choices=DATASET_NAMES,
-        help="data set, with its default model (default: the scenario's)",
+        help=f"{', '.join(DATASET_NAMES)} or hf:<Hugging Face dataset>, with the model that "
+        "fits its input shape (default: the scenario's)",
     )
+    _add_download(p)
     p.add_argument(
         "--set",
         action="append",
@@ -242,7 +257,11 @@ def scenario_config(args: argparse.Namespace):
             flat[key] = value
     if args.dataset is not None and not any(k.startswith("model") for k in flat):
         flat["model"] = ""  # the new data set's default model
-    return from_flat(flat, base=cfg)
+    if args.download:
+        flat["download"] = True
+    from fedqdnn.device import resolve_fleet
+
+    return resolve_fleet(from_flat(flat, base=cfg))
 
 
 def _run_simulate(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic import model_validator as _model_validator
 
 from fedqdnn.bitmodes import parse_bit_modes
-from fedqdnn.data import DATASET_NAMES, DEFAULT_MODEL
+from fedqdnn.data import check_dataset_name, is_hf_name
 from fedqdnn.hardware import PROPORTION_TOLERANCE, get_profile
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import MODELS
@@ -106,15 +106,9 @@ def _format_slowdown(entries: tuple[Slowdown, ...]) -> str:
     return ",".join(f"{e.tier}:{e.start_round}:{e.factor:g}" for e in entries)
 
 
-def _dataset_name(name: object) -> object:
-    if name not in DATASET_NAMES:
-        raise ValueError(f"allowed: {', '.join(DATASET_NAMES)}")
-    return name
-
-
 def _model_name(name: object) -> object:
     if name and name not in MODELS:
-        raise ValueError(f"allowed: {', '.join(sorted(MODELS))} or '' (the data set's model)")
+        raise ValueError(f"allowed: {', '.join(sorted(MODELS))} or '' (by the data's shape)")
     return name
 
 
@@ -130,18 +124,20 @@ class FederatedConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
-    dataset: Annotated[str, BeforeValidator(_dataset_name)] = Field(
-        "digits", description="data set"
+    dataset: Annotated[str, BeforeValidator(check_dataset_name)] = Field(
+        "digits", description="data set: a built-in one or hf:<Hugging Face dataset>"
     )
     model: Annotated[str, BeforeValidator(_model_name)] = Field(
-        "", description="model name ('' = the data set's default model)"
+        "", description="model name ('' = chosen by the data's input shape)"
     )
     bits: BitModes = Field((2, 4, 32), description="the model's bit modes, e.g. '2,4,32'")
     tiers: Annotated[dict[str, TierShare], BeforeValidator(parse_tiers)] = Field(
         default_factory=lambda: {"mcu-int2": 0.3333, "phone-npu-int4": 0.3333, "cpu-fp32": 0.3334},
         description="hardware profile -> share of the fleet, e.g. 'cpu-fp32:0.5,mcu-int2:0.5'",
     )
-    num_clients: PositiveInt = Field(10, description="devices in the fleet")
+    num_clients: NonNegativeInt = Field(
+        10, description="devices in the fleet (0 with partition = natural: one per id)"
+    )
     rounds: PositiveInt = Field(15, description="federated rounds")
     fraction_train: Fraction = Field(1.0, description="share of devices sampled to train")
     fraction_evaluate: Fraction = Field(1.0, description="share of devices sampled to evaluate")
@@ -160,6 +156,9 @@ class FederatedConfig(BaseModel):
     )
     partition: PartitionScheme = Field(PartitionScheme.IID, description="data split over devices")
     alpha: PositiveFloat = Field(0.5, description="Dirichlet concentration (partition=dirichlet)")
+    partition_by: str = Field(
+        "", description="column of natural ids for partition = natural, e.g. 'writer_id'"
+    )
     local_test_fraction: OpenFraction = Field(
         0.2, description="share of a device's data kept for its local test split"
     )
@@ -183,7 +182,14 @@ class FederatedConfig(BaseModel):
         1, description="rounds between checkpoints (0 = never)"
     )
     num_samples: NonNegativeInt = Field(0, description="mnist1d sample count (0 = default)")
-    data_root: str = Field("", description="folder holding local data files (CIFAR)")
+    data_root: str = Field(
+        "", description="local data: CIFAR files, or a copy of an hf: data set (docs/data.md)"
+    )
+    download: bool = Field(
+        False, description="fetch data not found locally (cifar10/100 and hf: data sets)"
+    )
+    image_column: str = Field("", description="hf: image column ('' = the one Image feature)")
+    label_column: str = Field("", description="hf: label column ('' = the one ClassLabel)")
     data_seed: Seed = Field(0, description="seed of the data set's train/test split")
     seed: Seed = Field(0, description="seed of partitions, tiers, sampling and training")
 
@@ -205,8 +211,11 @@ class FederatedConfig(BaseModel):
                 f"tiers: proportions sum to {total:.4g}; they must sum to 1 "
                 f"(+-{PROPORTION_TOLERANCE:g})"
             )
+        self._check_data_keys()
         ids = self.participants
-        if any(p >= self.num_clients for p in ids) or len(set(ids)) != len(ids):
+        if self.num_clients and (
+            any(p >= self.num_clients for p in ids) or len(set(ids)) != len(ids)
+        ):
             raise ValueError(
                 f"participants = {to_flat_value(ids)!r} is not allowed: distinct partition ids "
                 f"in 0..{self.num_clients - 1}"
@@ -232,6 +241,27 @@ class FederatedConfig(BaseModel):
             )
         return self
 
+    def _check_data_keys(self) -> None:
+        """Natural partitions and column names need an hf: data set (built-ins have neither)."""
+        natural = self.partition == PartitionScheme.NATURAL
+        if natural and not self.partition_by:
+            raise ValueError(
+                "partition = 'natural' needs partition-by = the column of natural ids, "
+                "e.g. 'writer_id'"
+            )
+        if self.num_clients == 0 and not natural:
+            raise ValueError(
+                "num-clients = 0 (one device per natural id) needs partition = 'natural'; "
+                "otherwise give the number of devices, >= 1"
+            )
+        if not is_hf_name(self.dataset):
+            for key in ("partition_by", "image_column", "label_column"):
+                if getattr(self, key) and (key != "partition_by" or natural):
+                    raise ValueError(
+                        f"{key.replace('_', '-')} = {getattr(self, key)!r} needs an hf: data "
+                        f"set; {self.dataset} has no such column"
+                    )
+
     # ------------------------------------------------------------ derived values
 
     @property
@@ -242,17 +272,17 @@ class FederatedConfig(BaseModel):
     @property
     def participant_ids(self) -> list[int]:
         """Partition ids taking part in training (all of the fleet by default)."""
+        if self.num_clients == 0:
+            raise ValueError(
+                "num-clients = 0 (one device per natural id) is resolved from the data first "
+                "(fedqdnn simulate / compare do; with flwr run, give the number of devices)"
+            )
         return list(self.participants) if self.participants else list(range(self.num_clients))
 
     @property
     def num_nodes(self) -> int:
         """SuperNodes the run needs: one per participating partition."""
         return len(self.participant_ids)
-
-    @property
-    def model_name(self) -> str:
-        """The model to build (the data set's default when none is given)."""
-        return self.model or DEFAULT_MODEL[self.dataset]
 
     # ------------------------------------------------------------ flat form
 
