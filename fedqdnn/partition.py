@@ -9,6 +9,8 @@ algorithm to Flower baselines (niid_bench, FEMNIST by writer etc.).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from enum import StrEnum
 
@@ -177,7 +179,9 @@ def _natural(groups: np.ndarray, num_partitions: int, seed: int, min_size: int) 
 
     partitioner = NaturalIdPartitioner(partition_by="group")
     partitioner.dataset = _label_dataset(groups, column="group")
-    parts = [p for p in _indices_of(partitioner, partitioner.num_partitions) if len(p) >= min_size]
+    with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar, once per process
+        everyone = _indices_of(partitioner, partitioner.num_partitions)
+    parts = [p for p in everyone if len(p) >= min_size]
     if num_partitions > len(parts):
         raise ValueError(
             f"{num_partitions} natural partitions asked for, but only {len(parts)} ids hold >= "
