@@ -28,7 +28,7 @@ from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import MODELS
 from fedqdnn.partition import PartitionScheme
-from fedqdnn.policies import BNStats, TrainModes
+from fedqdnn.policies import BNStats, ServerOptimizer, SharedWeighting, TrainModes
 from fedqdnn.round_plan import FAULTS, Slowdown
 from fedqdnn.training import OptimConfig
 from fedqdnn.validation import (
@@ -103,6 +103,21 @@ def _parse_slowdown(spec: object) -> object:
     return tuple(entries)
 
 
+def _parse_pairs(spec: object) -> object:
+    """``"32:40,4:10"`` -> ((32, 40), (4, 10)); a mapping -> its items; sequences pass."""
+    if isinstance(spec, Mapping):
+        return tuple((int(k), v) for k, v in spec.items())
+    if not isinstance(spec, str):
+        return spec
+    pairs = []
+    for item in (p.strip() for p in spec.split(",") if p.strip()):
+        key, sep, value = item.partition(":")
+        if not sep:
+            raise ValueError(f"entry {item!r} is not BITS:VALUE, e.g. '32:2'")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
 def _format_slowdown(entries: tuple[Slowdown, ...]) -> str:
     return ",".join(f"{e.tier}:{e.start_round}:{e.factor:g}" for e in entries)
 
@@ -164,6 +179,26 @@ class FederatedConfig(BaseModel):
     bn_stats: BNStats = Field(BNStats.RECALIBRATE, description="BN statistics a client uploads")
     server_strategy: ServerStrategy = Field(
         ServerStrategy.FEDQDNN, description="server aggregation"
+    )
+    server_optimizer: ServerOptimizer = Field(
+        ServerOptimizer.NONE, description="server optimizer on the shared weights"
+    )
+    server_lr: PositiveFloat = Field(
+        1.0, description="server learning rate (FedAvgM lr, FedAdam/Yogi/Adagrad eta)"
+    )
+    server_momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        0.0, description="FedAvgM server momentum"
+    )
+    shared_weighting: SharedWeighting = Field(
+        SharedWeighting.EXAMPLES, description="weight of a client in the shared-weight average"
+    )
+    mode_state_decay: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        0.0,
+        description="per-mode BN/clip state blended with the previous global value, weighted "
+        "by decay x the data behind it (0: replaced by this round's trainers)",
+    )
+    mode_start: Annotated[tuple[tuple[int, int], ...], BeforeValidator(_parse_pairs)] = Field(
+        (), description="round from which a mode is trained, e.g. '32:40' (schedule)"
     )
     participants: Annotated[tuple[NonNegativeInt, ...], BeforeValidator(_parse_ids)] = Field(
         (), description="partition ids taking part, e.g. '0,3,7' ('' = all)"
@@ -232,6 +267,12 @@ class FederatedConfig(BaseModel):
                 )
             if not math.isfinite(entry.factor):
                 raise ValueError(f"slowdown factor {entry.factor} must be finite")
+        for bits, start in self.mode_start:
+            if bits not in self.bits or start < 1 or bits == self.bits[0]:
+                raise ValueError(
+                    f"mode-start entry {bits}:{start} is not allowed: a mode of the model "
+                    f"above its lowest ({self.bits[0]}-bit, trained from round 1), ROUND >= 1"
+                )
         systems = (
             self.availability
             or self.deadline_seconds
@@ -313,6 +354,8 @@ def to_flat_value(value: object) -> int | float | str | bool:
     if isinstance(value, tuple):
         if value and isinstance(value[0], Slowdown):
             return _format_slowdown(value)
+        if value and isinstance(value[0], tuple):
+            return ",".join(f"{k}:{v:g}" if isinstance(v, float) else f"{k}:{v}" for k, v in value)
         return ",".join(map(str, value))
     return value  # type: ignore[return-value]
 

@@ -25,10 +25,19 @@ from flwr.app import (
 from flwr.serverapp import Grid
 
 from fedqdnn.compression import RANGE_SUFFIX, dequantize_arrays
+from fedqdnn.policies import SharedWeighting
 from fedqdnn.round_plan import select_partitions
-from strategies.aggregation import ClientUpdate, State, aggregate, validate_update
+from strategies.aggregation import (
+    ClientUpdate,
+    State,
+    aggregate,
+    model_modes,
+    shared_keys,
+    validate_update,
+)
 from strategies.fedavg import PlainFedAvg
-from strategies.protocol import RoundRecord
+from strategies.protocol import RoundRecord, records_from_json, records_to_json
+from strategies.server_step import ServerStep
 
 log = logging.getLogger("fedqdnn")
 
@@ -67,6 +76,13 @@ class FedQDNN(PlainFedAvg):
     bit_modes : tuple of int, optional
         The model's bit modes; replies claiming other modes are excluded. Default: the
         modes that own per-mode entries in the global state.
+    shared_weighting : SharedWeighting (default examples)
+        Weight of a client's shared entries: its examples, or examples x modes trained.
+    mode_state_decay : float in [0, 1) (default 0)
+        A mode's previous global entries join its average with weight decay x the data
+        behind them (0: replaced by this round's trainers).
+    server_step : ServerStep, optional
+        Server optimizer applied to the shared floating-point entries (Flower's math).
     """
 
     def __init__(
@@ -76,10 +92,17 @@ class FedQDNN(PlainFedAvg):
         fraction_evaluate: float = 1.0,
         seed: int = 0,
         bit_modes: tuple[int, ...] | None = None,
+        shared_weighting: SharedWeighting = SharedWeighting.EXAMPLES,
+        mode_state_decay: float = 0.0,
+        server_step: ServerStep | None = None,
     ) -> None:
         super().__init__(num_clients, fraction_train, fraction_evaluate)
         self.seed = seed
         self.bit_modes = bit_modes
+        self.shared_weighting = SharedWeighting(shared_weighting)
+        self.mode_state_decay = mode_state_decay
+        self.server_step = server_step
+        self.mode_data: dict[int, float] = {}  # data behind each mode's global state
         self.node_of_partition: dict[int, int] = {}
         self._partition_of_node: dict[int, int] = {}
         self._global: State = {}
@@ -182,11 +205,56 @@ class FedQDNN(PlainFedAvg):
             return None, MetricRecord({"num-valid": 0, **counts})
         # Sum in partition order: the result cannot depend on the order replies arrived.
         valid = [u for _, u in sorted(valid, key=lambda pair: pair[0])]
-        new_state = aggregate(self._global, valid)
+        new_state = self._aggregate(server_round, valid)
         examples = sum(u.num_examples for u in valid)
         loss = sum(r["loss"] * r["num-examples"] for r in record.train) / examples
         metrics = MetricRecord({"num-valid": len(valid), **counts, "train-loss": float(loss)})
         return to_arrayrecord(new_state), metrics
+
+    def _aggregate(self, server_round: int, valid: list[ClientUpdate]) -> State:
+        """The new global state: averages (with the configured weighting and per-mode carry),
+        then the server optimizer on the shared floating-point entries."""
+        shared_weights = [
+            u.num_examples * (len(u.trained_modes) if self._weigh_by_modes else 1) for u in valid
+        ]
+        decay = self.mode_state_decay
+        carry = {b: decay * c for b, c in self.mode_data.items()} if decay else None
+        new_state = aggregate(self._global, valid, shared_weights, carry)
+        if decay:
+            for bits in model_modes(self._global) | set(self.bit_modes or ()):
+                trained = sum(u.num_examples for u in valid if bits in u.trained_modes)
+                self.mode_data[bits] = decay * self.mode_data.get(bits, 0.0) + trained
+        if self.server_step is not None:
+            keys = self._optimized_keys()
+            current = {k: self._global[k] for k in keys}
+            new_state.update(
+                self.server_step.apply(server_round, current, {k: new_state[k] for k in keys})
+            )
+        return new_state
+
+    @property
+    def _weigh_by_modes(self) -> bool:
+        return self.shared_weighting == SharedWeighting.EXAMPLES_X_MODES
+
+    def _optimized_keys(self) -> list[str]:
+        """Shared floating-point entries: what the server optimizer updates."""
+        return [k for k in shared_keys(self._global) if self._global[k].dtype.kind == "f"]
+
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Round records and per-mode data (JSON); the server optimizer's moments (arrays)."""
+        state = {
+            "rounds": records_to_json(self.rounds),
+            "mode_data": {str(b): c for b, c in self.mode_data.items()},
+        }
+        arrays = self.server_step.state() if self.server_step is not None else {}
+        return state, arrays
+
+    def load_state_dict(self, state: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict` (the optimizer's keys follow the global model's)."""
+        self.rounds = records_from_json(state.get("rounds", {}))
+        self.mode_data = {int(b): float(c) for b, c in state.get("mode_data", {}).items()}
+        if self.server_step is not None:
+            self.server_step.load_state(arrays)
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

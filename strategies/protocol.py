@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
@@ -42,6 +43,12 @@ class ServerStrategy(Protocol):
 
     def bind_partitions(self, node_of_partition: Mapping[int, int]) -> None:
         """Learn which node simulates which partition (node IDs are random per run)."""
+
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """What a checkpoint keeps of the strategy: JSON (with "rounds") and arrays."""
+
+    def load_state_dict(self, state: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict`'s output (resume)."""
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -130,3 +130,37 @@ def test_seeded_partition_sampling_after_binding():
     expected = np.random.default_rng([7, 3, 0, 1]).choice(10, 3, replace=False)
     assert sorted(m.metadata.dst_node_id for m in instructions) == sorted(100 + expected)
     assert all(m.content["config"]["server-round"] == 3 for m in instructions)
+
+
+def test_strategy_state_round_trip_resumes_identically():
+    from fedqdnn.policies import ServerOptimizer
+    from strategies.server_step import ServerStep
+
+    def strategy():
+        s = FedQDNN(
+            num_clients=4,
+            bit_modes=(2, 32),
+            mode_state_decay=0.5,
+            server_step=ServerStep(ServerOptimizer.FEDAVGM, 0.7, 0.9),
+        )
+        s._global = {k: v.copy() for k, v in STATE.items()}
+        return s
+
+    def round_replies(r):
+        return [_reply(0, (2,), 1, 1.0 + r), _reply(1, (2, 32), 3, 2.0 * r)]
+
+    a = strategy()
+    new, _ = a.aggregate_train(1, round_replies(1))
+    json_state, arrays = a.state_dict()
+    assert json_state["mode_data"] == {"2": 4.0, "32": 3.0} and arrays  # momentum kept
+    b = strategy()
+    b.load_state_dict(json_state, arrays)
+    for s in (a, b):
+        s._global = {k: v.numpy() for k, v in new.items()}
+    out_a, _ = a.aggregate_train(2, round_replies(2))
+    out_b, _ = b.aggregate_train(2, round_replies(2))
+    for key in STATE:
+        assert np.array_equal(out_a[key].numpy(), out_b[key].numpy()), key
+    # the 2-bit entries blend the previous global value (weight 0.5 * 4) with 4 new examples
+    expected = (2.0 * new[f"{BN}.bits2.weight"].numpy() + 1 * 3.0 + 3 * 4.0) / 6
+    assert np.allclose(out_a[f"{BN}.bits2.weight"].numpy(), expected)
