@@ -207,7 +207,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="FedQDNN vs every baseline on the same seeds/partitions")
     _add_scenario_flags(p)
     p.add_argument(
-        "--strategies", default=None, help="comma list of strategies (default: all of them)"
+        "--strategies",
+        default=None,
+        help="comma list of strategies (default: every baseline, ablation and reference; "
+        "research variants by name)",
     )
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default: 0,1,2)")
     p.add_argument(
@@ -295,9 +298,10 @@ def format_federated_table(results: dict) -> str:
 
 def _run_compare(args: argparse.Namespace) -> int:
     from simulations.compare import run_comparison, summary_table
-    from strategies.baselines import STRATEGIES, get_strategy
+    from strategies.baselines import default_strategies, get_strategy
 
-    names = [s.strip() for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s.strip()]
+    given = args.strategies or ",".join(default_strategies())
+    names = [s.strip() for s in given.split(",") if s.strip()]
     for name in names:
         get_strategy(name)
     try:
