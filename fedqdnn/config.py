@@ -227,6 +227,12 @@ class FederatedConfig(BaseModel):
     fault_shape: Probability = Field(0.0, description="per-round probability of a bad shape")
     fault_slow: Probability = Field(0.0, description="per-round probability of a 10x slow client")
     upload_bits: Literal[8, 32] = Field(32, description="update upload precision: 32 or 8")
+    max_nodes: NonNegativeInt = Field(
+        100,
+        description="most SuperNodes a simulation runs; a larger fleet's devices are served in "
+        "turn by that pool of nodes (0: one node per device, bound by its partition-id, as on "
+        "real devices)",
+    )
     checkpoint_every: NonNegativeInt = Field(
         1, description="rounds between checkpoints (0 = never)"
     )
@@ -299,9 +305,16 @@ class FederatedConfig(BaseModel):
         return list(self.participants) if self.participants else list(range(self.num_clients))
 
     @property
+    def pooled(self) -> bool:
+        """Whether nodes serve devices in turn (the message names the device) rather than each
+        node being one device. Flower's own FedAvg addresses nodes itself: never pooled."""
+        return self.max_nodes > 0 and self.server_strategy == ServerStrategy.FEDQDNN
+
+    @property
     def num_nodes(self) -> int:
-        """SuperNodes the run needs: one per participating partition."""
-        return len(self.participant_ids)
+        """SuperNodes the run needs: one per participating device, at most ``max-nodes``."""
+        devices = len(self.participant_ids)
+        return min(devices, self.max_nodes) if self.pooled else devices
 
     @property
     def model_name(self) -> str:

@@ -36,7 +36,7 @@ from strategies.aggregation import (
     validate_update,
 )
 from strategies.fedavg import PlainFedAvg
-from strategies.protocol import RoundRecord, records_from_json, records_to_json
+from strategies.protocol import NodeRoute, RoundRecord, records_from_json, records_to_json
 from strategies.server_step import ServerStep
 
 log = logging.getLogger("fedqdnn")
@@ -71,7 +71,7 @@ class FedQDNN(PlainFedAvg):
     fraction_train, fraction_evaluate : float (default 1.0)
         Fraction of the fleet sampled per round for training / evaluation.
     seed : int (default 0)
-        Seed of the per-round partition sample (used once :meth:`bind_partitions` has been
+        Seed of the per-round device sample (used once :meth:`bind_nodes` has been
         called; until then Flower's FedAvg sampling applies).
     bit_modes : tuple of int, optional
         The model's bit modes; replies claiming other modes are excluded. Default: the
@@ -103,14 +103,13 @@ class FedQDNN(PlainFedAvg):
         self.mode_state_decay = mode_state_decay
         self.server_step = server_step
         self.mode_data: dict[int, float] = {}  # data behind each mode's global state
-        self.node_of_partition: dict[int, int] = {}
-        self._partition_of_node: dict[int, int] = {}
+        self.route: NodeRoute | None = None
+        self._sent: list[tuple[Message, int]] = []  # this round's instructions and devices
         self._global: State = {}
 
-    def bind_partitions(self, node_of_partition: Mapping[int, int]) -> None:
-        """Sample partitions (seeded) rather than Flower's random node IDs from now on."""
-        self.node_of_partition = dict(node_of_partition)
-        self._partition_of_node = {n: p for p, n in self.node_of_partition.items()}
+    def bind_nodes(self, route: NodeRoute) -> None:
+        """Sample devices (seeded) rather than Flower's random node IDs from now on."""
+        self.route = route
 
     def _instructions(
         self,
@@ -121,26 +120,34 @@ class FedQDNN(PlainFedAvg):
         message_type: str,
         salt: int,
     ) -> list[Message]:
-        """Messages to the partitions drawn by a seeded sample (reproducible, unlike
-        sampling Flower's random node IDs)."""
+        """Messages to the devices drawn by a seeded sample (reproducible, unlike sampling
+        Flower's random node IDs); each message names its device (``partition-id``)."""
+        assert self.route is not None
         config["server-round"] = server_round
-        chosen = select_partitions(
-            sorted(self.node_of_partition), fraction, self.seed, server_round, salt
-        )
-        content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return [
-            Message(
-                content=content, dst_node_id=self.node_of_partition[p], message_type=message_type
+        chosen = select_partitions(self.route.devices, fraction, self.seed, server_round, salt)
+        self._sent = []
+        for pid, node in zip(chosen, self.route.nodes_for(chosen), strict=True):
+            device_config = ConfigRecord({**config, "partition-id": pid})
+            content = RecordDict(
+                {self.arrayrecord_key: arrays, self.configrecord_key: device_config}
             )
-            for p in chosen
-        ]
+            message = Message(content=content, dst_node_id=node, message_type=message_type)
+            self._sent.append((message, pid))
+        return [message for message, _ in self._sent]
+
+    def _device_of(self, reply: Message) -> int | None:
+        """The device an (error) reply answers for: found by the instruction it replies to."""
+        for message, pid in self._sent:
+            if message.metadata.message_id == reply.metadata.reply_to_message_id:
+                return pid
+        return None
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Remember the global state the replies will be checked against, then sample."""
         self._global = to_state(arrays)
-        if not self.node_of_partition:
+        if self.route is None:
             return super().configure_train(server_round, arrays, config, grid)
         return self._instructions(
             server_round, arrays, config, self.fraction_train, MessageType.TRAIN, 0
@@ -150,7 +157,7 @@ class FedQDNN(PlainFedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Evaluation on a seeded sample of partitions (all by default)."""
-        if not self.node_of_partition:
+        if self.route is None:
             return super().configure_evaluate(server_round, arrays, config, grid)
         return self._instructions(
             server_round, arrays, config, self.fraction_evaluate, MessageType.EVALUATE, 1
@@ -159,7 +166,7 @@ class FedQDNN(PlainFedAvg):
     def _parse(self, msg: Message) -> tuple[ClientUpdate | None, dict, str | None]:
         """(update, report, reason-if-rejected) for one reply."""
         if msg.has_error():
-            pid = self._partition_of_node.get(msg.metadata.src_node_id)
+            pid = self._device_of(msg)
             reason = f"client error {msg.error.code}: {msg.error.reason[-200:]}"
             return None, {"partition-id": pid}, reason
         try:
@@ -263,7 +270,7 @@ class FedQDNN(PlainFedAvg):
         record = self.rounds.setdefault(server_round, RoundRecord())
         for msg in replies:
             if msg.has_error():
-                pid = self._partition_of_node.get(msg.metadata.src_node_id)
+                pid = self._device_of(msg)
                 reason = msg.error.reason[-200:]
                 record.rejected.append({"partition-id": pid, "phase": "evaluate", "reason": reason})
                 continue

@@ -16,6 +16,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedqdnn.compression import quantize_arrays
 from strategies.fedqdnn import FedQDNN, to_arrayrecord
+from strategies.protocol import NodeRoute
 
 BN = "body.0.bns"
 STATE = {
@@ -121,15 +122,22 @@ def test_no_valid_reply_keeps_the_global_model():
     assert arrays is None and metrics["num-valid"] == 0 and metrics["num-dropped"] == 1
 
 
-def test_seeded_partition_sampling_after_binding():
+def test_seeded_device_sampling_and_routes():
     strategy = FedQDNN(num_clients=10, fraction_train=0.3, seed=7)
-    strategy.bind_partitions({p: 100 + p for p in range(10)})
+    strategy.bind_nodes(NodeRoute(tuple(range(10)), bound={p: 100 + p for p in range(10)}))
     instructions = strategy.configure_train(
         3, to_arrayrecord(STATE), ConfigRecord({"lr": 0.1}), grid=None
     )
-    expected = np.random.default_rng([7, 3, 0, 1]).choice(10, 3, replace=False)
-    assert sorted(m.metadata.dst_node_id for m in instructions) == sorted(100 + expected)
+    expected = sorted(np.random.default_rng([7, 3, 0, 1]).choice(10, 3, replace=False))
+    assert [m.metadata.dst_node_id for m in instructions] == [100 + p for p in expected]
+    assert [m.content["config"]["partition-id"] for m in instructions] == expected
     assert all(m.content["config"]["server-round"] == 3 for m in instructions)
+    # a pool of two nodes serves the sampled devices in turn; the messages name the devices
+    pooled = FedQDNN(num_clients=2, fraction_train=0.3, seed=7)
+    pooled.bind_nodes(NodeRoute(tuple(range(10)), pool=(5, 9)))
+    sent = pooled.configure_train(3, to_arrayrecord(STATE), ConfigRecord({}), grid=None)
+    assert [m.metadata.dst_node_id for m in sent] == [5, 9, 5]
+    assert [m.content["config"]["partition-id"] for m in sent] == expected
 
 
 def test_strategy_state_round_trip_resumes_identically():

@@ -50,6 +50,7 @@ from fedqdnn.round_plan import evaluation_rounds, final_window
 from fedqdnn.training import evaluate
 from strategies.fedavg import PlainFedAvg
 from strategies.fedqdnn import FedQDNN
+from strategies.protocol import NodeRoute
 from strategies.protocol import ServerStrategy as StrategyProtocol
 from strategies.server_step import ServerStep
 
@@ -120,6 +121,15 @@ def make_strategy(cfg: FederatedConfig) -> StrategyProtocol:
     )
 
 
+def node_route(grid: Grid, cfg: FederatedConfig) -> NodeRoute:
+    """How devices reach nodes: a pool of interchangeable nodes, or (``max-nodes = 0``) each
+    device's own node, found by asking every node for its partition id."""
+    devices = tuple(sorted(cfg.participant_ids))
+    if cfg.pooled:
+        return NodeRoute(devices, pool=tuple(sorted(grid.get_node_ids())))
+    return NodeRoute(devices, bound=discover_partitions(grid, cfg))
+
+
 def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
     """partition id -> node id, asked once from every node (node IDs are random per run)."""
     nodes = list(grid.get_node_ids())
@@ -166,7 +176,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
         arrays, history, first = _restore(cfg, spec.resume, model)
         strategy.load_state_dict(spec.resume.strategy, spec.resume.strategy_arrays)
         log(f"resuming after round {first - 1}")
-    strategy.bind_partitions(discover_partitions(grid, cfg))
+    strategy.bind_nodes(node_route(grid, cfg))
 
     def central(server_round: int) -> dict[int, float]:
         accuracy = evaluate_fn(server_round, arrays)
