@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.data import check_dataset_name, load_dataset
+from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import MODELS, QuantizableModel, build_model, default_model_for
 from fedqdnn.provenance import versions
@@ -68,7 +69,10 @@ class TrainJob(BaseModel):
     image_column: str = Field("", description="hf: image column ('' = the one Image feature)")
     label_column: str = Field("", description="hf: label column ('' = the one ClassLabel)")
     width: PositiveInt | None = Field(None, description="model width (multiplier for ResNet)")
-    bit_specific_bn: bool = Field(True, description="one BN per bit mode")
+    bn: BNLayout = Field(
+        BNLayout.BIT_SPECIFIC,
+        description="BN per bit mode: bit-specific, shared-affine (stats per mode) or shared",
+    )
     # measured better than the fixed [0, 1] clip (docs/results.md)
     learnable_clip: bool = Field(True, description="per-mode learnable activation clip")
     recalibrate_bn: bool = Field(
@@ -93,7 +97,7 @@ def _build(job: TrainJob, modes: tuple[int, ...], in_channels: int, num_classes:
         num_classes,
         in_channels,
         width=job.width,
-        bit_specific_bn=job.bit_specific_bn,
+        bn=job.bn,
         learnable_clip=job.learnable_clip,
     )
 

@@ -46,6 +46,7 @@ def _flag(parser: argparse.ArgumentParser, cls: Any, name: str, **kwargs: Any) -
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from fedqdnn.centralized import METHODS, TrainJob
+    from fedqdnn.layers import BNLayout
     from fedqdnn.losses import TEACHERS, ConsistencyConfig
     from fedqdnn.models import MODELS
     from fedqdnn.training import OptimConfig, Optimizer
@@ -73,9 +74,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _flag(p, ConsistencyConfig, "kd_weight", type=float)
     _flag(p, ConsistencyConfig, "temperature", type=float)
     _flag(p, ConsistencyConfig, "teacher", choices=TEACHERS)
-    p.add_argument(
-        "--shared-bn", action="store_true", help="ablation: one BN for all modes (default: off)"
-    )
+    _flag(p, TrainJob, "bn", choices=[layout.value for layout in BNLayout])
     p.add_argument(
         "--clip",
         default="learnable",
@@ -110,7 +109,7 @@ def _run_train(args: argparse.Namespace) -> int:
         image_column=args.image_column,
         label_column=args.label_column,
         width=args.width,
-        bit_specific_bn=not args.shared_bn,
+        bn=args.bn,
         learnable_clip=args.clip == "learnable",
         recalibrate_bn=args.recalibrate_bn,
         loss={
@@ -223,7 +222,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="FedQDNN vs every baseline on the same seeds/partitions")
     _add_scenario_flags(p)
     p.add_argument(
-        "--strategies", default=None, help="comma list of strategies (default: all of them)"
+        "--strategies",
+        default=None,
+        help="comma list of strategies (default: every baseline, ablation and reference; "
+        "research variants by name)",
     )
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default: 0,1,2)")
     p.add_argument(
@@ -315,9 +317,10 @@ def format_federated_table(results: dict) -> str:
 
 def _run_compare(args: argparse.Namespace) -> int:
     from simulations.compare import run_comparison, summary_table
-    from strategies.baselines import STRATEGIES, get_strategy
+    from strategies.baselines import default_strategies, get_strategy
 
-    names = [s.strip() for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s.strip()]
+    given = args.strategies or ",".join(default_strategies())
+    names = [s.strip() for s in given.split(",") if s.strip()]
     for name in names:
         get_strategy(name)
     try:

@@ -24,10 +24,11 @@ from pydantic import model_validator as _model_validator
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.data import check_dataset_name, is_hf_name
 from fedqdnn.hardware import PROPORTION_TOLERANCE, get_profile
+from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import MODELS
 from fedqdnn.partition import PartitionScheme
-from fedqdnn.policies import BNStats, TrainModes
+from fedqdnn.policies import BNStats, ServerOptimizer, SharedWeighting, TrainModes
 from fedqdnn.round_plan import FAULTS, Slowdown
 from fedqdnn.training import OptimConfig
 from fedqdnn.validation import (
@@ -102,6 +103,21 @@ def _parse_slowdown(spec: object) -> object:
     return tuple(entries)
 
 
+def _parse_pairs(spec: object) -> object:
+    """``"32:40,4:10"`` -> ((32, 40), (4, 10)); a mapping -> its items; sequences pass."""
+    if isinstance(spec, Mapping):
+        return tuple((int(k), v) for k, v in spec.items())
+    if not isinstance(spec, str):
+        return spec
+    pairs = []
+    for item in (p.strip() for p in spec.split(",") if p.strip()):
+        key, sep, value = item.partition(":")
+        if not sep:
+            raise ValueError(f"entry {item!r} is not BITS:VALUE, e.g. '32:2'")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
 def _format_slowdown(entries: tuple[Slowdown, ...]) -> str:
     return ",".join(f"{e.tier}:{e.start_round}:{e.factor:g}" for e in entries)
 
@@ -142,6 +158,15 @@ class FederatedConfig(BaseModel):
     fraction_train: Fraction = Field(1.0, description="share of devices sampled to train")
     fraction_evaluate: Fraction = Field(1.0, description="share of devices sampled to evaluate")
     local_epochs: PositiveInt = Field(2, description="local epochs per round")
+    evaluate_every: PositiveInt = Field(
+        1, description="evaluate (central and on devices) every k rounds and at the last round"
+    )
+    final_average: PositiveInt = Field(
+        1, description="final accuracy = mean over the last N evaluations (their models kept)"
+    )
+    target_accuracy: Probability = Field(
+        0.9, description="accuracy whose first crossing per tier is reported (rounds, time)"
+    )
     loss: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(batch_size=32, cosine=False))
     train_modes: TrainModes = Field(
@@ -150,6 +175,26 @@ class FederatedConfig(BaseModel):
     bn_stats: BNStats = Field(BNStats.RECALIBRATE, description="BN statistics a client uploads")
     server_strategy: ServerStrategy = Field(
         ServerStrategy.FEDQDNN, description="server aggregation"
+    )
+    server_optimizer: ServerOptimizer = Field(
+        ServerOptimizer.NONE, description="server optimizer on the shared weights"
+    )
+    server_lr: PositiveFloat = Field(
+        1.0, description="server learning rate (FedAvgM lr, FedAdam/Yogi/Adagrad eta)"
+    )
+    server_momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        0.0, description="FedAvgM server momentum"
+    )
+    shared_weighting: SharedWeighting = Field(
+        SharedWeighting.EXAMPLES, description="weight of a client in the shared-weight average"
+    )
+    mode_state_decay: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        0.0,
+        description="per-mode BN/clip state blended with the previous global value, weighted "
+        "by decay x the data behind it (0: replaced by this round's trainers)",
+    )
+    mode_start: Annotated[tuple[tuple[int, int], ...], BeforeValidator(_parse_pairs)] = Field(
+        (), description="round from which a mode is trained, e.g. '32:40' (schedule)"
     )
     participants: Annotated[tuple[NonNegativeInt, ...], BeforeValidator(_parse_ids)] = Field(
         (), description="partition ids taking part, e.g. '0,3,7' ('' = all)"
@@ -162,7 +207,10 @@ class FederatedConfig(BaseModel):
     local_test_fraction: OpenFraction = Field(
         0.2, description="share of a device's data kept for its local test split"
     )
-    bit_specific_bn: bool = Field(True, description="one BN per bit mode (false: one shared BN)")
+    bn: BNLayout = Field(
+        BNLayout.BIT_SPECIFIC,
+        description="BN per bit mode: bit-specific, shared-affine (stats per mode) or shared",
+    )
     learnable_clip: bool = Field(True, description="per-mode learnable activation clip")
     availability: bool = Field(
         False, description="devices online with their profile's probability per round"
@@ -178,6 +226,12 @@ class FederatedConfig(BaseModel):
     fault_shape: Probability = Field(0.0, description="per-round probability of a bad shape")
     fault_slow: Probability = Field(0.0, description="per-round probability of a 10x slow client")
     upload_bits: Literal[8, 32] = Field(32, description="update upload precision: 32 or 8")
+    max_nodes: NonNegativeInt = Field(
+        100,
+        description="most SuperNodes a simulation runs; a larger fleet's devices are served in "
+        "turn by that pool of nodes (0: one node per device, bound by its partition-id, as on "
+        "real devices)",
+    )
     checkpoint_every: NonNegativeInt = Field(
         1, description="rounds between checkpoints (0 = never)"
     )
@@ -228,6 +282,12 @@ class FederatedConfig(BaseModel):
                 )
             if not math.isfinite(entry.factor):
                 raise ValueError(f"slowdown factor {entry.factor} must be finite")
+        for bits, start in self.mode_start:
+            if bits not in self.bits or start < 1 or bits == self.bits[0]:
+                raise ValueError(
+                    f"mode-start entry {bits}:{start} is not allowed: a mode of the model "
+                    f"above its lowest ({self.bits[0]}-bit, trained from round 1), ROUND >= 1"
+                )
         systems = (
             self.availability
             or self.deadline_seconds
@@ -280,9 +340,16 @@ class FederatedConfig(BaseModel):
         return list(self.participants) if self.participants else list(range(self.num_clients))
 
     @property
+    def pooled(self) -> bool:
+        """Whether nodes serve devices in turn (the message names the device) rather than each
+        node being one device. Flower's own FedAvg addresses nodes itself: never pooled."""
+        return self.max_nodes > 0 and self.server_strategy == ServerStrategy.FEDQDNN
+
+    @property
     def num_nodes(self) -> int:
-        """SuperNodes the run needs: one per participating partition."""
-        return len(self.participant_ids)
+        """SuperNodes the run needs: one per participating device, at most ``max-nodes``."""
+        devices = len(self.participant_ids)
+        return min(devices, self.max_nodes) if self.pooled else devices
 
     # ------------------------------------------------------------ flat form
 
@@ -330,6 +397,8 @@ def to_flat_value(value: object) -> int | float | str | bool:
     if isinstance(value, tuple):
         if value and isinstance(value[0], Slowdown):
             return _format_slowdown(value)
+        if value and isinstance(value[0], tuple):
+            return ",".join(f"{k}:{v:g}" if isinstance(v, float) else f"{k}:{v}" for k, v in value)
         return ",".join(map(str, value))
     return value  # type: ignore[return-value]
 

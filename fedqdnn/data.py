@@ -9,11 +9,15 @@ loaded by :mod:`fedqdnn.hf_data`.
 from __future__ import annotations
 
 import functools
+import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from fedqdnn.files import write_bytes_atomic
 
 DATASET_NAMES = ("digits", "mnist1d", "cifar10", "cifar100", "synthetic")
 HF_PREFIX = "hf:"  # "hf:<Hugging Face dataset>", e.g. "hf:flwrlabs/femnist"
@@ -117,26 +121,61 @@ def load_digits(data_seed: int = 0, test_fraction: float = 0.2) -> DatasetSplits
     return _splits("digits", xtr, ytr, xte, yte, 10)
 
 
-def load_mnist1d(num_samples: int = MNIST1D_DEFAULT_SAMPLES, data_seed: int = 0) -> DatasetSplits:
+def default_cache_dir() -> Path:
+    """Where generated and decoded data sets are kept between runs (``$FEDQDNN_CACHE``, by
+    default ``~/.cache/fedqdnn``)."""
+    return Path(os.environ.get("FEDQDNN_CACHE") or Path.home() / ".cache" / "fedqdnn")
+
+
+def load_mnist1d(
+    num_samples: int = MNIST1D_DEFAULT_SAMPLES, data_seed: int = 0, cache_dir: Path | None = None
+) -> DatasetSplits:
     """Procedural MNIST-1D (Greydanus 2020); generator seed 42 + ``data_seed``, 80/20 split.
 
-    The generator seeds numpy's global RNG; we restore the caller's state afterwards.
+    Generating is slow (about 40 s for 62,500 samples on a busy core) and every Ray worker
+    needs the data, so the arrays are cached in ``cache_dir`` (default
+    :func:`default_cache_dir`) keyed by sample count and seed; a cached file holds exactly
+    what the generator returns. The generator seeds numpy's global RNG; we restore the
+    caller's state afterwards.
     """
-    from mnist1d.data import get_dataset_args, make_dataset
-
     if num_samples < 100:
         raise ValueError(f"mnist1d num_samples {num_samples} is too small; allowed: >= 100")
+    path = (
+        Path(cache_dir or default_cache_dir()) / f"mnist1d-{num_samples}-seed{42 + data_seed}.npz"
+    )
+    try:
+        with np.load(path) as cached:
+            data = {k: cached[k] for k in ("x", "y", "x_test", "y_test")}
+    except (OSError, KeyError, ValueError):
+        data = _generate_mnist1d(num_samples, 42 + data_seed)
+        _save_npz_atomic(path, data)
+    return _splits(
+        "mnist1d", data["x"][:, None], data["y"], data["x_test"][:, None], data["y_test"], 10
+    )
+
+
+def _generate_mnist1d(num_samples: int, seed: int) -> dict[str, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
     args = get_dataset_args()
     args.num_samples = int(num_samples)
-    args.seed = 42 + data_seed
+    args.seed = seed
     np_state = np.random.get_state()
     try:
         data = make_dataset(args)
     finally:
         np.random.set_state(np_state)
-    return _splits(
-        "mnist1d", data["x"][:, None], data["y"], data["x_test"][:, None], data["y_test"], 10
-    )
+    return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
+
+
+def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Best effort: a cache that cannot be written only costs the next run the generation."""
+    try:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        write_bytes_atomic(path, buffer.getvalue())
+    except OSError:
+        pass
 
 
 def _cifar_class(num_classes: int):

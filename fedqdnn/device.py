@@ -100,7 +100,7 @@ def build_model_for(cfg: FederatedConfig) -> QuantizableModel:
         cfg.bits,
         data.num_classes,
         data.in_channels,
-        bit_specific_bn=cfg.bit_specific_bn,
+        bn=cfg.bn,
         learnable_clip=cfg.learnable_clip,
     )
 
@@ -115,16 +115,14 @@ def initial_model(cfg: FederatedConfig) -> QuantizableModel:
 def _cached_model(
     name: str, modes: tuple[int, ...], num_classes: int, in_channels: int, bn: bool, clip: bool
 ) -> QuantizableModel:
-    return build_model(
-        name, modes, num_classes, in_channels, bit_specific_bn=bn, learnable_clip=clip
-    )
+    return build_model(name, modes, num_classes, in_channels, bn=bn, learnable_clip=clip)
 
 
 def _shared_model(cfg: FederatedConfig) -> QuantizableModel:
     """One model object per architecture and process, reused by every device it simulates."""
     data = run_data(cfg)
     return _cached_model(
-        model_name(cfg), cfg.bits, data.num_classes, data.in_channels, cfg.bit_specific_bn,
+        model_name(cfg), cfg.bits, data.num_classes, data.in_channels, cfg.bn,
         cfg.learnable_clip,
     )  # fmt: skip
 
@@ -190,9 +188,17 @@ def device_for(cfg: FederatedConfig, partition_id: int) -> SimulatedDevice:
 # ---------------------------------------------------------------- one round
 
 
-def modes_to_train(cfg: FederatedConfig, device: SimulatedDevice) -> tuple[int, ...]:
-    """The modes this device trains under the run's train-mode policy."""
-    return cfg.train_modes.modes(device.modes, fleet_lowest_top_mode(list(cfg.tiers), cfg.bits))
+def modes_to_train(
+    cfg: FederatedConfig, device: SimulatedDevice, server_round: int | None = None
+) -> tuple[int, ...]:
+    """The modes this device trains under the run's train-mode policy; in ``server_round``,
+    without the modes whose ``mode-start`` round has not come yet (a schedule)."""
+    modes = cfg.train_modes.modes(device.modes, fleet_lowest_top_mode(list(cfg.tiers), cfg.bits))
+    if server_round is None or not cfg.mode_start:
+        return modes
+    start = dict(cfg.mode_start)
+    scheduled = tuple(b for b in modes if start.get(b, 1) <= server_round)
+    return scheduled or (min(cfg.bits),)  # the lowest mode always trains (validated)
 
 
 RoundStatus = Literal["trained", "offline", "straggler"]
@@ -220,7 +226,7 @@ def plan_round(
     slow = slowdown(cfg.slowdown, device.tier, server_round)
     slow *= SLOW_FACTOR if fault == "slow" else 1.0
     upload_estimate = bytes_down * cfg.upload_bits // 32
-    policy_modes = modes_to_train(cfg, device)
+    policy_modes = modes_to_train(cfg, device, server_round)
     candidates = (
         candidate_mode_sets(policy_modes) if cfg.train_modes.adapts_to_deadline else [policy_modes]
     )

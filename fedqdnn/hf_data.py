@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedqdnn.data import DatasetFilesMissing, DatasetSplits, standardize_pixels
+from fedqdnn.data import DatasetFilesMissing, DatasetSplits, default_cache_dir, standardize_pixels
 
 HOLDOUT_FRACTION = 0.2  # share of train held out as central test set when there is no test split
 CENTRAL_TEST_MAX = 10_000  # most central test samples (CIFAR's test split is exactly this)
@@ -328,8 +328,8 @@ def _decode(train, test, columns: Columns, data_seed: int, folder: Path, dataset
 
 
 def cache_root() -> Path:
-    """Folder of decoded data sets (``$FEDQDNN_CACHE``, default ``~/.cache/fedqdnn``)."""
-    return Path(os.environ.get("FEDQDNN_CACHE") or Path.home() / ".cache" / "fedqdnn") / "hf"
+    """Folder of decoded hf: data sets (``hf/`` in :func:`~fedqdnn.data.default_cache_dir`)."""
+    return default_cache_dir() / "hf"
 
 
 def _cache_key(train, test, columns: Columns, data_seed: int) -> str:

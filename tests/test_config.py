@@ -51,6 +51,9 @@ def test_strings_parse_once_into_typed_fields():
     assert cfg.optim == OptimConfig(Optimizer.SGD, 0.001, 0.9, 0.0, 16, False)
     assert cfg.to_flat()["slowdown"] == "cpu-fp32:4:8,mcu-int2:6:2.5"
     assert cfg.to_flat()["participants"] == "0,3,7"
+    research = from_flat({"mode-weights": "32:2", "mode-start": "32:40", "bn": "shared-affine"})
+    assert research.loss.weight_of(32) == 2.0 and research.mode_start == ((32, 40),)
+    assert from_flat(research.to_flat()) == research
 
 
 @pytest.mark.parametrize(
@@ -92,6 +95,15 @@ def test_strings_parse_once_into_typed_fields():
         ({"partition": "natural", "partition-by": "w"}, "partition-by = 'w' needs an hf: data"),
         ({"label-column": "y"}, "label-column = 'y' needs an hf: data set"),
         ({"download": "maybe"}, "download = 'maybe'"),
+        ({"mode-start": "2:5"}, "mode-start entry 2:5"),
+        ({"mode-start": "8:5"}, "mode-start entry 8:5"),
+        ({"mode-start": "32"}, "BITS:VALUE"),
+        ({"mode-weights": "32:-1"}, "mode-weights"),
+        ({"server-optimizer": "sgd"}, "server-optimizer = 'sgd'"),
+        ({"server-momentum": 1.0}, "server-momentum = 1.0"),
+        ({"mode-state-decay": 1}, "mode-state-decay = 1"),
+        ({"bn": "per-mode"}, "bn = 'per-mode'"),
+        ({"evaluate-every": 0}, "evaluate-every = 0"),
     ],
 )
 def test_bad_values_give_one_line_naming_them(flat, needle):

@@ -7,7 +7,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from simulations.scenarios import preset_names
-from strategies.baselines import STRATEGIES
+from strategies.baselines import default_strategies
 from tests.e2e_helpers import BIN, run
 
 pytestmark = pytest.mark.e2e
@@ -16,14 +16,19 @@ FEDQDNN = str(BIN / "fedqdnn")
 
 def test_every_baseline_runs_and_plot_redraws(tmp_path):
     out = tmp_path / "cmp"
+    # every default strategy, plus two variants whose code paths only they reach (server
+    # optimizer state, shared-affine BN) -- on two rounds, so the server optimizer steps twice
+    strategies = [*default_strategies(), "server-momentum", "shared-affine-bn"]
     code, log = run(
         [
             FEDQDNN,
             "compare",
+            "--strategies",
+            ",".join(strategies),
             "--clients",
             "6",
             "--rounds",
-            "1",
+            "2",
             "--seeds",
             "0",
             "--set",
@@ -36,7 +41,7 @@ def test_every_baseline_runs_and_plot_redraws(tmp_path):
     assert code == 0, log[-3000:]
     result = json.loads((out / "comparison.json").read_text())
     seen = {(r["strategy"], r["tier"]) for r in result["rows"]}
-    assert seen == {(s, t) for s in STRATEGIES for t in ("mcu-int2", "phone-npu-int4", "cpu-fp32")}
+    assert seen == {(s, t) for s in strategies for t in ("mcu-int2", "phone-npu-int4", "cpu-fp32")}
     rows = {(r["strategy"], r["tier"]): r for r in result["rows"]}
     assert rows[("lowest-common", "cpu-fp32")]["bits"] == 2  # everyone deploys the lowest
     assert rows[("fp32-exclusive", "mcu-int2")]["bytes_per_round"] == 0  # never trains

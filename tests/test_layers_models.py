@@ -152,9 +152,37 @@ def test_first_and_last_layers_are_full_precision():
 
 
 def test_shared_bn_ablation_has_one_bn_for_all_modes():
-    model = _model(bit_specific_bn=False)
+    model = _model(bn="shared")
     keys = [k for k in model.state_dict() if "bns." in k]
     assert keys and all(".shared." in k for k in keys)
+
+
+def test_shared_affine_bn_keeps_statistics_per_mode_and_one_affine():
+    from fedqdnn.bitmodes import mode_of_state_key
+
+    model = _model(bn="shared-affine")
+    state = model.state_dict()
+    per_mode = {k for k in state if mode_of_state_key(k) is not None and "bns." in k}
+    assert per_mode and all(k.rsplit(".", 1)[1] in _STATS for k in per_mode)
+    affine = [k for k in state if k.endswith((".weight", ".bias")) and "bns" not in k]
+    assert any(k == "body.0.weight" for k in affine) and any(k == "body.0.bias" for k in affine)
+    # the output at mode b is (x - mean_b) / sqrt(var_b + eps) * weight + bias
+    layer = model.body[0]
+    with torch.no_grad():
+        layer.weight.copy_(torch.linspace(0.5, 2.0, layer.weight.numel()))
+        layer.bias.fill_(0.25)
+        stats = layer.bn_for(2)
+        stats.running_mean.fill_(1.0)
+        stats.running_var.fill_(4.0)
+    layer.eval()
+    layer.set_bits(2)
+    x = torch.randn(3, layer.weight.numel(), 4, 4)
+    expected = (x - 1.0) / torch.sqrt(torch.tensor(4.0 + stats.eps))
+    expected = expected * layer.weight.view(1, -1, 1, 1) + 0.25
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def test_joint_step_gradient_equals_separate_passes():

@@ -37,13 +37,22 @@ from fedqdnn.federated.checkpoint import (
     check_matches,
     save_checkpoint,
 )
-from fedqdnn.federated.report import MODEL_FILE, build_results, save_model, write_results
+from fedqdnn.federated.report import (
+    FINAL_MODELS_DIR,
+    MODEL_FILE,
+    build_results,
+    save_model,
+    write_results,
+)
 from fedqdnn.models import QuantizableModel
+from fedqdnn.policies import ServerOptimizer
+from fedqdnn.round_plan import evaluation_rounds, final_window
 from fedqdnn.training import evaluate
 from strategies.fedavg import PlainFedAvg
 from strategies.fedqdnn import FedQDNN
+from strategies.protocol import NodeRoute
 from strategies.protocol import ServerStrategy as StrategyProtocol
-from strategies.protocol import records_from_json, records_to_json
+from strategies.server_step import ServerStep
 
 OUT_DIR_KEY = "out-dir"
 REPLY_TIMEOUT = 3600.0  # seconds to wait for a round's replies (as Strategy.start)
@@ -58,7 +67,7 @@ class RoundEnd:
     """What the per-round hook learns when a round (round 0: the initial evaluation) ends."""
 
     server_round: int
-    central_accuracy: dict[int, float]
+    central_accuracy: dict[int, float]  # empty in rounds without evaluation
     seconds_since_start: float
 
 
@@ -95,7 +104,30 @@ def make_strategy(cfg: FederatedConfig) -> StrategyProtocol:
     """FedQDNN, or Flower's plain FedAvg (identical reply keys only, e.g. uniform-fp32)."""
     if cfg.server_strategy == ServerStrategy.FEDAVG:
         return PlainFedAvg(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate)
-    return FedQDNN(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate, cfg.seed, cfg.bits)
+    step = (
+        None
+        if cfg.server_optimizer == ServerOptimizer.NONE
+        else ServerStep(cfg.server_optimizer, cfg.server_lr, cfg.server_momentum)
+    )
+    return FedQDNN(
+        cfg.num_nodes,
+        cfg.fraction_train,
+        cfg.fraction_evaluate,
+        cfg.seed,
+        cfg.bits,
+        shared_weighting=cfg.shared_weighting,
+        mode_state_decay=cfg.mode_state_decay,
+        server_step=step,
+    )
+
+
+def node_route(grid: Grid, cfg: FederatedConfig) -> NodeRoute:
+    """How devices reach nodes: a pool of interchangeable nodes, or (``max-nodes = 0``) each
+    device's own node, found by asking every node for its partition id."""
+    devices = tuple(sorted(cfg.participant_ids))
+    if cfg.pooled:
+        return NodeRoute(devices, pool=tuple(sorted(grid.get_node_ids())))
+    return NodeRoute(devices, bound=discover_partitions(grid, cfg))
 
 
 def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
@@ -142,18 +174,23 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
     history, first = RunHistory(), 1
     if spec.resume is not None:
         arrays, history, first = _restore(cfg, spec.resume, model)
-        strategy.rounds = records_from_json(spec.resume.strategy_rounds)
+        strategy.load_state_dict(spec.resume.strategy, spec.resume.strategy_arrays)
         log(f"resuming after round {first - 1}")
-    strategy.bind_partitions(discover_partitions(grid, cfg))
+    strategy.bind_nodes(node_route(grid, cfg))
 
-    def central(server_round: int) -> None:
+    def central(server_round: int) -> dict[int, float]:
         accuracy = evaluate_fn(server_round, arrays)
         history.evaluate_metrics_serverapp[server_round] = _central_metrics(accuracy)
+        return accuracy
+
+    def round_ended(server_round: int, accuracy: dict[int, float]) -> None:
         if spec.on_round_end is not None:
             spec.on_round_end(RoundEnd(server_round, accuracy, time.perf_counter() - started))
 
     if first == 1:
-        central(0)
+        round_ended(0, central(0))
+    evaluated = set(evaluation_rounds(cfg.rounds, cfg.evaluate_every))
+    window = final_window(cfg.rounds, cfg.evaluate_every, cfg.final_average)
     flat = cfg.to_flat()  # sent with every instruction: clients need no run config
     for rnd in range(first, cfg.rounds + 1):
         round_start = time.perf_counter()
@@ -169,21 +206,26 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
             arrays = new_arrays
         if train_metrics is not None:
             history.train_metrics_clientapp[rnd] = dict(train_metrics)
-        instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(flat), grid)
-        federated = strategy.aggregate_evaluate(
-            rnd, grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT)
-        )
-        if federated is not None:
-            history.evaluate_metrics_clientapp[rnd] = dict(federated)
-        central(rnd)
+        accuracy: dict[int, float] = {}
+        if rnd in evaluated:
+            instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(flat), grid)
+            federated = strategy.aggregate_evaluate(
+                rnd, grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT)
+            )
+            if federated is not None:
+                history.evaluate_metrics_clientapp[rnd] = dict(federated)
+            accuracy = central(rnd)
+        if rnd in window and rnd != cfg.rounds:  # the last round's model is model.safetensors
+            save_model(out / FINAL_MODELS_DIR / f"model-round{rnd}.safetensors", arrays, cfg)
         history.round_seconds[rnd] = round(time.perf_counter() - round_start, 3)
+        round_ended(rnd, accuracy)
         if cfg.checkpoint_every and (rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds):
             save_checkpoint(
                 out / CHECKPOINT_DIR,
                 rnd,
                 {k: v.numpy() for k, v in arrays.items()},
                 history,
-                records_to_json(strategy.rounds),
+                *strategy.state_dict(),
                 cfg.to_flat(),
             )
     results = build_results(cfg, strategy.rounds, history, time.perf_counter() - started)

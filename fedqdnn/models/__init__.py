@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from fedqdnn.layers import BNLayout
 from fedqdnn.models.base import QuantizableModel
 from fedqdnn.models.femnist import FEMNIST_SIDE, FemnistCNN
 from fedqdnn.models.resnet import PreActResNet20
@@ -47,13 +48,13 @@ def build_model(
     in_channels: int,
     *,
     width: int | None = None,
-    bit_specific_bn: bool = True,
+    bn: BNLayout = BNLayout.BIT_SPECIFIC,
     learnable_clip: bool = False,
 ) -> QuantizableModel:
     """Build model ``name``; raises ValueError naming the allowed models for an unknown one."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
-    kwargs = {"bit_specific_bn": bit_specific_bn, "learnable_clip": learnable_clip}
+    kwargs = {"bn": BNLayout(bn), "learnable_clip": learnable_clip}
     if width is not None:
         kwargs["width"] = width
     return MODELS[name](bit_modes, num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from fedqdnn.layers import BitBatchNorm1d, BitBatchNorm2d, QuantAct, QuantConv2d, QuantLinear
+from fedqdnn.layers import (
+    BitBatchNorm1d,
+    BitBatchNorm2d,
+    BNLayout,
+    QuantAct,
+    QuantConv2d,
+    QuantLinear,
+)
 from fedqdnn.models.base import QuantizableModel
 
 FEMNIST_SIDE = 28  # input height and width the dense layer is sized for
@@ -27,7 +34,7 @@ class FemnistCNN(QuantizableModel):
         num_classes: int = 62,
         in_channels: int = 1,
         width: int = 32,
-        bit_specific_bn: bool = True,
+        bn: BNLayout = BNLayout.BIT_SPECIFIC,
         learnable_clip: bool = False,
     ):
         super().__init__(bit_modes)
@@ -36,16 +43,16 @@ class FemnistCNN(QuantizableModel):
         pooled = FEMNIST_SIDE // 4
         self.stem = nn.Conv2d(in_channels, w, 5, padding=2, bias=False)
         self.body = nn.Sequential(
-            BitBatchNorm2d(w, modes, bit_specific_bn),
+            BitBatchNorm2d(w, modes, bn),
             QuantAct(modes, learnable_clip),
             nn.MaxPool2d(2),
             QuantConv2d(w, 2 * w, 5, padding=2, bias=False),
-            BitBatchNorm2d(2 * w, modes, bit_specific_bn),
+            BitBatchNorm2d(2 * w, modes, bn),
             QuantAct(modes, learnable_clip),
             nn.MaxPool2d(2),
             nn.Flatten(),
             QuantLinear(2 * w * pooled * pooled, hidden, bias=False),
-            BitBatchNorm1d(hidden, modes, bit_specific_bn),
+            BitBatchNorm1d(hidden, modes, bn),
             QuantAct(modes, learnable_clip),
             nn.Linear(hidden, num_classes),
         )
