@@ -158,7 +158,11 @@ def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--rounds", type=int, default=None, help="rounds (default: the scenario's)")
     p.add_argument(
-        "--clients", type=int, default=None, help="devices in the fleet (default: the scenario's)"
+        "--clients",
+        type=int,
+        default=None,
+        help="devices in the fleet; 0 with partition = natural: one per id (default: the "
+        "scenario's)",
     )
     p.add_argument(
         "--dataset",

@@ -191,7 +191,7 @@ def _local_splits(dataset: str, root: Path):
             kind = root.suffix.lstrip(".")
             return _federated_splits(kind, data_files={"train": str(root)})
         return _federated_splits(str(root))
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetsError) as err:
         raise DatasetFilesMissing(
             f"no data set with a 'train' split found in {root} for {dataset} "
             f"({_first_line(err)}); expected {LOCAL_COPY_HINT}"
