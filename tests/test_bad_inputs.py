@@ -14,6 +14,7 @@ from safetensors.numpy import save_file
 
 from fedqdnn.cli import main
 from fedqdnn.federated.run_folder import claim, run_identity
+from tests.hf_helpers import save_writers
 
 OLD = '{"kept": true}'
 
@@ -107,6 +108,21 @@ def _under_a_file(tmp_path):
 
 
 FAR_TOO_MANY_GPUS = "1000"  # no machine has a thousand GPUs
+
+
+def _writers(tmp_path, *extra):
+    """Flags running a saved hf: data set of 6 writers (tests/hf_helpers.py), plus ``extra``.
+
+    (Cases must fail before the data are decoded: the first decoding prints a note.)"""
+    root = save_writers(tmp_path / "writers")
+    return ["--dataset", "hf:test/writers", "--set", f"data-root={root}", *extra]
+
+
+@pytest.fixture(autouse=True)
+def _private_decoded_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDQDNN_CACHE", str(tmp_path / "fedqdnn-cache"))
+
+
 CASES = {
     # config values: finite, in range, named in the error
     "unknown key": (lambda p: _scenario(p, "roundz = 3\n"), "unknown config key 'roundz'"),
@@ -175,6 +191,31 @@ CASES = {
         "cifar10 files not found",
     ),
     "unknown model": (lambda p: ["--set", "model=vgg"], "'vgg'"),
+    "hf: without a name": (lambda p: ["--dataset", "hf:"], "dataset = 'hf:' is not allowed"),
+    "hf: data set not here, download off": (
+        lambda p: ["--dataset", "hf:nobody/nothing"],
+        "hf:nobody/nothing is not in the Hugging Face cache and download is off",
+    ),
+    "hf: data root missing": (
+        lambda p: ["--dataset", "hf:x/y", "--set", f"data-root={p / 'none'}"],
+        "does not exist",
+    ),
+    "unknown label column": (
+        lambda p: _writers(p, "--set", "label-column=digit"),
+        "label-column = 'digit' is not a column of hf:test/writers",
+    ),
+    "natural without partition-by": (
+        lambda p: ["--set", "partition=natural"],
+        "partition = 'natural' needs partition-by",
+    ),
+    "natural on a built-in data set": (
+        lambda p: ["--set", "partition=natural", "--set", "partition-by=writer_id"],
+        "partition-by = 'writer_id' needs an hf: data set",
+    ),
+    "image column of a built-in data set": (
+        lambda p: ["--set", "image-column=img"],
+        "image-column = 'img' needs an hf: data set",
+    ),
     # scenario files
     "unknown scenario": (lambda p: ["--scenario", "four-tier"], "unknown scenario 'four-tier'"),
     "bad TOML": (lambda p: _scenario(p, "rounds = = 3\n"), "not valid TOML"),
@@ -331,6 +372,8 @@ def test_resume_of_a_finished_run_is_refused(tmp_path, capsys):
         (["--momentum", "5"], "momentum = 5.0 is not allowed"),
         (["--temperature", "1e-300"], "temperature = 1e-300 is not allowed"),
         (["--epochs", "100000"], "epochs = 100000 is not allowed"),
+        (["--dataset", "hf:nobody/nothing"], "is not in the Hugging Face cache"),
+        (["--dataset", "imagenet"], "dataset = 'imagenet' is not allowed"),
     ],
 )
 def test_bad_train_input(argv, needle, tmp_path, capsys):

@@ -117,13 +117,14 @@ def _check_contents(out: Path, resume: bool, overwrite: bool, flag: str) -> None
 
 
 def _check_writable(out: Path, flag: str) -> None:
-    if out.exists() and not out.is_dir():
-        raise FolderError(f"{flag} {out} is a file; give a folder")
+    """Probe the folder, or the nearest existing folder above it, leaving nothing behind."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FolderError(f"{flag} {out} is not writable ({existing} is a file)")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".fedqdnn-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".fedqdnn-probe-"))
     except OSError as err:
         raise FolderError(f"{flag} {out} is not writable ({err.strerror or err})") from None
 
@@ -167,7 +168,11 @@ def claim(
     that inherits it keeps the folder locked while it lives)."""
     out = Path(out)
     check_folder(out, resume=resume, overwrite=overwrite, flag=flag)
-    lock = open(out / LOCK_FILE, "a+")  # noqa: SIM115 (held for the whole run)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / LOCK_FILE, "a+")  # noqa: SIM115 (held for the whole run)
+    except OSError as err:
+        raise FolderError(f"{flag} {out} is not writable ({err.strerror or err})") from None
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
