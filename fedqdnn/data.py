@@ -77,15 +77,6 @@ class DatasetSplits:
             return x
         return standardize_pixels(x, self.pixel_mean, self.pixel_std)
 
-
-def standardize_pixels(
-    pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
-) -> torch.Tensor:
-    """uint8 images (N, C, H, W) -> float32 ``(p / 255 - mean) / std`` per channel (torchvision)."""
-    from torchvision.transforms.v2 import functional as tvf
-
-    return tvf.normalize(tvf.to_dtype(pixels, torch.float32, scale=True), list(mean), list(std))
-
     @functools.cached_property
     def fingerprint(self) -> str:
         """Digest of every example and label: a run resumed on other data is refused."""
@@ -94,10 +85,20 @@ def standardize_pixels(
         arrays = [t.numpy() for t in (self.x_train, self.y_train, self.x_test, self.y_test)]
         if self.train_groups is not None:
             arrays.append(np.asarray(self.train_groups))
-        for array in map(np.ascontiguousarray, arrays):
+        for array in arrays:
+            array = np.ascontiguousarray(array.astype(str) if array.dtype.hasobject else array)
             digest.update(str((array.dtype.str, array.shape)).encode())
             digest.update(array.data)
         return digest.hexdigest()
+
+
+def standardize_pixels(
+    pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> float32 ``(p / 255 - mean) / std`` per channel (torchvision)."""
+    from torchvision.transforms.v2 import functional as tvf
+
+    return tvf.normalize(tvf.to_dtype(pixels, torch.float32, scale=True), list(mean), list(std))
 
 
 class DatasetFilesMissing(FileNotFoundError):

@@ -27,9 +27,10 @@ from fedqdnn.federated.supervisor import RAY_CONNECT_SECONDS, session_members
 from tests.e2e_helpers import BIN, REPO, run
 
 pytestmark = pytest.mark.e2e
-ARGS = ["--clients", "2", "--rounds", "4", "--set", "local-epochs=1"]
+ROUNDS = 40  # far more than the test lets run: it is always stopped under way
+ARGS = ["--clients", "2", "--rounds", str(ROUNDS), "--set", "local-epochs=1"]
 EXIT_WITHIN_SECONDS = 10.0
-OURS = re.compile(r"^(round \d+/4: central accuracy .*|resuming after round \d+)$")
+OURS = re.compile(rf"^(round \d+/{ROUNDS}: central accuracy .*|resuming after round \d+)$")
 
 
 def _alive(pid: int) -> bool:
@@ -116,8 +117,9 @@ def _check_stopped(sim: Simulation, code: int, seconds: float, name: str, out: P
     assert all(OURS.match(line) for line in progress), progress  # no Python or Ray dump
     kept = checkpoint_round(out)
     pattern = (
-        rf"fedqdnn: interrupted by {name} in round (\d) of 4; the checkpoint of round {kept} "
-        rf"is kept, continue with: fedqdnn simulate --resume {re.escape(shlex.quote(str(out)))}"
+        rf"fedqdnn: interrupted by {name} in round (\d+) of {ROUNDS}; the checkpoint of round "
+        rf"{kept} is kept, continue with: fedqdnn simulate --resume "
+        + re.escape(shlex.quote(str(out)))
     )
     reached = re.fullmatch(pattern, last)
     assert reached and kept < int(reached.group(1)), last
@@ -155,7 +157,7 @@ def test_sigint_and_sigterm_stop_a_run_and_keep_a_resumable_checkpoint(tmp_path)
     assert code == 2 and log.strip().count("\n") == 0, log
     assert f"already holds an unfinished run (checkpoint of round {again})" in log
     cfg, checkpoint = load_resume(out)  # what --resume would continue
-    assert checkpoint.round == again and cfg.rounds == 4 and cfg.num_clients == 2
+    assert checkpoint.round == again and cfg.rounds == ROUNDS and cfg.num_clients == 2
 
 
 def test_a_ray_address_that_never_answers_fails_in_one_line(tmp_path):
