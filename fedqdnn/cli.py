@@ -286,9 +286,13 @@ def scenario_config(args: argparse.Namespace):
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    from fedqdnn.federated.simulation import load_resume
+    import os
+
+    from fedqdnn.federated.simulation import check_resources, load_resume
     from fedqdnn.federated.supervisor import simulate_supervised
 
+    ray_address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    check_resources(ray_address, args.cpus_per_client, args.gpus_per_client)  # before the data
     out = args.out
     if args.resume is not None:
         given = [
@@ -307,7 +311,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
         out,
         resume=args.resume is not None,
         overwrite=args.overwrite,
-        ray_address=args.ray_address,
+        ray_address=ray_address,
         cpus_per_client=args.cpus_per_client,
         gpus_per_client=args.gpus_per_client,
         verbose=args.verbose,

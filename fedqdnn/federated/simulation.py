@@ -101,16 +101,24 @@ def prepare(
 ) -> tuple[Checkpoint | None, dict | None]:
     """Every check that needs no Ray, in the order of their cost; returns the checkpoint to
     resume (or None) and the run identity a new run writes to its folder (or None)."""
-    check_client_resources(cpus_per_client, gpus_per_client)
-    if ray_address:
-        check_ray_address(ray_address)
-    else:
-        check_local_resources(cpus_per_client, gpus_per_client)
+    check_resources(ray_address, cpus_per_client, gpus_per_client)
     if check_out:
         check_folder(out, resume=resume, overwrite=overwrite)
     checkpoint = preflight(cfg, out if resume else None)
     identity = None if resume else run_identity(cfg, run_data(cfg).fingerprint)
     return checkpoint, identity
+
+
+def check_resources(
+    ray_address: str | None, cpus_per_client: float, gpus_per_client: float
+) -> None:
+    """Resources per client this machine can give (no ``ray_address``), or a cluster address
+    that answers; see :mod:`fedqdnn.federated.resources`."""
+    check_client_resources(cpus_per_client, gpus_per_client)
+    if ray_address:
+        check_ray_address(ray_address)
+    else:
+        check_local_resources(cpus_per_client, gpus_per_client)
 
 
 def preflight(cfg: FederatedConfig, resume_from: Path | None = None) -> Checkpoint | None:
