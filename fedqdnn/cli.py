@@ -324,17 +324,15 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_plot(args: argparse.Namespace) -> int:
-    import json
-
     comparison, results = args.directory / "comparison.json", args.directory / "results.json"
     if comparison.is_file():
-        from simulations.compare_plots import plot_comparison
+        from simulations.compare_plots import plot_comparison, read_comparison
 
-        paths = plot_comparison(args.directory, json.loads(comparison.read_text()))
+        paths = plot_comparison(args.directory, read_comparison(comparison))
     elif results.is_file():
-        from fedqdnn.federated.report import plot_results
+        from fedqdnn.federated.report_plots import plot_results, read_results
 
-        paths = plot_results(args.directory, json.loads(results.read_text()))
+        paths = plot_results(args.directory, read_results(results))
     else:
         raise FileNotFoundError(f"{args.directory} holds neither comparison.json nor results.json")
     print("\n".join(str(p) for p in paths))

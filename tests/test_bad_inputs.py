@@ -113,3 +113,76 @@ def test_bad_compare_and_plot_input(argv, needle, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert code == 2 and needle in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def _results(older: bool) -> str:
+    """results.json as an older fedqdnn wrote it (no simulated time, no convergence), or with
+    no rounds."""
+    from tests.plot_data import results_at
+
+    results = results_at(9, rounds=2)
+    if older:
+        for h in results["history"]:
+            del h["sim_elapsed_seconds"]
+        del results["convergence"]
+    else:
+        results["history"] = []
+    return json.dumps(results)
+
+
+def _comparison_without(key: str) -> str:
+    from tests.plot_data import comparison_at
+
+    result = comparison_at(2, 9, seeds=1, rounds=2)
+    if key == "rows":
+        result["rows"] = []
+    else:
+        for runs in result["curves"].values():
+            del runs[0][key]
+    return json.dumps(result)
+
+
+PLOT_CASES = {
+    "empty results": ("results.json", lambda: "{}", "lacks history, per_device, convergence"),
+    "truncated results": (
+        "results.json",
+        lambda: '{"history": [{"round": 1, "central_acc',
+        "is not complete JSON (truncated?)",
+    ),
+    "results of an older version": (
+        "results.json",
+        lambda: _results(older=True),
+        "lacks history[0].sim_elapsed_seconds, convergence",
+    ),
+    "results with no rounds": (
+        "results.json",
+        lambda: _results(older=False),
+        "history = []: list should have at least 1 item",
+    ),
+    "empty comparison": ("comparison.json", lambda: "{}", "lacks rows, curves, strategies, seeds"),
+    "truncated comparison": ("comparison.json", lambda: '{"rows": [', "is not complete JSON"),
+    "comparison without curve times": (
+        "comparison.json",
+        lambda: _comparison_without("sim_elapsed_seconds"),
+        "lacks curves.s0/seed0[0].sim_elapsed_seconds",
+    ),
+    "comparison with no rows": (
+        "comparison.json",
+        lambda: _comparison_without("rows"),
+        "rows = []: list should have at least 1 item",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PLOT_CASES))
+def test_bad_plot_input_names_file_and_key_and_keeps_old_plots(name, tmp_path, capsys):
+    filename, text, needle = PLOT_CASES[name]
+    (tmp_path / filename).write_text(text())
+    old_png = tmp_path / "accuracy_per_round.png"
+    old_png.write_bytes(b"an earlier plot")
+    code = main(["plot", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert f"{tmp_path / filename} " in err and needle in err, err
+    assert "\n" not in err
+    assert old_png.read_bytes() == b"an earlier plot"
