@@ -76,6 +76,14 @@ def percent_axis(axis) -> None:
     axis.set_major_formatter(FuncFormatter(percent_text))
 
 
+def round_axis(ax) -> None:
+    """An x axis of federated rounds: whole numbers only."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def percent_text(fraction: float, _position: object = None) -> str:
     """0.825 -> "82.5%", 0.8 -> "80%"."""
     return f"{100 * fraction:.1f}".rstrip("0").rstrip(".") + "%"

@@ -27,6 +27,7 @@ from fedqdnn.plotting import (
     marker_for,
     percent_axis,
     pyplot,
+    round_axis,
     save,
     time_unit,
 )
@@ -263,7 +264,10 @@ def draw_curves(result: dict, by_time: bool):
         ax.set_title(f"{tier} ({_usual_bits(result, tier)}-bit)", fontsize=10)
         percent_axis(ax.yaxis)
         ax.grid(alpha=0.3)
-        ax.set_xlabel(f"simulated time ({unit})" if by_time else "round")
+        if by_time:
+            ax.set_xlabel(f"simulated time ({unit})")
+        else:
+            round_axis(ax)
     axes[0].set_ylabel("device accuracy (local test)")
     fig.legend(
         handles=list(handles.values()),

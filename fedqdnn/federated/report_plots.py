@@ -25,6 +25,7 @@ from fedqdnn.plotting import (
     ordered_styles,
     percent_axis,
     pyplot,
+    round_axis,
     save,
     time_unit,
 )
@@ -277,7 +278,10 @@ def draw_accuracy(results: dict, by_time: bool):
         percent_axis(ax.yaxis)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-        ax.set_xlabel(f"simulated time ({unit})" if by_time else "round")
+        if by_time:
+            ax.set_xlabel(f"simulated time ({unit})")
+        else:
+            round_axis(ax)
     axes[0][0].set(ylabel="accuracy", title="Central test set, per bit mode")
     if len(panels) > 1:
         axes[0][1].set_title("Devices evaluated that round, per tier (local test)")
@@ -330,15 +334,16 @@ def draw_sim_time(results: dict):
         [h["round"] for h in history],
         [h["sim_round_seconds"] / scale for h in history],
         color="black",
-        lw=1,
-        alpha=0.7,
+        ls=":",
+        lw=1.5,
+        zorder=3,
         label="round duration (slowest trained\ndevice, or the deadline if one straggled)",
     )
     deadline = history[0]["deadline_seconds"]
     if deadline:
         ax.axhline(deadline / scale, ls="--", color=TARGET_COLOR, lw=1, label="deadline")
+    round_axis(ax)
     ax.set(
-        xlabel="round",
         ylabel=f"simulated time per round ({unit})",
         title="Simulated client time per round: mean over the tier's trained devices",
         ylim=(0, None),
