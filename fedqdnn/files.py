@@ -39,8 +39,8 @@ def read_json_checked(path: Path, schema: object) -> dict:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not complete JSON (truncated?): {err}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON (truncated?): {err}") from None
     try:
         TypeAdapter(schema).validate_python(data)
     except ValidationError as err:
@@ -60,9 +60,12 @@ def _problems(errors: list[dict]) -> str:
         more = f" and {len(missing) - 4} more keys" if len(missing) > 4 else ""
         return f"lacks {shown}{more} (written by another fedqdnn version? run it again)"
     first = errors[0]
+    reason = first["msg"].removeprefix("Value error, ")
+    reason = reason[:1].lower() + reason[1:]
+    if first["type"] == "value_error":  # a check across fields: the value is the whole entry
+        return f"has {_location(first['loc'])}: {reason}"
     value = repr(first["input"])
     value = value if len(value) <= 40 else value[:37] + "..."
-    reason = first["msg"][:1].lower() + first["msg"][1:]
     return f"has {_location(first['loc'])} = {value}: {reason}"
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from fedqdnn.files import read_json_checked
 from fedqdnn.plotting import (
@@ -57,6 +57,12 @@ class Curve(BaseModel):
     rounds: list[int]
     sim_elapsed_seconds: list[float]
     accuracy_by_tier: list[dict[str, float]]
+
+    @model_validator(mode="after")
+    def _one_entry_per_round(self) -> Curve:
+        if not len(self.rounds) == len(self.sim_elapsed_seconds) == len(self.accuracy_by_tier):
+            raise ValueError("rounds, sim_elapsed_seconds and accuracy_by_tier differ in length")
+        return self
 
 
 class Comparison(BaseModel):

@@ -1,6 +1,7 @@
 """Every bad input exits non-zero with one line naming it, before any work, outputs untouched."""
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -115,31 +116,29 @@ def test_bad_compare_and_plot_input(argv, needle, capsys, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def _results(older: bool) -> str:
-    """results.json as an older fedqdnn wrote it (no simulated time, no convergence), or with
-    no rounds."""
-    from tests.plot_data import results_at
+def _edited(kind: str, edit: Callable[[dict], object]) -> Callable[[], str]:
+    """The text of a valid hand-built results.json / comparison.json after ``edit``."""
 
-    results = results_at(9, rounds=2)
-    if older:
-        for h in results["history"]:
-            del h["sim_elapsed_seconds"]
-        del results["convergence"]
-    else:
-        results["history"] = []
-    return json.dumps(results)
+    def text() -> str:
+        from tests.plot_data import comparison_at, results_at
+
+        data = results_at(9, rounds=2) if kind == "results" else comparison_at(2, 9, 1, rounds=2)
+        edit(data)
+        return json.dumps(data)
+
+    return text
 
 
-def _comparison_without(key: str) -> str:
-    from tests.plot_data import comparison_at
+def _as_older_version(results: dict) -> None:
+    """What an older fedqdnn wrote: no simulated time, no convergence."""
+    for h in results["history"]:
+        del h["sim_elapsed_seconds"]
+    del results["convergence"]
 
-    result = comparison_at(2, 9, seeds=1, rounds=2)
-    if key == "rows":
-        result["rows"] = []
-    else:
-        for runs in result["curves"].values():
-            del runs[0][key]
-    return json.dumps(result)
+
+def _without_curve_times(result: dict) -> None:
+    for runs in result["curves"].values():
+        del runs[0]["sim_elapsed_seconds"]
 
 
 PLOT_CASES = {
@@ -147,28 +146,33 @@ PLOT_CASES = {
     "truncated results": (
         "results.json",
         lambda: '{"history": [{"round": 1, "central_acc',
-        "is not complete JSON (truncated?)",
+        "is not valid JSON (truncated?)",
     ),
     "results of an older version": (
         "results.json",
-        lambda: _results(older=True),
+        _edited("results", _as_older_version),
         "lacks history[0].sim_elapsed_seconds, convergence",
     ),
     "results with no rounds": (
         "results.json",
-        lambda: _results(older=False),
+        _edited("results", lambda d: d.update(history=[])),
         "history = []: list should have at least 1 item",
     ),
     "empty comparison": ("comparison.json", lambda: "{}", "lacks rows, curves, strategies, seeds"),
-    "truncated comparison": ("comparison.json", lambda: '{"rows": [', "is not complete JSON"),
+    "truncated comparison": ("comparison.json", lambda: '{"rows": [', "is not valid JSON"),
     "comparison without curve times": (
         "comparison.json",
-        lambda: _comparison_without("sim_elapsed_seconds"),
+        _edited("comparison", _without_curve_times),
         "lacks curves.s0/seed0[0].sim_elapsed_seconds",
+    ),
+    "comparison with a curve one round short": (
+        "comparison.json",
+        _edited("comparison", lambda d: d["curves"]["s0/seed0"][0]["rounds"].pop()),
+        "has curves.s0/seed0[0]: rounds, sim_elapsed_seconds and accuracy_by_tier differ",
     ),
     "comparison with no rows": (
         "comparison.json",
-        lambda: _comparison_without("rows"),
+        _edited("comparison", lambda d: d.update(rows=[])),
         "rows = []: list should have at least 1 item",
     ),
 }
