@@ -193,24 +193,31 @@ def test_run_without_client_records_draws_accuracy_per_round_only(tmp_path):
 
 
 @pytest.fixture(scope="module", params=[(9, 9), (15, 1000)], ids=["9-strategies", "15-strategies"])
-def comparison(request):
+def drawn(request):
+    """A hand-built comparison and its four figures, drawn once per size."""
     strategies, devices = request.param
-    return comparison_at(strategies, devices, rounds=20)
+    comparison = comparison_at(strategies, devices, rounds=20)
+    figures = {
+        "bars": draw_per_tier(comparison),
+        "rounds": draw_curves(comparison, by_time=False),
+        "time": draw_curves(comparison, by_time=True),
+        "size": draw_size(comparison),
+    }
+    yield comparison, figures
+    for fig in figures.values():
+        pyplot().close(fig)
 
 
-def test_comparison_colours_are_one_per_strategy_in_every_plot(comparison):
+def test_comparison_one_colour_per_strategy_in_every_plot_bounded_size(drawn):
+    comparison, figures = drawn
     names = list(comparison["strategies"])
-    figures = [draw_per_tier(comparison), draw_curves(comparison, False),
-               draw_curves(comparison, True), draw_size(comparison)]  # fmt: skip
     per_figure = []
-    for fig in figures:
+    for fig in figures.values():
         width, height = fig.get_size_inches()
         assert width <= 16 and height <= 7.5, (width, height)  # bounded at 15 strategies
         per_figure.append(_strategy_colours(fig, names))
     assert all(colours == per_figure[0] for colours in per_figure)  # same colour everywhere
     assert len(set(per_figure[0].values())) == len(names)  # no two strategies alike
-    for fig in figures:
-        pyplot().close(fig)
 
 
 def _strategy_colours(fig, names) -> dict[str, tuple]:
@@ -229,24 +236,27 @@ def _strategy_colours(fig, names) -> dict[str, tuple]:
     return {n: colours[n] for n in names}
 
 
-def test_size_plot_tier_markers_and_bar_values(comparison):
-    fig = draw_size(comparison)
-    tier_legend = next(leg for leg in fig.legends if leg.get_title().get_text().startswith("tier"))
-    entries = zip(tier_legend.legend_handles, tier_legend.get_texts(), strict=True)
-    legend_markers = {text.get_text(): handle.get_marker() for handle, text in entries}
-    assert list(legend_markers) == list(TIERS)
-    drawn = {ln.get_marker() for ax in fig.axes for ln in ax.get_lines() if ln.get_gid()}
-    assert drawn - {"_"} == set(legend_markers.values())  # "_": the error bars' caps
-    pyplot().close(fig)
-    fig = draw_per_tier(comparison)
-    bar = next(p for p in fig.axes[0].patches if p.get_gid() == "s1")
-    accs = [
-        r["accuracy"]
-        for r in comparison["rows"]
-        if r["strategy"] == "s1" and r["tier"] == "mcu-int2"
-    ]
-    assert bar.get_width() == pytest.approx(statistics.fmean(accs))
-    pyplot().close(fig)
+def test_comparison_values_bars_bands_and_tier_markers(drawn):
+    comparison, figures = drawn
+    rows = comparison["rows"]
+    for ax, tier in zip(figures["bars"].axes, TIERS, strict=True):
+        bar = next(p for p in ax.patches if p.get_gid() == "s1")
+        accs = [r["accuracy"] for r in rows if r["strategy"] == "s1" and r["tier"] == tier]
+        assert bar.get_width() == pytest.approx(statistics.fmean(accs))
+    for i, (ax, tier) in enumerate(zip(figures["rounds"].axes, TIERS, strict=True)):
+        line = next(ln for ln in ax.get_lines() if ln.get_gid() == "s0")
+        assert list(line.get_xdata()) == [*range(2, 21, 2)]  # evaluated rounds only
+        round2 = [  # s0 trains one model per tier: run i is this tier's
+            comparison["curves"][f"s0/seed{s}"][i]["accuracy_by_tier"][1][tier]
+            for s in comparison["seeds"]
+        ]
+        assert line.get_ydata()[0] == pytest.approx(statistics.fmean(round2))
+    legend = next(g for g in figures["size"].legends if g.get_title().get_text().startswith("tier"))
+    entries = zip(legend.legend_handles, legend.get_texts(), strict=True)
+    markers = {text.get_text(): handle.get_marker() for handle, text in entries}
+    assert list(markers) == list(TIERS)
+    used = {ln.get_marker() for ln in figures["size"].axes[0].get_lines() if ln.get_gid()}
+    assert used - {"_"} == set(markers.values())  # "_": the error bars' caps
 
 
 def _curve(accs, seconds, tier="t"):
