@@ -39,6 +39,7 @@ SIZE_PLOT = "accuracy_vs_size.png"
 HIGHLIGHT = "fedqdnn"  # the method under study: drawn thicker, on top
 MAX_COLUMNS = 4
 TIER_MARKERS = "osD^vP*Xph"
+DODGE = 0.025  # relative sideways shift between strategies' points at one model size
 
 
 # ---------------------------------------------------------------- what the plots read
@@ -149,7 +150,21 @@ def strategy_styles(result: dict) -> dict[str, Style]:
 
 
 def tiers_of(result: dict) -> list[str]:
-    return list(dict.fromkeys(r["tier"] for r in result["rows"]))
+    """The tiers, lowest usual mode first (2-bit before 32-bit)."""
+    tiers = list(dict.fromkeys(r["tier"] for r in result["rows"]))
+    return sorted(tiers, key=lambda t: _usual_bits(result, t))
+
+
+def same_curves(bands: dict[str, Band | None]) -> list[str]:
+    """Strategies whose curves coincide in a panel (they share a run, e.g. per-tier and
+    fp32-exclusive at the FP32 tier), as ``"a = b"``: one line would hide the other."""
+    groups: dict[tuple, list[str]] = {}
+    for name, band in bands.items():
+        if band is not None:
+            groups.setdefault((tuple(band.rounds), tuple(band.mean), tuple(band.std)), []).append(
+                name
+            )
+    return [" = ".join(names) for names in groups.values() if len(names) > 1]
 
 
 def _panels(count: int, width: float, height: float, legend_width: float, **kwargs):
@@ -261,12 +276,16 @@ def draw_curves(result: dict, by_time: bool):
                 gid=name,
                 zorder=3 if name == HIGHLIGHT else 2,
             )
-            low = [m - s for m, s in zip(band.mean, band.std, strict=True)]
-            high = [m + s for m, s in zip(band.mean, band.std, strict=True)]
+            low = [max(0.0, m - s) for m, s in zip(band.mean, band.std, strict=True)]
+            high = [min(1.0, m + s) for m, s in zip(band.mean, band.std, strict=True)]
             ax.fill_between(xs, low, high, color=style.color, alpha=0.15, lw=0, gid=name)
             handles.setdefault(name, line)
         if target is not None:
             handles.setdefault("target", mark_target(ax, float(target)))
+        same = same_curves({n: bands[(n, tier)] for n in names})
+        if same:
+            ax.text(0.98, 0.03, "same run: " + "; ".join(same), transform=ax.transAxes,
+                    ha="right", va="bottom", fontsize=7, color="0.3")  # fmt: skip
         ax.set_title(f"{tier} ({_usual_bits(result, tier)}-bit)", fontsize=10)
         percent_axis(ax.yaxis)
         ax.grid(alpha=0.3)
@@ -276,7 +295,7 @@ def draw_curves(result: dict, by_time: bool):
             round_axis(ax)
     axes[0].set_ylabel("device accuracy (local test)")
     fig.legend(
-        handles=list(handles.values()),
+        handles=[handles[n] for n in [*names, "target"] if n in handles],
         fontsize=8,
         title=f"line: mean of {_seeds(result)}\nband: ± 1 std",
         title_fontsize=8,
@@ -298,7 +317,8 @@ def draw_size(result: dict):
     markers = {t: TIER_MARKERS[i % len(TIER_MARKERS)] for i, t in enumerate(tiers)}
     fig, ax = pyplot().subplots(figsize=(9.5, 4.8), layout="constrained")
     sizes: dict[int, int] = {}
-    for name in names:
+    for i, name in enumerate(names):
+        dodge = 1 + DODGE * (i - (len(names) - 1) / 2)  # strategies side by side at one size
         for tier in tiers:
             d = deployed(result, name, tier)
             if d is None:
@@ -306,7 +326,7 @@ def draw_size(result: dict):
             mean, sd, bits, size = d
             sizes.setdefault(bits, size)
             ax.errorbar(
-                size / 1024,
+                size / 1024 * dodge,
                 mean,
                 yerr=sd,
                 color=styles[name].color,
@@ -326,7 +346,7 @@ def draw_size(result: dict):
     percent_axis(ax.yaxis)
     ax.grid(alpha=0.3)
     ax.set(
-        xlabel="deployed model size (packed, log scale)",
+        xlabel="deployed model size (packed, log scale; strategies spread sideways at each size)",
         ylabel="device accuracy (local test)",
         title=f"Accuracy against deployed model size (mean ± std over {_seeds(result)})",
     )

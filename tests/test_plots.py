@@ -26,7 +26,14 @@ from fedqdnn.federated.report_plots import (
 )
 from fedqdnn.plotting import percent_text, pyplot, time_unit
 from simulations import compare_plots
-from simulations.compare_plots import draw_curves, draw_per_tier, draw_size, seed_band
+from simulations.compare_plots import (
+    Band,
+    draw_curves,
+    draw_per_tier,
+    draw_size,
+    same_curves,
+    seed_band,
+)
 from tests.plot_data import TIERS, comparison_at, results_at
 
 EXPLANATORY = ("target", "deadline", "round duration")  # legend entries naming no series
@@ -285,6 +292,14 @@ def test_seed_band_hand_computed():
     assert band.seconds == pytest.approx([3.0, 6.0])
     assert seed_band(result, "a", "v") is None
     assert seed_band({**result, "seeds": [0]}, "a", "t").std == [0.0, 0.0]
+
+
+def test_strategies_sharing_a_run_are_named_where_one_line_hides_the_other():
+    band = Band(rounds=[2, 4], seconds=[1.0, 2.0], mean=[0.5, 0.7], std=[0.0, 0.1])
+    other = Band(rounds=[2, 4], seconds=[1.0, 2.0], mean=[0.5, 0.8], std=[0.0, 0.1])
+    bands = {"per-tier": band, "fedqdnn": other, "fp32-exclusive": band, "top-only": None}
+    assert same_curves(bands) == ["per-tier = fp32-exclusive"]
+    assert same_curves({"per-tier": band, "fedqdnn": other}) == []
 
 
 # ---------------------------------------------------------------- fedqdnn plot

@@ -204,7 +204,8 @@ def draw_device_accuracy(results: dict):
     rounds = f"round {window[0]}" if len(window) == 1 else f"rounds {window[0]}–{window[-1]}"
     ax.set(
         ylabel="accuracy on the device's local test split",
-        title=f"Device accuracy per tier: {len(devices)} devices, final window ({rounds})",
+        title=f"Device accuracy per tier: {len(devices)} devices evaluated in the final window "
+        f"({rounds})",
         xlim=(-0.6, len(tiers) - 0.4),
     )
     fig.legend(
