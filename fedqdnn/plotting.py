@@ -81,7 +81,7 @@ def round_axis(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def percent_text(fraction: float, _position: object = None) -> str:

@@ -156,8 +156,8 @@ def tiers_of(result: dict) -> list[str]:
 
 
 def same_curves(bands: dict[str, Band | None]) -> list[str]:
-    """Strategies whose curves coincide in a panel (they share a run, e.g. per-tier and
-    fp32-exclusive at the FP32 tier), as ``"a = b"``: one line would hide the other."""
+    """Strategies whose curves coincide in a panel (e.g. per-tier and fp32-exclusive share the
+    FP32 tier's run), as ``"a = b"``: one line would hide the other."""
     groups: dict[tuple, list[str]] = {}
     for name, band in bands.items():
         if band is not None:
@@ -185,9 +185,9 @@ def _panels(count: int, width: float, height: float, legend_width: float, **kwar
     return fig, flat[:count]
 
 
-def _seeds(result: dict) -> str:
+def _mean_over_seeds(result: dict) -> str:
     count = len(result["seeds"])
-    return f"{count} seed{'s' * (count != 1)}"
+    return f"mean ± std over {count} seeds" if count > 1 else "one seed"
 
 
 def _usual_bits(result: dict, tier: str) -> int:
@@ -222,11 +222,14 @@ def draw_per_tier(result: dict):
                 error_kw={"lw": 1, "capsize": 2},
                 gid=name,
             )
+            spread = f" ± {100 * sd:.1f}" if len(result["seeds"]) > 1 else ""
             note = "" if bits == usual else f"  ({bits}-bit)"
+            span = 1 - lo
+            inside = mean - lo > 0.4 * span  # else the text goes right of the bar
             ax.text(
-                lo + 0.01 * (1 - lo),
+                lo + 0.01 * span if inside else min(mean + sd, 1.0) + 0.02 * span,
                 i,
-                f"{100 * mean:.1f} ± {100 * sd:.1f}{note}",
+                f"{100 * mean:.1f}{spread}{note}",
                 va="center",
                 fontsize=7,
                 fontweight="bold" if name == HIGHLIGHT else "normal",
@@ -240,7 +243,7 @@ def draw_per_tier(result: dict):
     axes[0].set_yticks(range(len(names)), names)
     axes[0].invert_yaxis()  # first strategy on top
     fig.suptitle(
-        f"Deployed accuracy per tier: mean ± std over {_seeds(result)}, in %"
+        f"Deployed accuracy per tier: {_mean_over_seeds(result)}, in %"
         " (another mode than the tier's in brackets)"
     )
     return fig
@@ -284,7 +287,7 @@ def draw_curves(result: dict, by_time: bool):
             handles.setdefault("target", mark_target(ax, float(target)))
         same = same_curves({n: bands[(n, tier)] for n in names})
         if same:
-            ax.text(0.98, 0.03, "same run: " + "; ".join(same), transform=ax.transAxes,
+            ax.text(0.98, 0.03, "\n".join(["identical curves:", *same]), transform=ax.transAxes,
                     ha="right", va="bottom", fontsize=7, color="0.3")  # fmt: skip
         ax.set_title(f"{tier} ({_usual_bits(result, tier)}-bit)", fontsize=10)
         percent_axis(ax.yaxis)
@@ -297,7 +300,9 @@ def draw_curves(result: dict, by_time: bool):
     fig.legend(
         handles=[handles[n] for n in [*names, "target"] if n in handles],
         fontsize=8,
-        title=f"line: mean of {_seeds(result)}\nband: ± 1 std",
+        title=f"line: mean of {len(result['seeds'])} seeds\nband: ± 1 std"
+        if len(result["seeds"]) > 1
+        else "one seed",
         title_fontsize=8,
         loc="outside right upper",
     )
@@ -348,7 +353,7 @@ def draw_size(result: dict):
     ax.set(
         xlabel="deployed model size (packed, log scale; strategies spread sideways at each size)",
         ylabel="device accuracy (local test)",
-        title=f"Accuracy against deployed model size (mean ± std over {_seeds(result)})",
+        title=f"Accuracy against deployed model size ({_mean_over_seeds(result)})",
     )
     strategy_legend = fig.legend(
         handles=[
