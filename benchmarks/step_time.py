@@ -13,11 +13,12 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fedqdnn.data import load_dataset
 from fedqdnn.losses import ConsistencyConfig
-from fedqdnn.models import build_model
+from fedqdnn.models import build_model, default_model_for
 from fedqdnn.provenance import versions
 from fedqdnn.training import OptimConfig, joint_step, make_optimizer
 
@@ -41,10 +42,11 @@ def measure(
 ) -> dict:
     """Median seconds per step for FP32, one quantized mode and the joint step."""
     data = load_dataset(dataset)
-    x, y = data.x_train[:batch_size], data.y_train[:batch_size]
+    x, y = data.train_inputs(np.arange(batch_size)), data.y_train[:batch_size]
+    model_name = default_model_for(data.input_shape)
     torch.manual_seed(0)
     model = build_model(
-        data.default_model,
+        model_name,
         joint_modes,
         data.num_classes,
         data.in_channels,
@@ -62,7 +64,7 @@ def measure(
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "dataset": dataset,
-        "model": data.default_model,
+        "model": model_name,
         "activation_clip": "learnable" if learnable_clip else "fixed [0, 1]",
         "batch_size": batch_size,
         "quant_bits": quant_bits,

@@ -156,7 +156,7 @@ def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn, log) ->
 def _work(cfg: FederatedConfig, name: str) -> float:
     """Relative cost of a strategy's runs: rounds x devices trained per round."""
     return sum(
-        run_cfg.rounds * max(1, math.ceil(run_cfg.fraction_train * run_cfg.num_nodes))
+        run_cfg.rounds * max(1, math.ceil(run_cfg.fraction_train * len(run_cfg.participant_ids)))
         for run_cfg, _ in get_strategy(name).plan(cfg)
     )
 

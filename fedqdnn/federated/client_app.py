@@ -46,18 +46,23 @@ def _parse(flat_items: tuple) -> FederatedConfig:
     return from_flat(dict(flat_items))
 
 
-def _config(msg: Message) -> tuple[FederatedConfig, int]:
-    """The run config the server sent (parsed once per distinct config) and the round."""
+def _config(msg: Message) -> tuple[FederatedConfig, int, int | None]:
+    """The run config the server sent (parsed once per distinct config), the round, and the
+    device the message is for (None when the server leaves it to the node: Flower's FedAvg)."""
     flat = dict(msg.content["config"])
     server_round = int(flat.pop("server-round", 0))
-    return _parse(tuple(sorted(flat.items()))), server_round
+    partition = flat.pop("partition-id", None)
+    cfg = _parse(tuple(sorted(flat.items())))
+    return cfg, server_round, None if partition is None else int(partition)
 
 
-def _device(cfg: FederatedConfig, context: Context) -> SimulatedDevice:
-    """The device this node simulates (nodes map onto ``participants`` in order)."""
+def _device(cfg: FederatedConfig, context: Context, partition: int | None) -> SimulatedDevice:
+    """The device a message is for: the one it names, else this node's own (nodes map onto
+    ``participants`` in order of their ``partition-id``)."""
     use_cpu_share()
-    node_index = int(context.node_config["partition-id"])
-    return device_for(cfg, cfg.participant_ids[node_index])
+    if partition is None:
+        partition = cfg.participant_ids[int(context.node_config["partition-id"])]
+    return device_for(cfg, partition)
 
 
 def _reply(
@@ -82,8 +87,8 @@ def _reply(
 def train(msg: Message, context: Context) -> Message:
     """Train the modes this device's plan allows this round; reply with shared + trained-mode
     entries, or with a status (offline, straggler) and no arrays."""
-    cfg, rnd = _config(msg)
-    device = _device(cfg, context)
+    cfg, rnd, partition = _config(msg)
+    device = _device(cfg, context, partition)
     arrays = msg.content["arrays"]
     bytes_down = sum(np.dtype(a.dtype).itemsize * math.prod(a.shape) for a in arrays.values())
     plan = plan_round(cfg, device, rnd, bytes_down)
@@ -106,8 +111,8 @@ def identify(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_local(msg: Message, context: Context) -> Message:
     """Per-device accuracy: the global model at this device's top mode, on its local test split."""
-    cfg, _ = _config(msg)
-    device = _device(cfg, context)
+    cfg, _, partition = _config(msg)
+    device = _device(cfg, context, partition)
     load_state(device.model, msg.content["arrays"].to_torch_state_dict())
     bits = evaluation_mode(cfg, device)
     accuracy, loss = evaluate_locally(device, bits)

@@ -45,12 +45,14 @@ from fedqdnn.federated.report import (
     write_results,
 )
 from fedqdnn.models import QuantizableModel
+from fedqdnn.policies import ServerOptimizer
 from fedqdnn.round_plan import evaluation_rounds, final_window
 from fedqdnn.training import evaluate
 from strategies.fedavg import PlainFedAvg
 from strategies.fedqdnn import FedQDNN
+from strategies.protocol import NodeRoute
 from strategies.protocol import ServerStrategy as StrategyProtocol
-from strategies.protocol import records_from_json, records_to_json
+from strategies.server_step import ServerStep
 
 OUT_DIR_KEY = "out-dir"
 REPLY_TIMEOUT = 3600.0  # seconds to wait for a round's replies (as Strategy.start)
@@ -102,7 +104,30 @@ def make_strategy(cfg: FederatedConfig) -> StrategyProtocol:
     """FedQDNN, or Flower's plain FedAvg (identical reply keys only, e.g. uniform-fp32)."""
     if cfg.server_strategy == ServerStrategy.FEDAVG:
         return PlainFedAvg(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate)
-    return FedQDNN(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate, cfg.seed, cfg.bits)
+    step = (
+        None
+        if cfg.server_optimizer == ServerOptimizer.NONE
+        else ServerStep(cfg.server_optimizer, cfg.server_lr, cfg.server_momentum)
+    )
+    return FedQDNN(
+        cfg.num_nodes,
+        cfg.fraction_train,
+        cfg.fraction_evaluate,
+        cfg.seed,
+        cfg.bits,
+        shared_weighting=cfg.shared_weighting,
+        mode_state_decay=cfg.mode_state_decay,
+        server_step=step,
+    )
+
+
+def node_route(grid: Grid, cfg: FederatedConfig) -> NodeRoute:
+    """How devices reach nodes: a pool of interchangeable nodes, or (``max-nodes = 0``) each
+    device's own node, found by asking every node for its partition id."""
+    devices = tuple(sorted(cfg.participant_ids))
+    if cfg.pooled:
+        return NodeRoute(devices, pool=tuple(sorted(grid.get_node_ids())))
+    return NodeRoute(devices, bound=discover_partitions(grid, cfg))
 
 
 def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
@@ -149,9 +174,9 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
     history, first = RunHistory(), 1
     if spec.resume is not None:
         arrays, history, first = _restore(cfg, spec.resume, model)
-        strategy.rounds = records_from_json(spec.resume.strategy_rounds)
+        strategy.load_state_dict(spec.resume.strategy, spec.resume.strategy_arrays)
         log(f"resuming after round {first - 1}")
-    strategy.bind_partitions(discover_partitions(grid, cfg))
+    strategy.bind_nodes(node_route(grid, cfg))
 
     def central(server_round: int) -> dict[int, float]:
         accuracy = evaluate_fn(server_round, arrays)
@@ -200,7 +225,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
                 rnd,
                 {k: v.numpy() for k, v in arrays.items()},
                 history,
-                records_to_json(strategy.rounds),
+                *strategy.state_dict(),
                 cfg.to_flat(),
             )
     results = build_results(cfg, strategy.rounds, history, time.perf_counter() - started)
