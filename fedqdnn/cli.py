@@ -320,7 +320,7 @@ def format_federated_table(results: dict) -> str:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from simulations.compare import run_comparison, summary_table
+    from simulations.compare import convergence_table, run_comparison, summary_table
     from strategies.baselines import default_strategies, get_strategy
 
     given = args.strategies or ",".join(default_strategies())
@@ -336,6 +336,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     cfg = scenario_config(args)
     result = run_comparison(cfg, names, seeds, args.out, log=_progress)
     print(summary_table(result))
+    print(convergence_table(result))
     print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
     return 0
 
