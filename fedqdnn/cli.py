@@ -339,7 +339,7 @@ def format_federated_table(results: dict) -> str:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from simulations.compare import run_comparison, summary_table
+    from simulations.compare import convergence_table, run_comparison, summary_table
     from strategies.baselines import default_strategies, get_strategy
 
     given = ",".join(default_strategies()) if args.strategies is None else args.strategies
@@ -358,6 +358,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     cfg = scenario_config(args)
     result = run_comparison(cfg, names, seeds, args.out, log=_progress, overwrite=args.overwrite)
     print(summary_table(result))
+    print(convergence_table(result))
     print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
     return 0
 
@@ -372,27 +373,17 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_plot(args: argparse.Namespace) -> int:
-    from fedqdnn.files import read_json_object
-
     comparison, results = args.directory / "comparison.json", args.directory / "results.json"
     if comparison.is_file():
-        from simulations.compare_plots import plot_comparison
+        from simulations.compare_plots import plot_comparison, read_comparison
 
-        path, what = comparison, "a fedqdnn comparison"
-        data = read_json_object(path, ("rows", "strategies", "curves"), what)
-        draw = plot_comparison
+        paths = plot_comparison(args.directory, read_comparison(comparison))
     elif results.is_file():
-        from fedqdnn.federated.report import plot_results
+        from fedqdnn.federated.report_plots import plot_results, read_results
 
-        path, what = results, "the results of a fedqdnn simulation"
-        data = read_json_object(path, ("per_device", "history"), what)
-        draw = plot_results
+        paths = plot_results(args.directory, read_results(results))
     else:
         raise FileNotFoundError(f"{args.directory} holds neither comparison.json nor results.json")
-    try:
-        paths = draw(args.directory, data)
-    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as err:
-        raise ValueError(f"{path} is not {what}: {type(err).__name__} {err}") from None
     print("\n".join(str(p) for p in paths))
     return 0
 

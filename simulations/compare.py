@@ -271,3 +271,26 @@ def summary_table(result: dict) -> str:
         ]
         rows.append([name, *cells])
     return markdown_table(header, rows)
+
+
+def convergence_table(result: dict) -> str:
+    """Markdown: per tier and strategy, the rounds (and simulated minutes) until the tier's
+    devices first reached the target, mean over seeds; "–" where a seed never did (or where
+    what devices measured in training is not what they deploy: PTQ, FP32 reference)."""
+    tiers = list(dict.fromkeys(r["tier"] for r in result["rows"]))
+    rows = []
+    for name in result["strategies"]:
+        cells = []
+        for tier in tiers:
+            mine = [r for r in result["rows"] if r["strategy"] == name and r["tier"] == tier]
+            reached = [r for r in mine if r.get("rounds_to_target") is not None]
+            if not mine or len(reached) < len(mine):
+                cells.append("–")
+                continue
+            rounds = statistics.fmean(r["rounds_to_target"] for r in reached)
+            minutes = statistics.fmean(r["sim_seconds_to_target"] for r in reached) / 60
+            cells.append(f"{rounds:.0f} ({minutes:.0f} min)")
+        rows.append([name, *cells])
+    target = result["config"].get("target-accuracy")
+    header = ["strategy", *(f"{t}: rounds to {target:.0%}" if target else t for t in tiers)]
+    return markdown_table(header, rows)

@@ -7,6 +7,7 @@ removed. A case that got past every check would start a run; the guard fixture f
 
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -425,23 +426,82 @@ def test_compare_refuses_a_finished_comparison(tmp_path, capsys):
     assert (tmp_path / "cmp" / "comparison.json").read_text() == OLD
 
 
-@pytest.mark.parametrize(
-    "name, text, needle",
-    [
-        ("results.json", "{}", "is not the results of a fedqdnn simulation: it has no 'per_dev"),
-        ("results.json", '{"final": {"accu', "is not valid JSON, perhaps cut short"),
-        ("results.json", "[1, 2]", "it has no 'per_device'"),
-        ("results.json", '{"per_device": [], "history": [{"round": 1}]}', "KeyError"),
-        ("comparison.json", "{}", "is not a fedqdnn comparison: it has no 'rows'"),
-    ],
-)
-def test_plot_of_a_broken_file(name, text, needle, tmp_path, capsys):
-    (tmp_path / name).write_text(text)
-    code = _main(["plot", str(tmp_path)])
-    err = _one_line(capsys)
-    assert code == 2 and needle in err and str(tmp_path / name) in err, err
-
-
 def test_plot_of_a_folder_without_results(capsys):
     code = _main(["plot", "/nonexistent"])
     assert code == 2 and "neither comparison.json nor results.json" in _one_line(capsys)
+
+
+def _edited(kind: str, edit: Callable[[dict], object]) -> Callable[[], str]:
+    """The text of a valid hand-built results.json / comparison.json after ``edit``."""
+
+    def text() -> str:
+        from tests.plot_data import comparison_at, results_at
+
+        data = results_at(9, rounds=2) if kind == "results" else comparison_at(2, 9, 1, rounds=2)
+        edit(data)
+        return json.dumps(data)
+
+    return text
+
+
+def _as_older_version(results: dict) -> None:
+    """What an older fedqdnn wrote: no simulated time, no convergence."""
+    for h in results["history"]:
+        del h["sim_elapsed_seconds"]
+    del results["convergence"]
+
+
+def _without_curve_times(result: dict) -> None:
+    for runs in result["curves"].values():
+        del runs[0]["sim_elapsed_seconds"]
+
+
+PLOT_CASES = {
+    "empty results": ("results.json", lambda: "{}", "lacks history, per_device, convergence"),
+    "truncated results": (
+        "results.json",
+        lambda: '{"history": [{"round": 1, "central_acc',
+        "is not valid JSON (truncated?)",
+    ),
+    "results of an older version": (
+        "results.json",
+        _edited("results", _as_older_version),
+        "lacks history[0].sim_elapsed_seconds, convergence",
+    ),
+    "results with no rounds": (
+        "results.json",
+        _edited("results", lambda d: d.update(history=[])),
+        "history = []: list should have at least 1 item",
+    ),
+    "empty comparison": ("comparison.json", lambda: "{}", "lacks rows, curves, strategies, seeds"),
+    "truncated comparison": ("comparison.json", lambda: '{"rows": [', "is not valid JSON"),
+    "comparison without curve times": (
+        "comparison.json",
+        _edited("comparison", _without_curve_times),
+        "lacks curves.s0/seed0[0].sim_elapsed_seconds",
+    ),
+    "comparison with a curve one round short": (
+        "comparison.json",
+        _edited("comparison", lambda d: d["curves"]["s0/seed0"][0]["rounds"].pop()),
+        "has curves.s0/seed0[0]: rounds, sim_elapsed_seconds and accuracy_by_tier differ",
+    ),
+    "comparison with no rows": (
+        "comparison.json",
+        _edited("comparison", lambda d: d.update(rows=[])),
+        "rows = []: list should have at least 1 item",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PLOT_CASES))
+def test_bad_plot_input_names_file_and_key_and_keeps_old_plots(name, tmp_path, capsys):
+    filename, text, needle = PLOT_CASES[name]
+    (tmp_path / filename).write_text(text())
+    old_png = tmp_path / "accuracy_per_round.png"
+    old_png.write_bytes(b"an earlier plot")
+    code = main(["plot", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert f"{tmp_path / filename} " in err and needle in err, err
+    assert "\n" not in err
+    assert old_png.read_bytes() == b"an earlier plot"

@@ -17,7 +17,7 @@ from fedqdnn.federated.run_folder import (
     claim,
     holding,
 )
-from fedqdnn.files import NON_FINITE_KEY, dumps_strict, read_json_object, write_json
+from fedqdnn.files import NON_FINITE_KEY, dumps_strict, write_json
 from simulations.compare import _run, run_key
 from simulations.scenarios import load_scenario
 from tests.e2e_helpers import REPO
@@ -95,16 +95,6 @@ def test_strict_json_writes_null_for_non_finite_numbers_and_says_why(tmp_path):
     assert data["history"] == [{"loss": None}, {"loss": None}] and data["b"] is None
     assert data[NON_FINITE_KEY] == {"history.0.loss": "nan", "history.1.loss": "-inf", "b": "inf"}
     assert json.loads(dumps_strict({"x": 1.0})) == {"x": 1.0}  # nothing to record: no key
-
-
-def test_read_json_object_names_what_is_wrong(tmp_path):
-    path = tmp_path / "r.json"
-    path.write_bytes(b"\xff\xfe")
-    with pytest.raises(ValueError, match="is not valid JSON"):
-        read_json_object(path, ("a",), "a results file")
-    path.write_text('{"b": 1}')
-    with pytest.raises(ValueError, match="is not a results file: it has no 'a'"):
-        read_json_object(path, ("a",), "a results file")
 
 
 def test_a_comparison_reuses_finished_runs_resumes_unfinished_and_restarts_the_rest(tmp_path):

@@ -26,9 +26,11 @@ from pathlib import Path
 from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.federated.checkpoint import CHECKPOINT_DIR, STATE_FILE, CheckpointError
 from fedqdnn.federated.report import FINAL_MODELS_DIR, MODEL_FILE
+from fedqdnn.federated.report_plots import DEVICE_PLOT, ROUND_PLOT, SIM_TIME_PLOT, TIME_PLOT
 from fedqdnn.files import write_json
 from fedqdnn.provenance import versions
 
+RUN_PLOTS = (DEVICE_PLOT, ROUND_PLOT, TIME_PLOT, SIM_TIME_PLOT)
 RUN_FILE = "run.json"
 LOCK_FILE = ".fedqdnn.lock"
 RESULTS_FILE = "results.json"
@@ -41,12 +43,10 @@ OUTPUTS = (
     MODEL_FILE,
     CHECKPOINT_DIR,
     FINAL_MODELS_DIR,
-    "per_device_accuracy.png",
-    "accuracy_per_round.png",
-    "sim_time_per_round.png",
+    *RUN_PLOTS,
     COMPARISON_FILE,
     "comparison.csv",
-    "per_tier_accuracy.png",
+    "per_tier_accuracy.png",  # simulations/compare_plots.py (the others share run plot names)
     "accuracy_vs_size.png",
 )
 
