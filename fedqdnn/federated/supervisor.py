@@ -37,9 +37,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fedqdnn
-from fedqdnn.config import FederatedConfig, from_flat
+
+if TYPE_CHECKING:  # the CLI imports this module first thing: keep it light
+    from fedqdnn.config import FederatedConfig
 
 RAY_CONNECT_SECONDS = 30.0
 POLL_SECONDS = 0.2
@@ -284,6 +287,7 @@ def _child_main(argv: list[str]) -> None:
 
     code = 0
     try:
+        from fedqdnn.config import from_flat
         from fedqdnn.federated.simulation import connect_ray, simulate
 
         options = spec["options"]
