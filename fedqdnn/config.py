@@ -45,6 +45,7 @@ from fedqdnn.validation import (
     Seconds,
     Seed,
     one_line,
+    parse_mode_pairs,
 )
 
 
@@ -105,21 +106,6 @@ def _parse_slowdown(spec: object) -> object:
                 f"entry {entry!r} is not TIER:ROUND:FACTOR, e.g. 'cpu-fp32:4:8'"
             ) from None
     return tuple(entries)
-
-
-def _parse_pairs(spec: object) -> object:
-    """``"32:40,4:10"`` -> ((32, 40), (4, 10)); a mapping -> its items; sequences pass."""
-    if isinstance(spec, Mapping):
-        return tuple((int(k), v) for k, v in spec.items())
-    if not isinstance(spec, str):
-        return spec
-    pairs = []
-    for item in (p.strip() for p in spec.split(",") if p.strip()):
-        key, sep, value = item.partition(":")
-        if not sep:
-            raise ValueError(f"entry {item!r} is not BITS:VALUE, e.g. '32:2'")
-        pairs.append((key.strip(), value.strip()))
-    return tuple(pairs)
 
 
 def _format_slowdown(entries: tuple[Slowdown, ...]) -> str:
@@ -197,7 +183,7 @@ class FederatedConfig(BaseModel):
         description="per-mode BN/clip state blended with the previous global value, weighted "
         "by decay x the data behind it (0: replaced by this round's trainers)",
     )
-    mode_start: Annotated[tuple[tuple[int, int], ...], BeforeValidator(_parse_pairs)] = Field(
+    mode_start: Annotated[tuple[tuple[int, int], ...], BeforeValidator(parse_mode_pairs)] = Field(
         (), description="round from which a mode is trained, e.g. '32:40' (schedule)"
     )
     participants: Annotated[tuple[NonNegativeInt, ...], BeforeValidator(_parse_ids)] = Field(

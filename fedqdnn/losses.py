@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import BeforeValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from fedqdnn.validation import LossWeight, Temperature
+from fedqdnn.validation import LossWeight, Temperature, parse_mode_pairs
 
 
 class Teacher(StrEnum):
@@ -30,21 +30,6 @@ class Teacher(StrEnum):
 
 
 TEACHERS = tuple(t.value for t in Teacher)
-
-
-def _weight_pairs(spec: object) -> object:
-    """``"32:2,4:0.5"`` or {32: 2} -> ((32, 2.0), (4, 0.5)); sequences pass through."""
-    if isinstance(spec, Mapping):
-        return tuple((int(k), v) for k, v in spec.items())
-    if not isinstance(spec, str):
-        return spec
-    pairs = []
-    for item in (p.strip() for p in spec.split(",") if p.strip()):
-        bits, sep, weight = item.partition(":")
-        if not sep:
-            raise ValueError(f"entry {item!r} is not BITS:WEIGHT, e.g. '32:2'")
-        pairs.append((bits.strip(), weight.strip()))
-    return tuple(pairs)
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -60,9 +45,9 @@ class ConsistencyConfig:
     teacher: Teacher = Field(
         Teacher.TOP, description="teacher of a lower mode: top (top mode) or next (next mode up)"
     )
-    mode_weights: Annotated[tuple[tuple[int, LossWeight], ...], BeforeValidator(_weight_pairs)] = (
-        Field((), description="weight of a mode's whole term, e.g. '32:2' (others 1)")
-    )
+    mode_weights: Annotated[
+        tuple[tuple[int, LossWeight], ...], BeforeValidator(parse_mode_pairs)
+    ] = Field((), description="weight of a mode's whole term, e.g. '32:2' (others 1)")
 
     def weight_of(self, bits: int) -> float:
         """The weight of mode ``bits``'s term (1 unless given)."""

@@ -7,7 +7,7 @@ prints: the key, the value given and what is allowed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
@@ -74,3 +74,19 @@ def one_line(
     if first["type"] == "missing":
         return f"{key_of(loc)} is missing"
     return f"{key_of(loc)} = {first['input']!r} is not allowed: {reason}"
+
+
+def parse_mode_pairs(spec: object) -> object:
+    """``"32:2,4:0.5"`` or {32: 2} -> (("32", "2"), ("4", "0.5")) for a typed field to
+    convert (per-mode weights, per-mode start rounds); other sequences pass through."""
+    if isinstance(spec, Mapping):
+        return tuple((int(k), v) for k, v in spec.items())
+    if not isinstance(spec, str):
+        return spec
+    pairs = []
+    for item in (p.strip() for p in spec.split(",") if p.strip()):
+        bits, sep, value = item.partition(":")
+        if not sep:
+            raise ValueError(f"entry {item!r} is not BITS:VALUE, e.g. '32:2'")
+        pairs.append((bits.strip(), value.strip()))
+    return tuple(pairs)
