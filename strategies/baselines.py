@@ -172,6 +172,22 @@ STRATEGIES: dict[str, StrategySpec] = {
             kind=Kind.VARIANT,
         ),
         StrategySpec(
+            "affine+fp32-weight",
+            "variant: shared-affine BN and the FP32 mode's loss term weighted 2",
+            {"bn": BNLayout.SHARED_AFFINE, "mode_weights": "32:2"},
+            kind=Kind.VARIANT,
+        ),
+        StrategySpec(
+            "affine+fp32-weight+by-modes",
+            "variant: shared-affine BN, FP32 loss weight 2, shared weights by examples x modes",
+            {
+                "bn": BNLayout.SHARED_AFFINE,
+                "mode_weights": "32:2",
+                "shared_weighting": SharedWeighting.EXAMPLES_X_MODES,
+            },
+            kind=Kind.VARIANT,
+        ),
+        StrategySpec(
             "teacher-next",
             "variant: each mode distils from the next mode up (Any-Precision)",
             {"teacher": "next"},
