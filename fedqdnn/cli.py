@@ -62,6 +62,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _flag(p, TrainJob, "num_samples", type=int)
     _flag(p, TrainJob, "data_root")
     _flag(p, TrainJob, "width", type=int)
+    _flag(p, TrainJob, "device")
     _flag(p, OptimConfig, "optimizer", choices=[o.value for o in Optimizer])
     _flag(p, OptimConfig, "lr", type=float)
     _flag(p, OptimConfig, "momentum", type=float)
@@ -105,6 +106,7 @@ def _run_train(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         data_root=args.data_root,
         width=args.width,
+        device=args.device,
         bit_specific_bn=not args.shared_bn,
         learnable_clip=args.clip == "learnable",
         recalibrate_bn=args.recalibrate_bn,
@@ -154,6 +156,12 @@ def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
         help="data set, with its default model (default: the scenario's)",
     )
     p.add_argument(
+        "--device",
+        default=None,
+        help="where models run: auto (CUDA in client actors with a GPU share and in the "
+        "server when CUDA is visible), cpu, cuda or cuda:N (default: the scenario's, auto)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -181,18 +189,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="join an existing Ray cluster (default: $RAY_ADDRESS, else a private local one)",
     )
-    p.add_argument(
-        "--cpus-per-client",
-        type=float,
-        default=1.0,
-        help="CPUs Ray reserves per client actor (default: 1)",
-    )
-    p.add_argument(
-        "--gpus-per-client",
-        type=float,
-        default=0.0,
-        help="GPUs Ray reserves per client actor, fractions share one (default: 0)",
-    )
+    _add_resource_flags(p)
     p.add_argument("--verbose", action="store_true", help="show Flower and Ray logs (default: off)")
     p.add_argument(
         "--resume",
@@ -204,6 +201,28 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_simulate)
 
 
+def _add_resource_flags(p: argparse.ArgumentParser) -> None:
+    """What Ray reserves per client actor (simulate and compare)."""
+    p.add_argument(
+        "--cpus-per-client",
+        type=float,
+        default=1.0,
+        help="CPUs Ray reserves per client actor (default: 1)",
+    )
+    p.add_argument(
+        "--gpus-per-client",
+        type=float,
+        default=0.0,
+        help="GPUs Ray reserves per client actor, fractions share one; with device auto the "
+        "clients then train on it (default: 0)",
+    )
+
+
+def _check_resources(args: argparse.Namespace) -> None:
+    if not args.cpus_per_client > 0 or not args.gpus_per_client >= 0:
+        raise ValueError("--cpus-per-client must be > 0 and --gpus-per-client >= 0")
+
+
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="FedQDNN vs every baseline on the same seeds/partitions")
     _add_scenario_flags(p)
@@ -211,6 +230,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "--strategies", default=None, help="comma list of strategies (default: all of them)"
     )
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default: 0,1,2)")
+    _add_resource_flags(p)
     p.add_argument(
         "--out",
         type=Path,
@@ -237,6 +257,7 @@ def scenario_config(args: argparse.Namespace):
         ("num-clients", args.clients),
         ("dataset", args.dataset),
         ("seed", args.seed),
+        ("device", args.device),
     ):
         if value is not None:
             flat[key] = value
@@ -246,15 +267,14 @@ def scenario_config(args: argparse.Namespace):
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    if not args.cpus_per_client > 0 or not args.gpus_per_client >= 0:
-        raise ValueError("--cpus-per-client must be > 0 and --gpus-per-client >= 0")
+    _check_resources(args)
     from fedqdnn.federated.simulation import load_resume, simulate
 
     resume, out = None, args.out
     if args.resume is not None:
         given = [
             f
-            for f in ("scenario", "rounds", "clients", "dataset", "seed")
+            for f in ("scenario", "rounds", "clients", "dataset", "seed", "device")
             if getattr(args, f) is not None
         ] + (["set"] if args.set else [])
         if given:
@@ -295,6 +315,10 @@ def format_federated_table(results: dict) -> str:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    _check_resources(args)
+    import functools
+
+    from fedqdnn.federated.simulation import simulate
     from simulations.compare import run_comparison, summary_table
     from strategies.baselines import STRATEGIES, get_strategy
 
@@ -308,7 +332,10 @@ def _run_compare(args: argparse.Namespace) -> int:
     if not seeds:
         raise ValueError("--seeds is empty; give e.g. 0,1,2")
     cfg = scenario_config(args)
-    result = run_comparison(cfg, names, seeds, args.out, log=_progress)
+    simulate_fn = functools.partial(
+        simulate, cpus_per_client=args.cpus_per_client, gpus_per_client=args.gpus_per_client
+    )
+    result = run_comparison(cfg, names, seeds, args.out, simulate_fn, log=_progress)
     print(summary_table(result))
     print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
     return 0

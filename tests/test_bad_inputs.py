@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import save_file
 
 from fedqdnn.cli import main
@@ -77,6 +78,18 @@ CASES = {
     ),
     "bad --set": (lambda p: ["--set", "rounds"], "not KEY=VALUE"),
     "bad cpus per client": (lambda p: ["--cpus-per-client", "0"], "--cpus-per-client"),
+    "unknown device": (lambda p: ["--device", "gpu"], "device = 'gpu' is not allowed"),
+    "device index not a number": (
+        lambda p: ["--set", "device=cuda:x"],
+        "auto, cpu, cuda or cuda:N",
+    ),
+    "cuda without a GPU share": (
+        lambda p: ["--device", "cuda", "--gpus-per-client", "0"],
+        # without CUDA the server's device fails first; with CUDA the clients' share does
+        "CUDA is not available here"
+        if not torch.cuda.is_available()
+        else "needs --gpus-per-client > 0",
+    ),
 }
 
 
@@ -105,6 +118,8 @@ def test_bad_simulate_input(name, tmp_path, capsys):
     [
         (["compare", "--strategies", "fedqdnn,magic"], "unknown strategy 'magic'"),
         (["compare", "--seeds", "0,x"], "--seeds"),
+        (["compare", "--device", "tpu"], "device = 'tpu' is not allowed"),
+        (["compare", "--gpus-per-client", "-1"], "--gpus-per-client >= 0"),
         (["plot", "/nonexistent"], "neither comparison.json nor results.json"),
     ],
 )

@@ -17,6 +17,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedqdnn.accelerator import select_device
 from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.device import (
     SimulatedDevice,
@@ -41,6 +42,22 @@ def use_cpu_share() -> int:
     return threads
 
 
+def ray_gpu_share() -> bool | None:
+    """Inside a Ray actor: whether Ray assigned it a GPU (``--gpus-per-client`` > 0; it then
+    sees only that GPU). None outside Ray (a SuperNode of the deployment engine)."""
+    try:
+        import ray
+    except ImportError:  # flwr without its simulation extra
+        return None
+    return bool(ray.get_gpu_ids()) if ray.is_initialized() else None
+
+
+@functools.lru_cache(maxsize=4)
+def _torch_device(spec: str) -> torch.device:
+    """Where this worker's devices compute (selected once per worker and spec)."""
+    return select_device(spec, gpu_share=ray_gpu_share())
+
+
 @functools.lru_cache(maxsize=8)
 def _parse(flat_items: tuple) -> FederatedConfig:
     return from_flat(dict(flat_items))
@@ -57,7 +74,7 @@ def _device(cfg: FederatedConfig, context: Context) -> SimulatedDevice:
     """The device this node simulates (nodes map onto ``participants`` in order)."""
     use_cpu_share()
     node_index = int(context.node_config["partition-id"])
-    return device_for(cfg, cfg.participant_ids[node_index])
+    return device_for(cfg, cfg.participant_ids[node_index], _torch_device(cfg.device))
 
 
 def _reply(
@@ -70,7 +87,12 @@ def _reply(
     content = {
         "metrics": MetricRecord(metrics),
         "info": ConfigRecord(
-            {"tier": device.tier, "partition-id": device.partition_id, "status": status}
+            {
+                "tier": device.tier,
+                "partition-id": device.partition_id,
+                "status": status,
+                "torch-device": str(device.x_train.device),
+            }
         ),
     }
     if arrays is not None:

@@ -27,6 +27,7 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid, ServerApp
 
+from fedqdnn.accelerator import model_device, select_device
 from fedqdnn.config import FederatedConfig, ServerStrategy, from_flat
 from fedqdnn.device import initial_model, run_data
 from fedqdnn.federated.checkpoint import (
@@ -74,12 +75,13 @@ class RunSpec:
 
 
 def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
-    """Every bit mode of the global model on the held-out test set."""
+    """Every bit mode of the global model on the held-out test set (on the model's device)."""
     data = run_data(cfg)
+    x_test, y_test = data.x_test.to(model_device(model)), data.y_test.to(model_device(model))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> dict[int, float]:
         model.load_state_dict(arrays.to_torch_state_dict())
-        accuracy = {b: evaluate(model, data.x_test, data.y_test, b)[0] for b in cfg.bits}
+        accuracy = {b: evaluate(model, x_test, y_test, b)[0] for b in cfg.bits}
         shown = "  ".join(f"{b}-bit {a:.3f}" for b, a in accuracy.items())
         log(f"round {server_round}/{cfg.rounds}: central accuracy {shown}")
         return accuracy
@@ -119,7 +121,7 @@ def _restore(
     """Global arrays, history and next round from a checkpoint, checked against the model."""
     if from_flat(checkpoint.config) != cfg:
         raise CheckpointError("checkpoint config differs from this run's config")
-    reference = {k: v.numpy() for k, v in model.state_dict().items()}
+    reference = {k: v.cpu().numpy() for k, v in model.state_dict().items()}
     check_matches(checkpoint.arrays, reference)
     arrays = checkpoint.arrays
     record = ArrayRecord({k: Array(np.require(arrays[k], requirements="C")) for k in reference})
@@ -137,8 +139,8 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
     torch.set_num_threads(1)
     model = initial_model(cfg)
     strategy = make_strategy(cfg)
-    evaluate_fn = central_evaluator(cfg, model, log)
     arrays = ArrayRecord(model.state_dict())
+    evaluate_fn = central_evaluator(cfg, model.to(select_device(cfg.device)), log)
     history, first = RunHistory(), 1
     if spec.resume is not None:
         arrays, history, first = _restore(cfg, spec.resume, model)

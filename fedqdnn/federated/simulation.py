@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from fedqdnn.accelerator import release_cuda_memory, select_device
 from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.device import initial_model
 from fedqdnn.federated.checkpoint import CHECKPOINT_DIR, Checkpoint, check_matches, load_checkpoint
@@ -39,7 +40,7 @@ def simulate(
 
     from fedqdnn.federated.client_app import app as client_app
 
-    preflight(cfg, resume)
+    preflight(cfg, resume, gpus_per_client)
     out = Path(out)
     results_file = out / "results.json"
     started_before = results_file.stat().st_mtime_ns if results_file.exists() else None
@@ -62,13 +63,23 @@ def simulate(
         backend_config=backend_config,  # type: ignore[arg-type]
         verbose_logging=verbose,
     )
+    release_cuda_memory()  # the server's model and test set (client actors have ended)
     if not results_file.exists() or results_file.stat().st_mtime_ns == started_before:
         raise RuntimeError(f"the simulation wrote no results to {results_file}; see the log")
     return json.loads(results_file.read_text())
 
 
-def preflight(cfg: FederatedConfig, resume: Checkpoint | None = None) -> None:
-    """Fail before any Ray or Flower work: data files present, checkpoint fits the model."""
+def preflight(
+    cfg: FederatedConfig, resume: Checkpoint | None = None, gpus_per_client: float = 0.0
+) -> None:
+    """Fail before any Ray or Flower work: the server's device exists here, clients told to use
+    CUDA get a GPU share, data files present, checkpoint fits the model."""
+    select_device(cfg.device)  # the server computes in this process
+    if cfg.device.startswith("cuda") and not gpus_per_client > 0:
+        raise ValueError(
+            f"device = {cfg.device!r} needs --gpus-per-client > 0: Ray gives a client actor a "
+            "GPU only through its share (or use device = auto)"
+        )
     model = initial_model(cfg)  # loads (and caches) the data set: missing files fail here
     if resume is not None:
         check_matches(resume.arrays, {k: v.numpy() for k, v in model.state_dict().items()})

@@ -10,7 +10,14 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from fedqdnn.layers import BitBatchNorm1d, BitBatchNorm2d, QuantAct, QuantConv1d, QuantConv2d
+from fedqdnn.layers import (
+    BitBatchNorm1d,
+    BitBatchNorm2d,
+    GlobalAvgPool2d,
+    QuantAct,
+    QuantConv1d,
+    QuantConv2d,
+)
 from fedqdnn.models.base import QuantizableModel
 
 
@@ -43,7 +50,7 @@ class DigitsCNN(QuantizableModel):
             *block(QuantConv2d(w, 2 * w, 3, padding=1, bias=False), 2 * w),
             nn.MaxPool2d(2),
             *block(QuantConv2d(2 * w, 2 * w, 3, padding=1, bias=False), 2 * w),
-            nn.AdaptiveAvgPool2d(1),
+            GlobalAvgPool2d(),
             nn.Flatten(),
             nn.Linear(2 * w, num_classes),
         )
