@@ -67,6 +67,13 @@ def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     return _DoReFaWeight.apply(w, levels(bits))
 
 
+def _pass_where(mask: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` where ``mask``, else 0: one pass over the tensor. (``grad * mask`` first
+    converts the boolean mask to floats, a second pass; the values are the same, up to the
+    sign of zeros, which no later sum or product can tell apart.)"""
+    return torch.where(mask, grad, grad.new_zeros(()))
+
+
 class _ClampRoundSTE(torch.autograd.Function):
     """``round_b(clamp(x, 0, 1))``; the gradient passes where 0 <= x <= 1 (STE through round).
 
@@ -83,7 +90,7 @@ class _ClampRoundSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
         (inside,) = ctx.saved_tensors
-        return grad * inside, None
+        return _pass_where(inside, grad), None
 
 
 def quantize_activation(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -112,8 +119,8 @@ class _ClippedRoundSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
         inside, above = ctx.saved_tensors
-        grad_alpha = (grad * above).sum().reshape(1)
-        return grad * inside, grad_alpha, None
+        grad_alpha = _pass_where(above, grad).sum().reshape(1)
+        return _pass_where(inside, grad), grad_alpha, None
 
 
 def quantize_activation_clipped(x: torch.Tensor, alpha: torch.Tensor, bits: int) -> torch.Tensor:

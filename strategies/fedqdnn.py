@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-import numpy as np
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
     Message,
@@ -29,18 +27,9 @@ from fedqdnn.round_plan import select_partitions
 from strategies.aggregation import ClientUpdate, State, aggregate, validate_update
 from strategies.fedavg import PlainFedAvg
 from strategies.protocol import RoundRecord
+from strategies.records import to_arrayrecord, to_state
 
 log = logging.getLogger("fedqdnn")
-
-
-def to_state(arrays: ArrayRecord) -> State:
-    """ArrayRecord -> {name: numpy array}."""
-    return {k: v.numpy() for k, v in arrays.items()}
-
-
-def to_arrayrecord(state: State) -> ArrayRecord:
-    """{name: numpy array} -> ArrayRecord (order kept)."""
-    return ArrayRecord({k: Array(np.require(v, requirements="C")) for k, v in state.items()})
 
 
 def _info(msg: Message) -> dict:

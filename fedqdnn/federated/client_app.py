@@ -1,9 +1,11 @@
 """Flower ClientApp: the message handlers of a simulated device (the device is
 :mod:`fedqdnn.device`; this module only translates Flower messages to and from it).
 
-A client learns which device it simulates from ``partition-id`` (as a real device knows its
-hardware), trains the modes its plan allows and replies with the shared weights plus the
-per-mode entries of the modes it trained only, or with a status (offline, straggler).
+A client learns which device it simulates from its instruction (simulation engine: virtual
+nodes are alike, the server names the partition) or from its node config's ``partition-id``
+(deployment engine, as a real device knows its hardware), trains the modes its plan allows and
+replies with the shared weights plus the per-mode entries of the modes it trained only, or with
+a status (offline, straggler).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fedqdnn.device import (
     skipped_round_metrics,
     train_round,
 )
+from fedqdnn.federated import PARTITION_KEY
 
 app = ClientApp()
 
@@ -63,18 +66,18 @@ def _parse(flat_items: tuple) -> FederatedConfig:
     return from_flat(dict(flat_items))
 
 
-def _config(msg: Message) -> tuple[FederatedConfig, int]:
-    """The run config the server sent (parsed once per distinct config) and the round."""
+def _instruction(msg: Message, context: Context) -> tuple[FederatedConfig, int, SimulatedDevice]:
+    """The run config the server sent (parsed once per distinct config), the round, and the
+    device to simulate: the partition the instruction names, else this node's (nodes map
+    onto ``participants`` in order)."""
     flat = dict(msg.content["config"])
     server_round = int(flat.pop("server-round", 0))
-    return _parse(tuple(sorted(flat.items()))), server_round
-
-
-def _device(cfg: FederatedConfig, context: Context) -> SimulatedDevice:
-    """The device this node simulates (nodes map onto ``participants`` in order)."""
+    partition = flat.pop(PARTITION_KEY, None)
+    cfg = _parse(tuple(sorted(flat.items())))
+    if partition is None:
+        partition = cfg.participant_ids[int(context.node_config["partition-id"])]
     use_cpu_share()
-    node_index = int(context.node_config["partition-id"])
-    return device_for(cfg, cfg.participant_ids[node_index], _torch_device(cfg.device))
+    return cfg, server_round, device_for(cfg, int(partition), _torch_device(cfg.device))
 
 
 def _reply(
@@ -104,8 +107,7 @@ def _reply(
 def train(msg: Message, context: Context) -> Message:
     """Train the modes this device's plan allows this round; reply with shared + trained-mode
     entries, or with a status (offline, straggler) and no arrays."""
-    cfg, rnd = _config(msg)
-    device = _device(cfg, context)
+    cfg, rnd, device = _instruction(msg, context)
     arrays = msg.content["arrays"]
     bytes_down = sum(np.dtype(a.dtype).itemsize * math.prod(a.shape) for a in arrays.values())
     plan = plan_round(cfg, device, rnd, bytes_down)
@@ -128,8 +130,7 @@ def identify(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_local(msg: Message, context: Context) -> Message:
     """Per-device accuracy: the global model at this device's top mode, on its local test split."""
-    cfg, _ = _config(msg)
-    device = _device(cfg, context)
+    cfg, _, device = _instruction(msg, context)
     load_state(device.model, msg.content["arrays"].to_torch_state_dict())
     bits = evaluation_mode(cfg, device)
     accuracy, loss = evaluate_locally(device, bits)

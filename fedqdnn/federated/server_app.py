@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedqdnn.accelerator import model_device, select_device
 from fedqdnn.config import FederatedConfig, ServerStrategy, from_flat
 from fedqdnn.device import initial_model, run_data
+from fedqdnn.federated import PARTITION_KEY
 from fedqdnn.federated.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -45,9 +46,13 @@ from strategies.fedavg import PlainFedAvg
 from strategies.fedqdnn import FedQDNN
 from strategies.protocol import ServerStrategy as StrategyProtocol
 from strategies.protocol import records_from_json, records_to_json
+from strategies.records import to_state
 
 OUT_DIR_KEY = "out-dir"
 REPLY_TIMEOUT = 3600.0  # seconds to wait for a round's replies (as Strategy.start)
+# seconds between checks for replies: Flower's grids check every 0.1 s; an in-memory grid
+# (simulation) is cheap to ask, and each round waits for two sets of replies
+POLL_SECONDS = {"simulation": 0.005, "deployment": 0.1}
 
 
 def _log(message: str) -> None:
@@ -72,6 +77,9 @@ class RunSpec:
     resume: Checkpoint | None = None
     on_round_end: Callable[[RoundEnd], None] | None = None
     log: Callable[[str], None] = field(default=_log)
+    # simulation engine: nodes are virtual and alike, so the server assigns partitions to
+    # them instead of asking every node which one it simulates (see assign_partitions)
+    virtual_nodes: bool = False
 
 
 def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
@@ -80,7 +88,9 @@ def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
     x_test, y_test = data.x_test.to(model_device(model)), data.y_test.to(model_device(model))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> dict[int, float]:
-        model.load_state_dict(arrays.to_torch_state_dict())
+        model.load_state_dict(
+            {k: torch.from_numpy(np.array(v)) for k, v in to_state(arrays).items()}
+        )
         accuracy = {b: evaluate(model, x_test, y_test, b)[0] for b in cfg.bits}
         shown = "  ".join(f"{b}-bit {a:.3f}" for b, a in accuracy.items())
         log(f"round {server_round}/{cfg.rounds}: central accuracy {shown}")
@@ -115,6 +125,52 @@ def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
     return mapping
 
 
+def assign_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
+    """partition id -> node id, without a message: the i-th registered node simulates the
+    i-th participant, and every instruction names its partition (:func:`with_partitions`).
+
+    For virtual nodes (simulation engine) only, where a node is whatever its instructions
+    say. Start-up then costs no round trip per node, whatever the fleet size; registration
+    order (Flower's own order of ``partition-id``) keeps the order in which the engine hands
+    a round's messages to the actors the same from run to run.
+    """
+    nodes = sorted(grid.get_nodes(), key=lambda n: (n.registered_at, n.node_id))
+    return dict(zip(cfg.participant_ids, [n.node_id for n in nodes], strict=True))
+
+
+def exchange(grid: Grid, messages: Iterable[Message], poll_seconds: float) -> list[Message]:
+    """Send ``messages`` and wait for every reply, checking every ``poll_seconds`` (what
+    ``Grid.send_and_receive`` does at a fixed 0.1 s)."""
+    pending = set(grid.push_messages(messages))
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    replies: list[Message] = []
+    while pending and time.monotonic() < deadline:
+        arrived = list(grid.pull_messages(pending))
+        replies += arrived
+        pending -= {m.metadata.reply_to_message_id for m in arrived}
+        if pending:
+            time.sleep(poll_seconds)
+    return replies
+
+
+def with_partitions(
+    instructions: Iterable[Message], node_of_partition: dict[int, int]
+) -> Iterable[Message]:
+    """The instructions, each naming its node's partition in its own config record (the
+    strategy may share one content object between messages: it is not modified). An empty
+    mapping leaves them as they are (deployment engine: a node knows its partition)."""
+    if not node_of_partition:
+        return instructions
+    partition_of_node = {n: p for p, n in node_of_partition.items()}
+    out = []
+    for msg in instructions:
+        config = ConfigRecord(dict(msg.content["config"]))
+        config[PARTITION_KEY] = partition_of_node[msg.metadata.dst_node_id]
+        msg.content = RecordDict({**dict(msg.content), "config": config})
+        out.append(msg)
+    return out
+
+
 def _restore(
     cfg: FederatedConfig, checkpoint: Checkpoint, model: QuantizableModel
 ) -> tuple[ArrayRecord, RunHistory, int]:
@@ -146,7 +202,11 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
         arrays, history, first = _restore(cfg, spec.resume, model)
         strategy.rounds = records_from_json(spec.resume.strategy_rounds)
         log(f"resuming after round {first - 1}")
-    strategy.bind_partitions(discover_partitions(grid, cfg))
+    bind = assign_partitions if spec.virtual_nodes else discover_partitions
+    node_of_partition = bind(grid, cfg)
+    strategy.bind_partitions(node_of_partition)
+    named = node_of_partition if spec.virtual_nodes else {}  # instructions name partitions
+    poll = POLL_SECONDS["simulation" if spec.virtual_nodes else "deployment"]
 
     def central(server_round: int) -> None:
         accuracy = evaluate_fn(server_round, arrays)
@@ -160,7 +220,8 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
     for rnd in range(first, cfg.rounds + 1):
         round_start = time.perf_counter()
         instructions = strategy.configure_train(rnd, arrays, ConfigRecord(flat), grid)
-        replies = list(grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT))
+        instructions = with_partitions(instructions, named)
+        replies = exchange(grid, instructions, poll)
         if replies and all(r.has_error() for r in replies):
             raise RuntimeError(
                 f"every client failed in round {rnd}; first error: "
@@ -172,9 +233,8 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
         if train_metrics is not None:
             history.train_metrics_clientapp[rnd] = dict(train_metrics)
         instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(flat), grid)
-        federated = strategy.aggregate_evaluate(
-            rnd, grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT)
-        )
+        instructions = with_partitions(instructions, named)
+        federated = strategy.aggregate_evaluate(rnd, exchange(grid, instructions, poll))
         if federated is not None:
             history.evaluate_metrics_clientapp[rnd] = dict(federated)
         central(rnd)
@@ -183,7 +243,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
             save_checkpoint(
                 out / CHECKPOINT_DIR,
                 rnd,
-                {k: v.numpy() for k, v in arrays.items()},
+                to_state(arrays),
                 history,
                 records_to_json(strategy.rounds),
                 cfg.to_flat(),
