@@ -1,7 +1,8 @@
 """Every benchmark in one JSON: step-time ratios and simulation overhead, with targets.
 
 Headline keys: ``steady_round_ratio_vs_bare``, ``startup_seconds``,
-``peak_rss_ratio_1000_vs_10_clients``, ``two_actor_speedup`` (benchmarks/sim_overhead.py),
+``peak_rss_ratio_1000_vs_10_clients``, ``two_actor_speedup``, ``startup_seconds_1000_clients``
+(benchmarks/sim_overhead.py),
 ``quant_step_ratio``, ``joint_step_ratio`` (benchmarks/step_time.py); ``targets``,
 ``meets_target``, the full per-benchmark ``details`` and ``versions``.
 Usage: python benchmarks/run_all.py [--quick] --out benchmarks/results/all.json
@@ -27,6 +28,7 @@ HEADLINE = (
     "startup_seconds",
     "peak_rss_ratio_1000_vs_10_clients",
     "two_actor_speedup",
+    "startup_seconds_1000_clients",
     "quant_step_ratio",
     "joint_step_ratio",
 )

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from fedqdnn.accelerator import CPU
 from fedqdnn.data import load_dataset
 from fedqdnn.losses import ConsistencyConfig
-from fedqdnn.models import build_model
+from fedqdnn.models import QuantizableModel, build_model
 from fedqdnn.provenance import versions
 from fedqdnn.training import OptimConfig, joint_step, make_optimizer
 
@@ -27,29 +28,22 @@ def _time_steps(model, optimizer, x, y, modes, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         joint_step(model, x, y, modes, loss_config, optimizer)
+    if x.is_cuda:
+        torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
 
 
-def measure(
-    dataset: str,
-    batch_size: int,
+def step_ratios(
+    model: QuantizableModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
     steps: int,
     repeats: int,
     quant_bits: int,
     joint_modes: tuple[int, ...],
-    learnable_clip: bool = True,
 ) -> dict:
-    """Median seconds per step for FP32, one quantized mode and the joint step."""
-    data = load_dataset(dataset)
-    x, y = data.x_train[:batch_size], data.y_train[:batch_size]
-    torch.manual_seed(0)
-    model = build_model(
-        data.default_model,
-        joint_modes,
-        data.num_classes,
-        data.in_channels,
-        learnable_clip=learnable_clip,
-    )
+    """Median seconds per step of ``model`` (on the device of ``x``) for FP32, one quantized
+    mode and the joint step over ``joint_modes``, interleaved; their ratios to FP32."""
     model.train()
     optimizer, _ = make_optimizer(model, OptimConfig(cosine=False), 1)
     cases = {"fp32": (32,), "quant": (quant_bits,), "joint": joint_modes}
@@ -61,15 +55,42 @@ def measure(
             times[name].append(_time_steps(model, optimizer, x, y, modes, steps))
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
-        "dataset": dataset,
-        "model": data.default_model,
-        "activation_clip": "learnable" if learnable_clip else "fixed [0, 1]",
-        "batch_size": batch_size,
         "quant_bits": quant_bits,
         "joint_modes": list(joint_modes),
         "seconds_per_step": med,
         "quant_step_ratio": med["quant"] / med["fp32"],
         "joint_step_ratio": med["joint"] / med["fp32"],
+    }
+
+
+def measure(
+    dataset: str,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    quant_bits: int,
+    joint_modes: tuple[int, ...],
+    learnable_clip: bool = True,
+    device: torch.device = CPU,
+) -> dict:
+    """Step ratios of the data set's default model on a batch of its training data."""
+    data = load_dataset(dataset)
+    x, y = data.x_train[:batch_size].to(device), data.y_train[:batch_size].to(device)
+    torch.manual_seed(0)
+    model = build_model(
+        data.default_model,
+        joint_modes,
+        data.num_classes,
+        data.in_channels,
+        learnable_clip=learnable_clip,
+    ).to(device)
+    return {
+        "dataset": dataset,
+        "model": data.default_model,
+        "activation_clip": "learnable" if learnable_clip else "fixed [0, 1]",
+        "batch_size": batch_size,
+        "torch_threads": torch.get_num_threads(),
+        **step_ratios(model, x, y, steps, repeats, quant_bits, joint_modes),
     }
 
 

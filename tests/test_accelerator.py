@@ -194,3 +194,23 @@ def test_release_gives_cached_gpu_memory_back():
     del block
     release_cuda_memory()
     assert torch.cuda.memory_reserved() < 64 * 2**20
+
+
+@needs_no_cuda
+def test_gpu_benchmark_exits_with_one_line_without_cuda(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.e2e_helpers import REPO
+
+    out = tmp_path / "gpu.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu.py", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("benchmarks/gpu.py: CUDA is not available here")
+    assert done.stderr.count("\n") == 1 and not out.exists()
