@@ -13,12 +13,13 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fedqdnn.accelerator import CPU
 from fedqdnn.data import load_dataset
 from fedqdnn.losses import ConsistencyConfig
-from fedqdnn.models import QuantizableModel, build_model
+from fedqdnn.models import QuantizableModel, build_model, default_model_for
 from fedqdnn.provenance import versions
 from fedqdnn.training import OptimConfig, joint_step, make_optimizer
 
@@ -75,10 +76,12 @@ def measure(
 ) -> dict:
     """Step ratios of the data set's default model on a batch of its training data."""
     data = load_dataset(dataset)
-    x, y = data.x_train[:batch_size].to(device), data.y_train[:batch_size].to(device)
+    x = data.train_inputs(np.arange(batch_size)).to(device)
+    y = data.y_train[:batch_size].to(device)
+    model_name = default_model_for(data.input_shape)
     torch.manual_seed(0)
     model = build_model(
-        data.default_model,
+        model_name,
         joint_modes,
         data.num_classes,
         data.in_channels,
@@ -86,7 +89,7 @@ def measure(
     ).to(device)
     return {
         "dataset": dataset,
-        "model": data.default_model,
+        "model": model_name,
         "activation_clip": "learnable" if learnable_clip else "fixed [0, 1]",
         "batch_size": batch_size,
         "torch_threads": torch.get_num_threads(),

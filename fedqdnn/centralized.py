@@ -21,9 +21,10 @@ from fedqdnn.accelerator import (
 )
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.calibration import recalibrate_bn
-from fedqdnn.data import DATASET_NAMES, load_dataset
+from fedqdnn.data import check_dataset_name, load_dataset
+from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
-from fedqdnn.models import MODELS, QuantizableModel, build_model
+from fedqdnn.models import MODELS, QuantizableModel, build_model, default_model_for
 from fedqdnn.provenance import versions
 from fedqdnn.tables import markdown_table
 from fedqdnn.training import OptimConfig, evaluate, fit
@@ -54,9 +55,11 @@ class TrainJob(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dataset: Annotated[str, _choice(DATASET_NAMES)] = Field("digits", description="data set")
+    dataset: Annotated[str, BeforeValidator(check_dataset_name)] = Field(
+        "digits", description="data set: a built-in one or hf:<Hugging Face dataset>"
+    )
     model: Annotated[str | None, _choice(sorted(MODELS))] = Field(
-        None, description="model (default: the data set's model)"
+        None, description="model (default: chosen by the data's input shape)"
     )
     bits: Annotated[tuple[int, ...], BeforeValidator(parse_bit_modes)] = Field(
         (2, 4, 8, 32), description="bit modes, e.g. 2,4,8,32"
@@ -66,9 +69,17 @@ class TrainJob(BaseModel):
     seed: Seed = Field(0, description="seed of initialization and batch order")
     data_seed: Seed = Field(0, description="seed of the train/test split")
     num_samples: NonNegativeInt | None = Field(None, description="mnist1d sample count")
-    data_root: str | None = Field(None, description="folder holding CIFAR files")
+    data_root: str | None = Field(
+        None, description="local data: CIFAR files, or a copy of an hf: data set"
+    )
+    download: bool = Field(False, description="fetch data not found locally (cifar, hf:)")
+    image_column: str = Field("", description="hf: image column ('' = the one Image feature)")
+    label_column: str = Field("", description="hf: label column ('' = the one ClassLabel)")
     width: PositiveInt | None = Field(None, description="model width (multiplier for ResNet)")
-    bit_specific_bn: bool = Field(True, description="one BN per bit mode")
+    bn: BNLayout = Field(
+        BNLayout.BIT_SPECIFIC,
+        description="BN per bit mode: bit-specific, shared-affine (stats per mode) or shared",
+    )
     # measured better than the fixed [0, 1] clip (docs/results.md)
     learnable_clip: bool = Field(True, description="per-mode learnable activation clip")
     recalibrate_bn: bool = Field(
@@ -96,7 +107,7 @@ def _build(job: TrainJob, modes: tuple[int, ...], in_channels: int, num_classes:
         num_classes,
         in_channels,
         width=job.width,
-        bit_specific_bn=job.bit_specific_bn,
+        bn=job.bn,
         learnable_clip=job.learnable_clip,
     )
 
@@ -112,14 +123,20 @@ def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dic
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     where = select_device(job.device)
     data = load_dataset(
-        job.dataset, data_root=job.data_root, num_samples=job.num_samples, data_seed=job.data_seed
+        job.dataset,
+        data_root=job.data_root,
+        num_samples=job.num_samples,
+        data_seed=job.data_seed,
+        download=job.download,
+        image_column=job.image_column,
+        label_column=job.label_column,
     )
-    x_train, y_train = data.x_train.to(where), data.y_train.to(where)
+    x_train, y_train = data.train_inputs().to(where), data.y_train.to(where)
     x_test, y_test = data.x_test.to(where), data.y_test.to(where)
-    model_name = job.model or data.default_model
+    model_name = job.model or default_model_for(data.input_shape)
     # One model trained on every mode (joint) or one model per mode (dedicated, plain CE).
     groups = [job.bits] if job.method == Method.JOINT else [(b,) for b in job.bits]
-    augment = job.dataset.startswith("cifar")
+    augment = len(data.input_shape) == 3 and data.in_channels == 3  # crops + flips: RGB images
     accuracy: dict[str, float] = {}
     recalibrated: dict[str, float] = {}
     started = time.perf_counter()

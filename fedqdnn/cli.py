@@ -46,13 +46,13 @@ def _flag(parser: argparse.ArgumentParser, cls: Any, name: str, **kwargs: Any) -
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from fedqdnn.centralized import METHODS, TrainJob
-    from fedqdnn.data import DATASET_NAMES
+    from fedqdnn.layers import BNLayout
     from fedqdnn.losses import TEACHERS, ConsistencyConfig
     from fedqdnn.models import MODELS
     from fedqdnn.training import OptimConfig, Optimizer
 
     p = sub.add_parser("train", help="train one Quantizable DNN (joint) or one model per mode")
-    _flag(p, TrainJob, "dataset", choices=DATASET_NAMES)
+    _flag(p, TrainJob, "dataset")
     _flag(p, TrainJob, "model", choices=sorted(MODELS))
     _flag(p, TrainJob, "bits")
     _flag(p, TrainJob, "method", choices=METHODS)
@@ -61,6 +61,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _flag(p, TrainJob, "data_seed", type=int)
     _flag(p, TrainJob, "num_samples", type=int)
     _flag(p, TrainJob, "data_root")
+    _flag(p, TrainJob, "image_column")
+    _flag(p, TrainJob, "label_column")
+    _add_download(p)
     _flag(p, TrainJob, "width", type=int)
     _flag(p, TrainJob, "device")
     _flag(p, OptimConfig, "optimizer", choices=[o.value for o in Optimizer])
@@ -72,9 +75,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _flag(p, ConsistencyConfig, "kd_weight", type=float)
     _flag(p, ConsistencyConfig, "temperature", type=float)
     _flag(p, ConsistencyConfig, "teacher", choices=TEACHERS)
-    p.add_argument(
-        "--shared-bn", action="store_true", help="ablation: one BN for all modes (default: off)"
-    )
+    _flag(p, TrainJob, "bn", choices=[layout.value for layout in BNLayout])
     p.add_argument(
         "--clip",
         default="learnable",
@@ -105,9 +106,12 @@ def _run_train(args: argparse.Namespace) -> int:
         data_seed=args.data_seed,
         num_samples=args.num_samples,
         data_root=args.data_root,
+        download=args.download,
+        image_column=args.image_column,
+        label_column=args.label_column,
         width=args.width,
         device=args.device,
-        bit_specific_bn=not args.shared_bn,
+        bn=args.bn,
         learnable_clip=args.clip == "learnable",
         recalibrate_bn=args.recalibrate_bn,
         loss={
@@ -134,6 +138,15 @@ def _run_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- simulate / compare
 
 
+def _add_download(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch data not found locally: cifar10/100 via torchvision, hf: data sets via "
+        "Flower Datasets (default: off, local files only)",
+    )
+
+
 def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by simulate and compare: a scenario and overrides of its keys."""
     from fedqdnn.config import FLAT_KEYS
@@ -147,14 +160,19 @@ def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--rounds", type=int, default=None, help="rounds (default: the scenario's)")
     p.add_argument(
-        "--clients", type=int, default=None, help="devices in the fleet (default: the scenario's)"
+        "--clients",
+        type=int,
+        default=None,
+        help="devices in the fleet; 0 with partition = natural: one per id (default: the "
+        "scenario's)",
     )
     p.add_argument(
         "--dataset",
         default=None,
-        choices=DATASET_NAMES,
-        help="data set, with its default model (default: the scenario's)",
+        help=f"{', '.join(DATASET_NAMES)} or hf:<Hugging Face dataset>, with the model that "
+        "fits its input shape (default: the scenario's)",
     )
+    _add_download(p)
     p.add_argument(
         "--device",
         default=None,
@@ -227,7 +245,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="FedQDNN vs every baseline on the same seeds/partitions")
     _add_scenario_flags(p)
     p.add_argument(
-        "--strategies", default=None, help="comma list of strategies (default: all of them)"
+        "--strategies",
+        default=None,
+        help="comma list of strategies (default: every baseline, ablation and reference; "
+        "research variants by name)",
     )
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default: 0,1,2)")
     _add_resource_flags(p)
@@ -263,7 +284,11 @@ def scenario_config(args: argparse.Namespace):
             flat[key] = value
     if args.dataset is not None and not any(k.startswith("model") for k in flat):
         flat["model"] = ""  # the new data set's default model
-    return from_flat(flat, base=cfg)
+    if args.download:
+        flat["download"] = True
+    from fedqdnn.device import resolve_fleet
+
+    return resolve_fleet(from_flat(flat, base=cfg))
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
@@ -320,9 +345,10 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     from fedqdnn.federated.simulation import simulate
     from simulations.compare import run_comparison, summary_table
-    from strategies.baselines import STRATEGIES, get_strategy
+    from strategies.baselines import default_strategies, get_strategy
 
-    names = [s.strip() for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s.strip()]
+    given = args.strategies or ",".join(default_strategies())
+    names = [s.strip() for s in given.split(",") if s.strip()]
     for name in names:
         get_strategy(name)
     try:

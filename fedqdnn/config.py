@@ -23,12 +23,13 @@ from pydantic import model_validator as _model_validator
 
 from fedqdnn.accelerator import DEVICE_CHOICES, parse_device
 from fedqdnn.bitmodes import parse_bit_modes
-from fedqdnn.data import DATASET_NAMES, DEFAULT_MODEL
+from fedqdnn.data import check_dataset_name, is_hf_name
 from fedqdnn.hardware import PROPORTION_TOLERANCE, get_profile
+from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import MODELS
 from fedqdnn.partition import PartitionScheme
-from fedqdnn.policies import BNStats, TrainModes
+from fedqdnn.policies import BNStats, ServerOptimizer, SharedWeighting, TrainModes
 from fedqdnn.round_plan import FAULTS, Slowdown
 from fedqdnn.training import OptimConfig
 from fedqdnn.validation import (
@@ -103,19 +104,28 @@ def _parse_slowdown(spec: object) -> object:
     return tuple(entries)
 
 
+def _parse_pairs(spec: object) -> object:
+    """``"32:40,4:10"`` -> ((32, 40), (4, 10)); a mapping -> its items; sequences pass."""
+    if isinstance(spec, Mapping):
+        return tuple((int(k), v) for k, v in spec.items())
+    if not isinstance(spec, str):
+        return spec
+    pairs = []
+    for item in (p.strip() for p in spec.split(",") if p.strip()):
+        key, sep, value = item.partition(":")
+        if not sep:
+            raise ValueError(f"entry {item!r} is not BITS:VALUE, e.g. '32:2'")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
 def _format_slowdown(entries: tuple[Slowdown, ...]) -> str:
     return ",".join(f"{e.tier}:{e.start_round}:{e.factor:g}" for e in entries)
 
 
-def _dataset_name(name: object) -> object:
-    if name not in DATASET_NAMES:
-        raise ValueError(f"allowed: {', '.join(DATASET_NAMES)}")
-    return name
-
-
 def _model_name(name: object) -> object:
     if name and name not in MODELS:
-        raise ValueError(f"allowed: {', '.join(sorted(MODELS))} or '' (the data set's model)")
+        raise ValueError(f"allowed: {', '.join(sorted(MODELS))} or '' (by the data's shape)")
     return name
 
 
@@ -131,22 +141,33 @@ class FederatedConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
-    dataset: Annotated[str, BeforeValidator(_dataset_name)] = Field(
-        "digits", description="data set"
+    dataset: Annotated[str, BeforeValidator(check_dataset_name)] = Field(
+        "digits", description="data set: a built-in one or hf:<Hugging Face dataset>"
     )
     model: Annotated[str, BeforeValidator(_model_name)] = Field(
-        "", description="model name ('' = the data set's default model)"
+        "", description="model name ('' = chosen by the data's input shape)"
     )
     bits: BitModes = Field((2, 4, 32), description="the model's bit modes, e.g. '2,4,32'")
     tiers: Annotated[dict[str, TierShare], BeforeValidator(parse_tiers)] = Field(
         default_factory=lambda: {"mcu-int2": 0.3333, "phone-npu-int4": 0.3333, "cpu-fp32": 0.3334},
         description="hardware profile -> share of the fleet, e.g. 'cpu-fp32:0.5,mcu-int2:0.5'",
     )
-    num_clients: PositiveInt = Field(10, description="devices in the fleet")
+    num_clients: NonNegativeInt = Field(
+        10, description="devices in the fleet (0 with partition = natural: one per id)"
+    )
     rounds: PositiveInt = Field(15, description="federated rounds")
     fraction_train: Fraction = Field(1.0, description="share of devices sampled to train")
     fraction_evaluate: Fraction = Field(1.0, description="share of devices sampled to evaluate")
     local_epochs: PositiveInt = Field(2, description="local epochs per round")
+    evaluate_every: PositiveInt = Field(
+        1, description="evaluate (central and on devices) every k rounds and at the last round"
+    )
+    final_average: PositiveInt = Field(
+        1, description="final accuracy = mean over the last N evaluations (their models kept)"
+    )
+    target_accuracy: Probability = Field(
+        0.9, description="accuracy whose first crossing per tier is reported (rounds, time)"
+    )
     loss: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(batch_size=32, cosine=False))
     train_modes: TrainModes = Field(
@@ -156,15 +177,41 @@ class FederatedConfig(BaseModel):
     server_strategy: ServerStrategy = Field(
         ServerStrategy.FEDQDNN, description="server aggregation"
     )
+    server_optimizer: ServerOptimizer = Field(
+        ServerOptimizer.NONE, description="server optimizer on the shared weights"
+    )
+    server_lr: PositiveFloat = Field(
+        1.0, description="server learning rate (FedAvgM lr, FedAdam/Yogi/Adagrad eta)"
+    )
+    server_momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        0.0, description="FedAvgM server momentum"
+    )
+    shared_weighting: SharedWeighting = Field(
+        SharedWeighting.EXAMPLES, description="weight of a client in the shared-weight average"
+    )
+    mode_state_decay: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        0.0,
+        description="per-mode BN/clip state blended with the previous global value, weighted "
+        "by decay x the data behind it (0: replaced by this round's trainers)",
+    )
+    mode_start: Annotated[tuple[tuple[int, int], ...], BeforeValidator(_parse_pairs)] = Field(
+        (), description="round from which a mode is trained, e.g. '32:40' (schedule)"
+    )
     participants: Annotated[tuple[NonNegativeInt, ...], BeforeValidator(_parse_ids)] = Field(
         (), description="partition ids taking part, e.g. '0,3,7' ('' = all)"
     )
     partition: PartitionScheme = Field(PartitionScheme.IID, description="data split over devices")
     alpha: PositiveFloat = Field(0.5, description="Dirichlet concentration (partition=dirichlet)")
+    partition_by: str = Field(
+        "", description="column of natural ids for partition = natural, e.g. 'writer_id'"
+    )
     local_test_fraction: OpenFraction = Field(
         0.2, description="share of a device's data kept for its local test split"
     )
-    bit_specific_bn: bool = Field(True, description="one BN per bit mode (false: one shared BN)")
+    bn: BNLayout = Field(
+        BNLayout.BIT_SPECIFIC,
+        description="BN per bit mode: bit-specific, shared-affine (stats per mode) or shared",
+    )
     learnable_clip: bool = Field(True, description="per-mode learnable activation clip")
     availability: bool = Field(
         False, description="devices online with their profile's probability per round"
@@ -180,6 +227,12 @@ class FederatedConfig(BaseModel):
     fault_shape: Probability = Field(0.0, description="per-round probability of a bad shape")
     fault_slow: Probability = Field(0.0, description="per-round probability of a 10x slow client")
     upload_bits: Literal[8, 32] = Field(32, description="update upload precision: 32 or 8")
+    max_nodes: NonNegativeInt = Field(
+        100,
+        description="most SuperNodes a simulation runs; a larger fleet's devices are served in "
+        "turn by that pool of nodes (0: one node per device, bound by its partition-id, as on "
+        "real devices)",
+    )
     checkpoint_every: NonNegativeInt = Field(
         1, description="rounds between checkpoints (0 = never)"
     )
@@ -189,7 +242,14 @@ class FederatedConfig(BaseModel):
         "GPU (a client actor: a Ray GPU share, see --gpus-per-client), else CPU",
     )
     num_samples: NonNegativeInt = Field(0, description="mnist1d sample count (0 = default)")
-    data_root: str = Field("", description="folder holding local data files (CIFAR)")
+    data_root: str = Field(
+        "", description="local data: CIFAR files, or a copy of an hf: data set (docs/data.md)"
+    )
+    download: bool = Field(
+        False, description="fetch data not found locally (cifar10/100 and hf: data sets)"
+    )
+    image_column: str = Field("", description="hf: image column ('' = the one Image feature)")
+    label_column: str = Field("", description="hf: label column ('' = the one ClassLabel)")
     data_seed: Seed = Field(0, description="seed of the data set's train/test split")
     seed: Seed = Field(0, description="seed of partitions, tiers, sampling and training")
 
@@ -211,8 +271,11 @@ class FederatedConfig(BaseModel):
                 f"tiers: proportions sum to {total:.4g}; they must sum to 1 "
                 f"(+-{PROPORTION_TOLERANCE:g})"
             )
+        self._check_data_keys()
         ids = self.participants
-        if any(p >= self.num_clients for p in ids) or len(set(ids)) != len(ids):
+        if self.num_clients and (
+            any(p >= self.num_clients for p in ids) or len(set(ids)) != len(ids)
+        ):
             raise ValueError(
                 f"participants = {to_flat_value(ids)!r} is not allowed: distinct partition ids "
                 f"in 0..{self.num_clients - 1}"
@@ -225,6 +288,12 @@ class FederatedConfig(BaseModel):
                 )
             if not math.isfinite(entry.factor):
                 raise ValueError(f"slowdown factor {entry.factor} must be finite")
+        for bits, start in self.mode_start:
+            if bits not in self.bits or start < 1 or bits == self.bits[0]:
+                raise ValueError(
+                    f"mode-start entry {bits}:{start} is not allowed: a mode of the model "
+                    f"above its lowest ({self.bits[0]}-bit, trained from round 1), ROUND >= 1"
+                )
         systems = (
             self.availability
             or self.deadline_seconds
@@ -238,6 +307,27 @@ class FederatedConfig(BaseModel):
             )
         return self
 
+    def _check_data_keys(self) -> None:
+        """Natural partitions and column names need an hf: data set (built-ins have neither)."""
+        natural = self.partition == PartitionScheme.NATURAL
+        if natural and not self.partition_by:
+            raise ValueError(
+                "partition = 'natural' needs partition-by = the column of natural ids, "
+                "e.g. 'writer_id'"
+            )
+        if self.num_clients == 0 and not natural:
+            raise ValueError(
+                "num-clients = 0 (one device per natural id) needs partition = 'natural'; "
+                "otherwise give the number of devices, >= 1"
+            )
+        if not is_hf_name(self.dataset):
+            for key in ("partition_by", "image_column", "label_column"):
+                if getattr(self, key) and (key != "partition_by" or natural):
+                    raise ValueError(
+                        f"{key.replace('_', '-')} = {getattr(self, key)!r} needs an hf: data "
+                        f"set; {self.dataset} has no such column"
+                    )
+
     # ------------------------------------------------------------ derived values
 
     @property
@@ -248,17 +338,24 @@ class FederatedConfig(BaseModel):
     @property
     def participant_ids(self) -> list[int]:
         """Partition ids taking part in training (all of the fleet by default)."""
+        if self.num_clients == 0:
+            raise ValueError(
+                "num-clients = 0 (one device per natural id) is resolved from the data first "
+                "(fedqdnn simulate / compare do; with flwr run, give the number of devices)"
+            )
         return list(self.participants) if self.participants else list(range(self.num_clients))
 
     @property
-    def num_nodes(self) -> int:
-        """SuperNodes the run needs: one per participating partition."""
-        return len(self.participant_ids)
+    def pooled(self) -> bool:
+        """Whether nodes serve devices in turn (the message names the device) rather than each
+        node being one device. Flower's own FedAvg addresses nodes itself: never pooled."""
+        return self.max_nodes > 0 and self.server_strategy == ServerStrategy.FEDQDNN
 
     @property
-    def model_name(self) -> str:
-        """The model to build (the data set's default when none is given)."""
-        return self.model or DEFAULT_MODEL[self.dataset]
+    def num_nodes(self) -> int:
+        """SuperNodes the run needs: one per participating device, at most ``max-nodes``."""
+        devices = len(self.participant_ids)
+        return min(devices, self.max_nodes) if self.pooled else devices
 
     # ------------------------------------------------------------ flat form
 
@@ -306,6 +403,8 @@ def to_flat_value(value: object) -> int | float | str | bool:
     if isinstance(value, tuple):
         if value and isinstance(value[0], Slowdown):
             return _format_slowdown(value)
+        if value and isinstance(value[0], tuple):
+            return ",".join(f"{k}:{v:g}" if isinstance(v, float) else f"{k}:{v}" for k, v in value)
         return ",".join(map(str, value))
     return value  # type: ignore[return-value]
 

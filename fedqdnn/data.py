@@ -1,32 +1,53 @@
 """Data sets as in-memory tensors with fixed, seeded train/test splits.
 
 ``digits`` and ``mnist1d`` are real data that need no download; ``cifar10``/``cifar100``
-read torchvision's on-disk format from a local root; ``synthetic`` is for fast tests.
+read torchvision's on-disk format from a local root (downloaded by torchvision on request);
+``synthetic`` is for fast tests. ``hf:<name>`` data sets (Hugging Face / Flower Datasets) are
+loaded by :mod:`fedqdnn.hf_data`.
 """
 
 from __future__ import annotations
 
 import functools
+import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fedqdnn.files import write_bytes_atomic
+
 DATASET_NAMES = ("digits", "mnist1d", "cifar10", "cifar100", "synthetic")
-DEFAULT_MODEL = {
-    "digits": "digits_cnn",
-    "mnist1d": "mnist1d_cnn",
-    "cifar10": "preact_resnet20",
-    "cifar100": "preact_resnet20",
-    "synthetic": "digits_cnn",
-}
+HF_PREFIX = "hf:"  # "hf:<Hugging Face dataset>", e.g. "hf:flwrlabs/femnist"
 MNIST1D_DEFAULT_SAMPLES = 10_000
 
 
-@dataclass(frozen=True)
+def is_hf_name(name: str) -> bool:
+    """Whether ``name`` names a Hugging Face data set (``hf:<name>``)."""
+    return name.startswith(HF_PREFIX)
+
+
+def check_dataset_name(name: object) -> str:
+    """``name`` if it is a built-in data set or ``hf:<name>``; else a ValueError saying so."""
+    if isinstance(name, str) and (
+        name in DATASET_NAMES
+        or (is_hf_name(name) and name[len(HF_PREFIX) :].strip() and " " not in name)
+    ):
+        return name
+    raise ValueError(f"allowed: {', '.join(DATASET_NAMES)} or hf:<Hugging Face dataset>")
+
+
+@dataclass(frozen=True, eq=False)
 class DatasetSplits:
-    """Train and test tensors of one data set (inputs float32 NC..., labels int64)."""
+    """Train and test data of one data set (labels int64).
+
+    ``x_test`` is float32, ready for a model. ``x_train`` is float32 too, except for image data
+    sets from Hugging Face, which keep their training images as uint8 pixels (4x less memory;
+    memory-mapped from the decoded cache, so processes share one copy): read training inputs
+    through :meth:`train_inputs`, which standardizes them per channel.
+    """
 
     name: str
     x_train: torch.Tensor
@@ -34,6 +55,9 @@ class DatasetSplits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    train_groups: np.ndarray | None = None  # natural-partition id of every training sample
+    pixel_mean: tuple[float, ...] = ()  # per channel, pixels in [0, 1] (uint8 x_train only)
+    pixel_std: tuple[float, ...] = ()
 
     @property
     def in_channels(self) -> int:
@@ -41,13 +65,29 @@ class DatasetSplits:
         return int(self.x_train.shape[1])
 
     @property
-    def default_model(self) -> str:
-        """Registry name of the model that fits this data set's input shape."""
-        return DEFAULT_MODEL[self.name]
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample, channels first."""
+        return tuple(int(s) for s in self.x_train.shape[1:])
+
+    def train_inputs(self, indices: np.ndarray | None = None) -> torch.Tensor:
+        """Training inputs (all, or rows ``indices``) as float32 model inputs."""
+        x = self.x_train if indices is None else self.x_train[torch.as_tensor(indices)]
+        if x.dtype != torch.uint8:
+            return x
+        return standardize_pixels(x, self.pixel_mean, self.pixel_std)
+
+
+def standardize_pixels(
+    pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> float32 ``(p / 255 - mean) / std`` per channel (torchvision)."""
+    from torchvision.transforms.v2 import functional as tvf
+
+    return tvf.normalize(tvf.to_dtype(pixels, torch.float32, scale=True), list(mean), list(std))
 
 
 class DatasetFilesMissing(FileNotFoundError):
-    """A local data set's files are not where the user said."""
+    """A data set's files are not where the user said (or not downloaded yet)."""
 
 
 def _standardize(x_train: np.ndarray, x_test: np.ndarray, axis: tuple[int, ...]) -> tuple:
@@ -81,26 +121,61 @@ def load_digits(data_seed: int = 0, test_fraction: float = 0.2) -> DatasetSplits
     return _splits("digits", xtr, ytr, xte, yte, 10)
 
 
-def load_mnist1d(num_samples: int = MNIST1D_DEFAULT_SAMPLES, data_seed: int = 0) -> DatasetSplits:
+def default_cache_dir() -> Path:
+    """Where generated and decoded data sets are kept between runs (``$FEDQDNN_CACHE``, by
+    default ``~/.cache/fedqdnn``)."""
+    return Path(os.environ.get("FEDQDNN_CACHE") or Path.home() / ".cache" / "fedqdnn")
+
+
+def load_mnist1d(
+    num_samples: int = MNIST1D_DEFAULT_SAMPLES, data_seed: int = 0, cache_dir: Path | None = None
+) -> DatasetSplits:
     """Procedural MNIST-1D (Greydanus 2020); generator seed 42 + ``data_seed``, 80/20 split.
 
-    The generator seeds numpy's global RNG; we restore the caller's state afterwards.
+    Generating is slow (about 40 s for 62,500 samples on a busy core) and every Ray worker
+    needs the data, so the arrays are cached in ``cache_dir`` (default
+    :func:`default_cache_dir`) keyed by sample count and seed; a cached file holds exactly
+    what the generator returns. The generator seeds numpy's global RNG; we restore the
+    caller's state afterwards.
     """
-    from mnist1d.data import get_dataset_args, make_dataset
-
     if num_samples < 100:
         raise ValueError(f"mnist1d num_samples {num_samples} is too small; allowed: >= 100")
+    path = (
+        Path(cache_dir or default_cache_dir()) / f"mnist1d-{num_samples}-seed{42 + data_seed}.npz"
+    )
+    try:
+        with np.load(path) as cached:
+            data = {k: cached[k] for k in ("x", "y", "x_test", "y_test")}
+    except (OSError, KeyError, ValueError):
+        data = _generate_mnist1d(num_samples, 42 + data_seed)
+        _save_npz_atomic(path, data)
+    return _splits(
+        "mnist1d", data["x"][:, None], data["y"], data["x_test"][:, None], data["y_test"], 10
+    )
+
+
+def _generate_mnist1d(num_samples: int, seed: int) -> dict[str, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
     args = get_dataset_args()
     args.num_samples = int(num_samples)
-    args.seed = 42 + data_seed
+    args.seed = seed
     np_state = np.random.get_state()
     try:
         data = make_dataset(args)
     finally:
         np.random.set_state(np_state)
-    return _splits(
-        "mnist1d", data["x"][:, None], data["y"], data["x_test"][:, None], data["y_test"], 10
-    )
+    return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
+
+
+def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Best effort: a cache that cannot be written only costs the next run the generation."""
+    try:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        write_bytes_atomic(path, buffer.getvalue())
+    except OSError:
+        pass
 
 
 def _cifar_class(num_classes: int):
@@ -126,22 +201,29 @@ def _cifar_class(num_classes: int):
     return LocalCIFAR
 
 
-def load_cifar(root: str | Path, num_classes: int = 10) -> DatasetSplits:
+def load_cifar(root: str | Path, num_classes: int = 10, download: bool = False) -> DatasetSplits:
     """CIFAR-10/100 from ``root`` in the standard python-pickle layout, per-channel standardized.
 
-    The CIFAR pickle files are read by torchvision; only load files you trust.
+    With ``download``, torchvision fetches and extracts the archive into ``root`` first when
+    it is not there (md5-checked). The CIFAR pickle files are read by torchvision; only load
+    files you trust.
     """
     cls = _cifar_class(num_classes)
     folder = Path(root) / cls.base_folder
     name = f"cifar{num_classes}"
     try:
-        train = cls(root=str(root), train=True, download=False)
+        train = cls(root=str(root), train=True, download=download)
         test = cls(root=str(root), train=False, download=False)
     except RuntimeError:
-        archive = "cifar-10-python.tar.gz" if num_classes == 10 else "cifar-100-python.tar.gz"
         raise DatasetFilesMissing(
-            f"{name} files not found in {folder}; download {archive} from "
-            f"https://www.cs.toronto.edu/~kriz/cifar.html and extract it into {Path(root)}"
+            f"{name} files not found in {folder}; run with --download (network), or download "
+            f"{cls.filename} from {cls.url} and extract it into {Path(root)}"
+        ) from None
+    except OSError as err:  # urllib's URLError and socket errors: no network, no server
+        reason = getattr(err, "reason", None) or err
+        raise DatasetFilesMissing(
+            f"{name} could not be downloaded from {cls.url} ({reason}); download it by hand and "
+            f"extract it into {Path(root)}, or use hf:uoft-cs/{name} with --data-root"
         ) from None
     xtr = train.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
     xte = test.data.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
@@ -179,14 +261,37 @@ def load_dataset(
     data_root: str | None = None,
     num_samples: int | None = None,
     data_seed: int = 0,
+    download: bool = False,
+    image_column: str = "",
+    label_column: str = "",
+    group_column: str = "",
 ) -> DatasetSplits:
-    """Load data set ``name`` (cached per process: callers must not modify the tensors)."""
+    """Load data set ``name`` (cached per process: callers must not modify the tensors).
+
+    ``download`` lets cifar10/100 and ``hf:`` data sets be fetched when not found locally;
+    the column arguments apply to ``hf:`` data sets (see :func:`fedqdnn.hf_data.load_hf`).
+    """
+    if is_hf_name(name):
+        from fedqdnn.hf_data import load_hf
+
+        return load_hf(
+            name[len(HF_PREFIX) :],
+            data_root=data_root,
+            download=download,
+            data_seed=data_seed,
+            image_column=image_column,
+            label_column=label_column,
+            group_column=group_column,
+        )
     if name == "digits":
         return load_digits(data_seed)
     if name == "mnist1d":
         return load_mnist1d(num_samples or MNIST1D_DEFAULT_SAMPLES, data_seed)
     if name in ("cifar10", "cifar100"):
-        return load_cifar(data_root or "data", 10 if name == "cifar10" else 100)
+        return load_cifar(data_root or "data", 10 if name == "cifar10" else 100, download)
     if name == "synthetic":
         return load_synthetic(data_seed)
-    raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASET_NAMES)}")
+    raise ValueError(
+        f"unknown dataset {name!r}; allowed: {', '.join(DATASET_NAMES)} or hf:<Hugging Face "
+        "dataset>"
+    )

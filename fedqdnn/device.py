@@ -26,8 +26,8 @@ from fedqdnn.config import FederatedConfig
 from fedqdnn.costs import array_bytes
 from fedqdnn.data import DatasetSplits, load_dataset
 from fedqdnn.hardware import HardwareProfile, assign_profiles, fleet_lowest_top_mode, get_profile
-from fedqdnn.models import QuantizableModel, build_model
-from fedqdnn.partition import partition_indices, split_local
+from fedqdnn.models import QuantizableModel, build_model, default_model_for
+from fedqdnn.partition import PartitionScheme, natural_id_count, partition_indices, split_local
 from fedqdnn.policies import BNStats
 from fedqdnn.rng import client_seed, local_split_seed
 from fedqdnn.round_plan import (
@@ -68,25 +68,44 @@ class SimulatedDevice:
 # ---------------------------------------------------------------- data and models
 
 
+def _data_request(cfg: FederatedConfig) -> tuple:
+    """(name, keyword arguments of load_dataset) of the run's data, hashable for caches."""
+    natural = cfg.partition == PartitionScheme.NATURAL
+    return cfg.dataset, (
+        ("data_root", cfg.data_root or None),
+        ("num_samples", cfg.num_samples or None),
+        ("data_seed", cfg.data_seed),
+        ("download", cfg.download),
+        ("image_column", cfg.image_column),
+        ("label_column", cfg.label_column),
+        ("group_column", cfg.partition_by if natural else ""),
+    )
+
+
+def _load(request: tuple) -> DatasetSplits:
+    name, kwargs = request
+    return load_dataset(name, **dict(kwargs))
+
+
 def run_data(cfg: FederatedConfig) -> DatasetSplits:
     """The run's data set (cached per process by :func:`~fedqdnn.data.load_dataset`)."""
-    return load_dataset(
-        cfg.dataset,
-        data_root=cfg.data_root or None,
-        num_samples=cfg.num_samples or None,
-        data_seed=cfg.data_seed,
-    )
+    return _load(_data_request(cfg))
+
+
+def model_name(cfg: FederatedConfig) -> str:
+    """The model to build: the config's, else the one that fits the data's input shape."""
+    return cfg.model or default_model_for(run_data(cfg).input_shape)
 
 
 def build_model_for(cfg: FederatedConfig) -> QuantizableModel:
     """A fresh model of the run's architecture (initial weights from torch's global RNG)."""
     data = run_data(cfg)
     return build_model(
-        cfg.model_name,
+        model_name(cfg),
         cfg.bits,
         data.num_classes,
         data.in_channels,
-        bit_specific_bn=cfg.bit_specific_bn,
+        bn=cfg.bn,
         learnable_clip=cfg.learnable_clip,
     )
 
@@ -107,9 +126,7 @@ def _cached_model(
     clip: bool,
     where: torch.device,
 ) -> QuantizableModel:
-    model = build_model(
-        name, modes, num_classes, in_channels, bit_specific_bn=bn, learnable_clip=clip
-    )
+    model = build_model(name, modes, num_classes, in_channels, bn=bn, learnable_clip=clip)
     return model.to(where)
 
 
@@ -118,26 +135,34 @@ def _shared_model(cfg: FederatedConfig, where: torch.device) -> QuantizableModel
     it simulates."""
     data = run_data(cfg)
     return _cached_model(
-        cfg.model_name, cfg.bits, data.num_classes, data.in_channels, cfg.bit_specific_bn,
+        model_name(cfg), cfg.bits, data.num_classes, data.in_channels, cfg.bn,
         cfg.learnable_clip, where,
     )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)
 def _partitions(
-    data_key: tuple, num_clients: int, scheme: str, alpha: float, seed: int
+    request: tuple, num_clients: int, scheme: str, alpha: float, seed: int
 ) -> list[np.ndarray]:
-    dataset, data_root, num_samples, data_seed = data_key
-    labels = load_dataset(
-        dataset, data_root=data_root or None, num_samples=num_samples or None, data_seed=data_seed
-    ).y_train.numpy()
-    return partition_indices(labels, num_clients, scheme, alpha, seed)
+    data = _load(request)
+    return partition_indices(
+        data.y_train.numpy(), num_clients, scheme, alpha, seed, groups=data.train_groups
+    )
 
 
 def fleet_partitions(cfg: FederatedConfig) -> list[np.ndarray]:
     """Training-set indices of every partition (cached per process)."""
-    data_key = (cfg.dataset, cfg.data_root, cfg.num_samples, cfg.data_seed)
-    return _partitions(data_key, cfg.num_clients, cfg.partition, cfg.alpha, cfg.seed)
+    return _partitions(_data_request(cfg), cfg.num_clients, cfg.partition, cfg.alpha, cfg.seed)
+
+
+def resolve_fleet(cfg: FederatedConfig) -> FederatedConfig:
+    """``cfg`` with ``num-clients = 0`` replaced by the number of natural ids (one device
+    each), after computing its partitions once, so that a fleet the data cannot give (too
+    many clients, Dirichlet draws that leave one empty) fails here, before Ray starts."""
+    if cfg.num_clients == 0:
+        cfg = cfg.replace(num_clients=natural_id_count(run_data(cfg).train_groups))
+    fleet_partitions(cfg)
+    return cfg
 
 
 def fleet_tiers(cfg: FederatedConfig) -> list[str]:
@@ -168,9 +193,9 @@ def device_for(
         tier,
         profile,
         profile.affordable_modes(cfg.bits),
-        data.x_train[train_idx].to(where),
+        data.train_inputs(train_idx).to(where),
         data.y_train[train_idx].to(where),
-        data.x_train[test_idx].to(where),
+        data.train_inputs(test_idx).to(where),
         data.y_train[test_idx].to(where),
         _shared_model(cfg, where),
     )
@@ -179,9 +204,17 @@ def device_for(
 # ---------------------------------------------------------------- one round
 
 
-def modes_to_train(cfg: FederatedConfig, device: SimulatedDevice) -> tuple[int, ...]:
-    """The modes this device trains under the run's train-mode policy."""
-    return cfg.train_modes.modes(device.modes, fleet_lowest_top_mode(list(cfg.tiers), cfg.bits))
+def modes_to_train(
+    cfg: FederatedConfig, device: SimulatedDevice, server_round: int | None = None
+) -> tuple[int, ...]:
+    """The modes this device trains under the run's train-mode policy; in ``server_round``,
+    without the modes whose ``mode-start`` round has not come yet (a schedule)."""
+    modes = cfg.train_modes.modes(device.modes, fleet_lowest_top_mode(list(cfg.tiers), cfg.bits))
+    if server_round is None or not cfg.mode_start:
+        return modes
+    start = dict(cfg.mode_start)
+    scheduled = tuple(b for b in modes if start.get(b, 1) <= server_round)
+    return scheduled or (min(cfg.bits),)  # the lowest mode always trains (validated)
 
 
 RoundStatus = Literal["trained", "offline", "straggler"]
@@ -209,7 +242,7 @@ def plan_round(
     slow = slowdown(cfg.slowdown, device.tier, server_round)
     slow *= SLOW_FACTOR if fault == "slow" else 1.0
     upload_estimate = bytes_down * cfg.upload_bits // 32
-    policy_modes = modes_to_train(cfg, device)
+    policy_modes = modes_to_train(cfg, device, server_round)
     candidates = (
         candidate_mode_sets(policy_modes) if cfg.train_modes.adapts_to_deadline else [policy_modes]
     )

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from fedqdnn.validation import NonNegativeFloat, PositiveFloat
@@ -29,6 +30,21 @@ class Teacher(StrEnum):
 
 
 TEACHERS = tuple(t.value for t in Teacher)
+
+
+def _weight_pairs(spec: object) -> object:
+    """``"32:2,4:0.5"`` or {32: 2} -> ((32, 2.0), (4, 0.5)); sequences pass through."""
+    if isinstance(spec, Mapping):
+        return tuple((int(k), v) for k, v in spec.items())
+    if not isinstance(spec, str):
+        return spec
+    pairs = []
+    for item in (p.strip() for p in spec.split(",") if p.strip()):
+        bits, sep, weight = item.partition(":")
+        if not sep:
+            raise ValueError(f"entry {item!r} is not BITS:WEIGHT, e.g. '32:2'")
+        pairs.append((bits.strip(), weight.strip()))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -46,6 +62,13 @@ class ConsistencyConfig:
     teacher: Teacher = Field(
         Teacher.TOP, description="teacher of a lower mode: top (top mode) or next (next mode up)"
     )
+    mode_weights: Annotated[
+        tuple[tuple[int, NonNegativeFloat], ...], BeforeValidator(_weight_pairs)
+    ] = Field((), description="weight of a mode's whole term, e.g. '32:2' (others 1)")
+
+    def weight_of(self, bits: int) -> float:
+        """The weight of mode ``bits``'s term (1 unless given)."""
+        return dict(self.mode_weights).get(bits, 1.0)
 
 
 def distillation_kl(
@@ -75,12 +98,14 @@ def consistency_loss(
     modes = sorted(logits_by_bits)
     top = modes[-1]
     terms: dict[int, torch.Tensor] = {top: F.cross_entropy(logits_by_bits[top], targets)}
+    if config.weight_of(top) != 1.0:
+        terms[top] = config.weight_of(top) * terms[top]
     for bits in modes[:-1]:
         z = logits_by_bits[bits]
         term = config.ce_weight * F.cross_entropy(z, targets)
         if config.kd_weight > 0:
             z_teacher = logits_by_bits[teacher_of(bits, modes, config.teacher)]
             term = term + config.kd_weight * distillation_kl(z, z_teacher, config.temperature)
-        terms[bits] = term
+        terms[bits] = term if config.weight_of(bits) == 1.0 else config.weight_of(bits) * term
     total = torch.stack(list(terms.values())).sum()
     return total, {b: float(t.detach()) for b, t in terms.items()}

@@ -1,13 +1,16 @@
 """Client partitions of in-memory labels, via Flower Datasets' partitioners.
 
-Our data sets are tensors, not Hugging Face datasets, so the labels are wrapped in a two-column
-``datasets.Dataset`` (``index``, ``label``) only to run Flower's partitioners on them; what comes
-back is each partition's index array into the caller's tensors. Using Flower's partitioners keeps
-our IID and Dirichlet splits identical in algorithm to Flower baselines (niid_bench etc.).
+Our data sets are tensors, not Hugging Face datasets, so the labels (or natural ids) are wrapped
+in a two-column ``datasets.Dataset`` (``index``, ``label`` / ``group``) only to run Flower's
+partitioners on them; what comes back is each partition's index array into the caller's
+tensors. Using Flower's partitioners keeps our IID, Dirichlet and natural splits identical in
+algorithm to Flower baselines (niid_bench, FEMNIST by writer etc.).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from enum import StrEnum
 
@@ -19,15 +22,16 @@ class PartitionScheme(StrEnum):
 
     IID = "iid"
     DIRICHLET = "dirichlet"
+    NATURAL = "natural"  # one partition per natural id (e.g. FEMNIST's writer)
 
 
 PARTITION_SCHEMES = tuple(s.value for s in PartitionScheme)
 
 
-def _label_dataset(labels: np.ndarray):
+def _label_dataset(labels: np.ndarray, column: str = "label"):
     from datasets import Dataset
 
-    return Dataset.from_dict({"index": np.arange(len(labels)), "label": labels})
+    return Dataset.from_dict({"index": np.arange(len(labels)), column: labels})
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
@@ -45,6 +49,7 @@ def partition_indices(
     alpha: float = 0.5,
     seed: int = 0,
     min_partition_size: int = 2,
+    groups: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Split sample indices ``0..len(labels)-1`` into ``num_partitions`` disjoint client sets.
 
@@ -60,13 +65,18 @@ def partition_indices(
         used. ``"dirichlet"``: Flower's ``DirichletPartitioner`` (per-class shares drawn from
         Dir(alpha), no self-balancing, resampled up to 10 times until every client holds at
         least ``min_partition_size`` samples); smaller ``alpha`` means more label skew.
+        ``"natural"``: Flower's ``NaturalIdPartitioner`` on ``groups``: one partition per id
+        holding at least ``min_partition_size`` samples, ids in sorted order; when there are
+        more ids than ``num_partitions``, a seeded sample of them (still in sorted order).
     alpha : float, default 0.5
         Dirichlet concentration, > 0 (ignored for "iid").
     seed : int, default 0
         Seed of the shuffle / Dirichlet draws; the same seed gives the same partitions.
     min_partition_size : int, default 2
-        Fewest samples a client may hold (2 allows a local train/test split); checked for both
-        schemes.
+        Fewest samples a client may hold (2 allows a local train/test split); checked for every
+        scheme.
+    groups : np.ndarray, optional
+        Natural id of every sample (same length as ``labels``); required for "natural".
 
     Returns
     -------
@@ -86,6 +96,8 @@ def partition_indices(
         raise ValueError(
             f"partition scheme {scheme!r} is unknown; allowed: {', '.join(PARTITION_SCHEMES)}"
         )
+    if scheme == "natural":
+        return _natural(_checked_groups(groups, n), num_partitions, seed, min_partition_size)
     if scheme == "iid":
         if n // num_partitions < min_partition_size:
             raise ValueError(
@@ -147,6 +159,40 @@ def _dirichlet(
         ) from None
 
 
+def _checked_groups(groups: np.ndarray | None, n: int) -> np.ndarray:
+    if groups is None:
+        raise ValueError("partition scheme 'natural' needs the natural id of every sample")
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups of shape {groups.shape} are invalid; allowed: shape ({n},)")
+    return groups
+
+
+def natural_id_count(groups: np.ndarray, min_partition_size: int = 2) -> int:
+    """How many natural ids hold at least ``min_partition_size`` samples (the largest fleet)."""
+    _, counts = np.unique(np.asarray(groups), return_counts=True)
+    return int((counts >= min_partition_size).sum())
+
+
+def _natural(groups: np.ndarray, num_partitions: int, seed: int, min_size: int) -> list[np.ndarray]:
+    from flwr_datasets.partitioner import NaturalIdPartitioner
+
+    partitioner = NaturalIdPartitioner(partition_by="group")
+    partitioner.dataset = _label_dataset(groups, column="group")
+    with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar, once per process
+        everyone = _indices_of(partitioner, partitioner.num_partitions)
+    parts = [p for p in everyone if len(p) >= min_size]
+    if num_partitions > len(parts):
+        raise ValueError(
+            f"{num_partitions} natural partitions asked for, but only {len(parts)} ids hold >= "
+            f"{min_size} samples; use at most {len(parts)} clients (num-clients = 0: one per id)"
+        )
+    if num_partitions == len(parts):
+        return parts
+    chosen = np.random.default_rng(seed).choice(len(parts), num_partitions, replace=False)
+    return [parts[i] for i in np.sort(chosen)]
+
+
 def split_local(
     indices: np.ndarray, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -168,4 +214,10 @@ def split_local(
     return np.sort(shuffled[n_test:]), np.sort(shuffled[:n_test])
 
 
-__all__ = ["PARTITION_SCHEMES", "PartitionScheme", "partition_indices", "split_local"]
+__all__ = [
+    "PARTITION_SCHEMES",
+    "PartitionScheme",
+    "natural_id_count",
+    "partition_indices",
+    "split_local",
+]

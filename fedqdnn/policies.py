@@ -61,3 +61,20 @@ class Deploy(StrEnum):
         if self is Deploy.LOWEST_COMMON:
             return fleet_lowest_top
         return device_top
+
+
+class ServerOptimizer(StrEnum):
+    """Update of the shared weights from the clients' average (Flower's strategies' math)."""
+
+    NONE = "none"  # the average is the new global model (FedAvg)
+    FEDAVGM = "fedavgm"  # server momentum
+    FEDADAM = "fedadam"
+    FEDYOGI = "fedyogi"
+    FEDADAGRAD = "fedadagrad"
+
+
+class SharedWeighting(StrEnum):
+    """Weight of a client's shared weights in the average."""
+
+    EXAMPLES = "examples"  # n_i (FedAvg)
+    EXAMPLES_X_MODES = "examples-x-modes"  # n_i x number of modes it trained

@@ -102,3 +102,13 @@ def choose_modes(
         if deadline <= 0 or time_of(modes) <= deadline:
             return modes
     return None
+
+
+def evaluation_rounds(rounds: int, every: int) -> list[int]:
+    """Rounds whose global model is evaluated: every ``every``-th round and the last one."""
+    return [r for r in range(1, rounds + 1) if r % every == 0 or r == rounds]
+
+
+def final_window(rounds: int, every: int, count: int) -> list[int]:
+    """The last ``count`` evaluated rounds: final accuracy is their mean, not one noisy round."""
+    return evaluation_rounds(rounds, every)[-count:]

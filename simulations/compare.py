@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from fedqdnn.config import FederatedConfig
-from fedqdnn.deployment import accuracy_by_tier, evaluate_devices
+from fedqdnn.deployment import DeviceResult, accuracy_by_tier, evaluate_devices
 from fedqdnn.device import build_model_for
-from fedqdnn.federated.report import MODEL_FILE, load_model_state
+from fedqdnn.federated.report import FINAL_MODELS_DIR, MODEL_FILE, load_model_state
 from fedqdnn.files import write_json
+from fedqdnn.hardware import get_profile
 from fedqdnn.model_size import deployed_model_bytes
 from fedqdnn.provenance import versions
 from fedqdnn.tables import markdown_table, mean_std_cell
@@ -33,6 +37,8 @@ CSV_FIELDS = (
     "tier",
     "bits",
     "accuracy",
+    "rounds_to_target",
+    "sim_seconds_to_target",
     "model_bytes",
     "bytes_per_round",
     "sim_seconds_per_round",
@@ -67,24 +73,57 @@ def _per_device_costs(results: Sequence[dict], devices: int) -> dict[int, tuple[
     return {d: tuple(totals.get(d, [0.0, 0.0])) for d in range(devices)}
 
 
+def _window_states(res: dict) -> list[dict]:
+    """The models of a run's final window (final accuracy is their mean), oldest first."""
+    run_dir, last = Path(res["run_dir"]), len(res["history"])
+    paths = [
+        run_dir / (MODEL_FILE if r == last else f"{FINAL_MODELS_DIR}/model-round{r}.safetensors")
+        for r in res["final"].get("window_rounds", [last])
+    ]
+    return [load_model_state(p) for p in paths]
+
+
+def _mean_over_window(per_model: list[list[DeviceResult]]) -> list[DeviceResult]:
+    """Each device's accuracy averaged over the window's models."""
+    return [
+        replace(rows[0], accuracy=statistics.fmean(r.accuracy for r in rows))
+        for rows in zip(*per_model, strict=True)
+    ]
+
+
+def _to_target(res: dict, tier: str, deployed_bits: int) -> dict:
+    """Rounds / simulated seconds until the tier's devices reached the target during training,
+    when what they measured in training is what they deploy (not so for PTQ or FP32 runs)."""
+    measured = {d["bits"] for d in res["per_device"] if d["tier"] == tier}
+    if measured != {deployed_bits}:
+        return {"round": None, "sim_seconds": None}
+    return res["convergence"]["by_tier"].get(tier, {"round": None, "sim_seconds": None})
+
+
 def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn, log) -> dict:
     """Run one strategy at one seed; per-tier rows and its accuracy curves."""
     spec = get_strategy(name)
-    state_for_device: dict[int, dict] = {}
-    run_results = []
+    window_states: list[dict[int, dict]] = []
+    run_results, run_of_device = [], {}
     for run_cfg, devices in spec.plan(cfg):
         res = _run(run_cfg, out, simulate_fn, log)
-        state = load_model_state(Path(res["run_dir"]) / MODEL_FILE)
-        state_for_device.update({d: state for d in devices})
+        for k, state in enumerate(_window_states(res)):
+            if k == len(window_states):
+                window_states.append({})
+            window_states[k].update({d: state for d in devices})
+        run_of_device.update({d: res for d in devices})
         run_results.append(res)
     model_cfg = cfg.replace(**spec.changes)
-    devices = evaluate_devices(model_cfg, state_for_device, spec.deploy)
+    devices = _mean_over_window(
+        [evaluate_devices(model_cfg, states, spec.deploy) for states in window_states]
+    )
     costs = _per_device_costs(run_results, cfg.num_clients)
     model = build_model_for(model_cfg)
     rows = []
     for tier, accuracy in accuracy_by_tier(devices).items():
         members = [d for d in devices if d.tier == tier]
         bits = members[0].bits
+        reached = _to_target(run_of_device[members[0].client], tier, bits)
         rows.append(
             {
                 "strategy": name,
@@ -92,6 +131,8 @@ def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn, log) ->
                 "tier": tier,
                 "bits": bits,
                 "accuracy": round(accuracy, 6),
+                "rounds_to_target": reached["round"],
+                "sim_seconds_to_target": reached["sim_seconds"],
                 "model_bytes": deployed_model_bytes(model, bits),
                 "bytes_per_round": round(statistics.mean(costs[d.client][0] for d in members)),
                 "sim_seconds_per_round": round(
@@ -102,11 +143,30 @@ def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn, log) ->
     curves = [
         {
             "participants": r["config"]["participants"],
+            "rounds": [h["round"] for h in r["history"]],
+            "sim_elapsed_seconds": [h["sim_elapsed_seconds"] for h in r["history"]],
             "central_accuracy_by_bits": [h["central_accuracy_by_bits"] for h in r["history"]],
+            "accuracy_by_tier": [h["accuracy_by_tier"] for h in r["history"]],
         }
         for r in run_results
     ]
     return {"rows": rows, "curves": curves, "per_device": [d.__dict__ for d in devices]}
+
+
+def _work(cfg: FederatedConfig, name: str) -> float:
+    """Relative cost of a strategy's runs: rounds x devices trained per round."""
+    return sum(
+        run_cfg.rounds * max(1, math.ceil(run_cfg.fraction_train * len(run_cfg.participant_ids)))
+        for run_cfg, _ in get_strategy(name).plan(cfg)
+    )
+
+
+def _eta(started: float, done: float, total: float) -> str:
+    """``(120s elapsed, ETA 300s)``: the remaining share of the work at the pace so far."""
+    elapsed = time.perf_counter() - started
+    if done <= 0 or elapsed < 1:
+        return f" ({elapsed:.0f}s elapsed)"
+    return f" ({elapsed:.0f}s elapsed, ETA {elapsed * (total - done) / done:.0f}s)"
 
 
 def run_comparison(
@@ -124,9 +184,10 @@ def run_comparison(
         from fedqdnn.federated.simulation import simulate as simulate_fn  # noqa: N811
     started = time.perf_counter()
     rows, curves, devices = [], {}, {}
-    total = len(strategies) * len(seeds)
-    for i, (seed, name) in enumerate(((s, n) for s in seeds for n in strategies), 1):
-        log(f"[{i}/{total}] {name} seed {seed} ({time.perf_counter() - started:.0f}s elapsed)")
+    jobs = [(seed, name) for seed in seeds for name in strategies]
+    work = [_work(cfg.replace(seed=seed), name) for seed, name in jobs]
+    for i, ((seed, name), done) in enumerate(zip(jobs, itertools.accumulate(work), strict=True)):
+        log(f"[{i + 1}/{len(jobs)}] {name} seed {seed}{_eta(started, done - work[i], sum(work))}")
         part = compare_one(cfg.replace(seed=seed), name, out, simulate_fn, log)
         rows += part["rows"]
         curves[f"{name}/seed{seed}"] = part["curves"]
@@ -158,10 +219,11 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
 
 
 def summary_table(result: dict) -> str:
-    """Markdown: mean ± std accuracy (%) per tier and strategy over seeds."""
+    """Markdown: mean ± std accuracy (%) per tier and strategy over seeds; each tier named
+    with the mode it runs at its best (its top mode)."""
     tiers = list(dict.fromkeys(r["tier"] for r in result["rows"]))
-    bits = {r["tier"]: r["bits"] for r in result["rows"] if r["strategy"] == "fedqdnn"}
-    header = ["strategy", *(f"{t} ({bits.get(t, '?')}-bit)" for t in tiers)]
+    modes = [int(b) for b in str(result["config"]["bits"]).split(",")]
+    header = ["strategy", *(f"{t} ({get_profile(t).top_mode(modes)}-bit)" for t in tiers)]
     rows = []
     for name in result["strategies"]:
         cells = [

@@ -25,7 +25,7 @@ EPOCHS = {"digits": 20, "mnist1d": 20}
 VARIANTS: dict[str, dict] = {
     "dedicated": {"method": "dedicated", "learnable_clip": False},
     "joint": {"learnable_clip": False},
-    "joint, shared BN": {"bit_specific_bn": False, "recalibrate_bn": True, "learnable_clip": False},
+    "joint, shared BN": {"bn": "shared", "recalibrate_bn": True, "learnable_clip": False},
     "joint, no consistency": {"loss": {"kd_weight": 0.0}, "learnable_clip": False},
     "joint, learnable clip": {"learnable_clip": True},
 }

@@ -9,7 +9,9 @@ A client update holds every shared entry (conv/linear weights) plus the per-mode
   ``v = sum n_i (v_i + (m_i - m)^2) / N`` (per-client variances alone ignore the spread
   of client means);
 * integer buffers (``num_batches_tracked``): weighted mean rounded, dtype kept;
-* modes nobody trained this round keep their previous global values.
+* modes nobody trained this round keep their previous global values;
+* optionally, a mode's previous value joins its average with a weight (``mode_carry``) and
+  the shared entries are weighted otherwise than by examples (``shared_weights``).
 """
 
 from __future__ import annotations
@@ -113,32 +115,53 @@ def pooled_mean_var(
     return mean.astype(dtype), var.astype(dtype)
 
 
-def _aggregate_group(keys: Sequence[str], updates: Sequence[ClientUpdate]) -> State:
-    """Aggregate ``keys`` over ``updates`` (all of which hold them)."""
-    weights = [u.num_examples for u in updates]
+def _aggregate_group(
+    keys: Sequence[str],
+    arrays: Sequence[Mapping[str, np.ndarray]],
+    weights: Sequence[float],
+) -> State:
+    """Aggregate ``keys`` over ``arrays`` (all of which hold them) with ``weights``."""
     out: State = {}
     for key in keys:
         if key.endswith("running_var"):
             continue  # pooled together with its running_mean below
-        values = [u.arrays[key] for u in updates]
+        values = [a[key] for a in arrays]
         if key.endswith("running_mean"):
             var_key = key[: -len("running_mean")] + "running_var"
-            out[key], out[var_key] = pooled_mean_var(
-                values, [u.arrays[var_key] for u in updates], weights
-            )
+            out[key], out[var_key] = pooled_mean_var(values, [a[var_key] for a in arrays], weights)
         else:
             out[key] = weighted_mean(values, weights)
     return out
 
 
-def aggregate(state: Mapping[str, np.ndarray], updates: Sequence[ClientUpdate]) -> State:
-    """New global state from valid ``updates``; untrained modes carry their old values."""
+def aggregate(
+    state: Mapping[str, np.ndarray],
+    updates: Sequence[ClientUpdate],
+    shared_weights: Sequence[float] | None = None,
+    mode_carry: Mapping[int, float] | None = None,
+) -> State:
+    """New global state from valid ``updates``; untrained modes carry their old values.
+
+    ``shared_weights`` (default: each update's examples) weigh the shared entries. A mode's
+    entries are averaged over its trainers weighted by examples; ``mode_carry[b]`` > 0 adds
+    the previous global value of mode ``b`` as one more member of that average with that
+    weight (its running statistics pooled like a client's), so a mode trained by a few
+    devices this round moves toward them in proportion to their data instead of jumping.
+    """
     new: State = {k: np.array(v, copy=True) for k, v in state.items()}
     if not updates:
         return new
-    new.update(_aggregate_group(shared_keys(state), updates))
+    weights = shared_weights or [u.num_examples for u in updates]
+    new.update(_aggregate_group(shared_keys(state), [u.arrays for u in updates], weights))
     for bits in sorted(model_modes(state)):
         trained = [u for u in updates if bits in u.trained_modes]
-        if trained:
-            new.update(_aggregate_group(mode_keys(state, bits), trained))
+        if not trained:
+            continue
+        members = [u.arrays for u in trained]
+        member_weights = [float(u.num_examples) for u in trained]
+        carry = (mode_carry or {}).get(bits, 0.0)
+        if carry > 0:
+            members.insert(0, state)
+            member_weights.insert(0, carry)
+        new.update(_aggregate_group(mode_keys(state, bits), members, member_weights))
     return new

@@ -13,8 +13,19 @@ from enum import StrEnum
 
 from fedqdnn.config import FederatedConfig
 from fedqdnn.hardware import assign_profiles, get_profile
-from fedqdnn.policies import Deploy, TrainModes
+from fedqdnn.layers import BNLayout
+from fedqdnn.policies import Deploy, ServerOptimizer, SharedWeighting, TrainModes
 from fedqdnn.quant import FULL_PRECISION
+
+
+class Kind(StrEnum):
+    """What a strategy is in a comparison (variants are opt-in: --strategies NAME,...)."""
+
+    METHOD = "method"
+    BASELINE = "baseline"
+    ABLATION = "ablation"
+    REFERENCE = "reference"  # a yardstick, not deployable on the fleet
+    VARIANT = "variant"  # a research variant of FedQDNN (docs/results.md)
 
 
 class Participation(StrEnum):
@@ -34,6 +45,7 @@ class StrategySpec:
     changes: dict = field(default_factory=dict)
     deploy: Deploy = Deploy.TOP
     participation: Participation = Participation.ALL
+    kind: Kind = Kind.ABLATION
 
     def __post_init__(self) -> None:
         FederatedConfig().replace(**self.changes)  # a mistyped key or value fails at import
@@ -64,7 +76,11 @@ class StrategySpec:
 STRATEGIES: dict[str, StrategySpec] = {
     s.name: s
     for s in (
-        StrategySpec("fedqdnn", "one Quantizable DNN; each device trains every mode it can run"),
+        StrategySpec(
+            "fedqdnn",
+            "one Quantizable DNN; each device trains every mode it can run",
+            kind=Kind.METHOD,
+        ),
         StrategySpec(
             "fp32-exclusive",
             "FedAvg over FP32-capable devices only; others get the FP32 model after "
@@ -72,28 +88,31 @@ STRATEGIES: dict[str, StrategySpec] = {
             {"train_modes": TrainModes.FP32},
             deploy=Deploy.PTQ,
             participation=Participation.FP32_CAPABLE,
+            kind=Kind.BASELINE,
         ),
         StrategySpec(
             "lowest-common",
             "every device trains and deploys the fleet's lowest mode",
             {"train_modes": TrainModes.LOWEST_COMMON},
             deploy=Deploy.LOWEST_COMMON,
+            kind=Kind.BASELINE,
         ),
         StrategySpec(
             "per-tier",
             "one dedicated quantized model per tier, trained by that tier only",
             {"train_modes": TrainModes.TOP},
             participation=Participation.PER_TIER,
+            kind=Kind.BASELINE,
         ),
         StrategySpec(
             "shared-bn",
             "ablation: one BN shared by all modes, as trained",
-            {"bit_specific_bn": False},
+            {"bn": BNLayout.SHARED},
         ),
         StrategySpec(
             "shared-bn-recal",
             "ablation: shared BN, statistics recalibrated per mode (federated pooling)",
-            {"bit_specific_bn": False},
+            {"bn": BNLayout.SHARED},
             deploy=Deploy.RECALIBRATE,
         ),
         StrategySpec("no-consistency", "ablation: no KL term (plain CE sum)", {"kd_weight": 0.0}),
@@ -108,9 +127,63 @@ STRATEGIES: dict[str, StrategySpec] = {
             "evaluated at FP32 (the yardstick of the targets)",
             {"train_modes": TrainModes.FP32},
             deploy=Deploy.FP32,
+            kind=Kind.REFERENCE,
+        ),
+        StrategySpec(
+            "shared-affine-bn",
+            "variant: BN statistics per mode, one affine shared by all modes (FjORD)",
+            {"bn": BNLayout.SHARED_AFFINE},
+            kind=Kind.VARIANT,
+        ),
+        StrategySpec(
+            "mode-state-carry",
+            "variant: a mode's BN/clip state blended with its previous value by data (decay 0.5)",
+            {"mode_state_decay": 0.5},
+            kind=Kind.VARIANT,
+        ),
+        StrategySpec(
+            "server-momentum",
+            "variant: FedAvgM on the shared weights (server momentum 0.9)",
+            {"server_optimizer": ServerOptimizer.FEDAVGM, "server_momentum": 0.9},
+            kind=Kind.VARIANT,
+        ),
+        StrategySpec(
+            "server-adam",
+            "variant: FedAdam on the shared weights (eta 0.01)",
+            {"server_optimizer": ServerOptimizer.FEDADAM, "server_lr": 0.01},
+            kind=Kind.VARIANT,
+        ),
+        StrategySpec(
+            "weight-by-modes",
+            "variant: shared weights averaged by examples x modes trained",
+            {"shared_weighting": SharedWeighting.EXAMPLES_X_MODES},
+            kind=Kind.VARIANT,
+        ),
+        StrategySpec(
+            "fp32-loss-weight",
+            "variant: the FP32 mode's loss term weighted 2",
+            {"mode_weights": "32:2"},
+            kind=Kind.VARIANT,
+        ),
+        StrategySpec(
+            "ascending",
+            "variant: low-bit modes lead, the FP32 mode joins from round 30",
+            {"mode_start": "32:30"},
+            kind=Kind.VARIANT,
+        ),
+        StrategySpec(
+            "teacher-next",
+            "variant: each mode distils from the next mode up (Any-Precision)",
+            {"teacher": "next"},
+            kind=Kind.VARIANT,
         ),
     )
 }
+
+
+def default_strategies() -> list[str]:
+    """What ``fedqdnn compare`` runs without --strategies: everything but the variants."""
+    return [name for name, spec in STRATEGIES.items() if spec.kind != Kind.VARIANT]
 
 
 def get_strategy(name: str) -> StrategySpec:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 from flwr.serverapp.strategy import FedAvg
 
-from strategies.protocol import RoundRecord
+from strategies.protocol import NodeRoute, RoundRecord, records_from_json, records_to_json
 
 
 class PlainFedAvg(FedAvg):
@@ -27,5 +28,13 @@ class PlainFedAvg(FedAvg):
         )
         self.rounds: dict[int, RoundRecord] = {}
 
-    def bind_partitions(self, node_of_partition: Mapping[int, int]) -> None:
-        """FedAvg samples node IDs itself; partition ids are not needed."""
+    def bind_nodes(self, route: NodeRoute) -> None:
+        """FedAvg samples node IDs itself; each node is the device of its partition-id."""
+
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Round records only (Flower's FedAvg has no other state)."""
+        return {"rounds": records_to_json(self.rounds)}, {}
+
+    def load_state_dict(self, state: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore the round records."""
+        self.rounds = records_from_json(state.get("rounds", {}))

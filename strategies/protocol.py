@@ -11,8 +11,29 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
+
+
+@dataclass(frozen=True)
+class NodeRoute:
+    """How the devices (partition ids) taking part reach Flower's nodes.
+
+    ``bound`` maps each device to the node that is that device (real devices, and simulations
+    with one node per device); otherwise ``pool`` nodes serve the sampled devices in turn and
+    every message names its device.
+    """
+
+    devices: tuple[int, ...]
+    bound: Mapping[int, int] | None = None
+    pool: tuple[int, ...] = ()
+
+    def nodes_for(self, chosen: list[int]) -> list[int]:
+        """The node each of ``chosen`` (sorted device ids) is sent to."""
+        if self.bound is not None:
+            return [self.bound[p] for p in chosen]
+        return [self.pool[i % len(self.pool)] for i in range(len(chosen))]
 
 
 @dataclass
@@ -40,8 +61,14 @@ class ServerStrategy(Protocol):
 
     rounds: dict[int, RoundRecord]  # per-round records (empty if the strategy keeps none)
 
-    def bind_partitions(self, node_of_partition: Mapping[int, int]) -> None:
-        """Learn which node simulates which partition (node IDs are random per run)."""
+    def bind_nodes(self, route: NodeRoute) -> None:
+        """Learn how devices reach nodes (node IDs are random per run)."""
+
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """What a checkpoint keeps of the strategy: JSON (with "rounds") and arrays."""
+
+    def load_state_dict(self, state: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict`'s output (resume)."""
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

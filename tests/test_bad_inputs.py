@@ -8,6 +8,7 @@ import torch
 from safetensors.numpy import save_file
 
 from fedqdnn.cli import main
+from tests.hf_helpers import save_writers
 
 OLD = '{"kept": true}'
 
@@ -43,6 +44,19 @@ def _checkpoint(tmp_path, bad_shape: bool):
     return ["--resume", str(run_dir)]
 
 
+def _writers(tmp_path, *extra):
+    """Flags running a saved hf: data set of 6 writers (tests/hf_helpers.py), plus ``extra``.
+
+    (Cases must fail before the data are decoded: the first decoding prints a note.)"""
+    root = save_writers(tmp_path / "writers")
+    return ["--dataset", "hf:test/writers", "--set", f"data-root={root}", *extra]
+
+
+@pytest.fixture(autouse=True)
+def _private_decoded_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDQDNN_CACHE", str(tmp_path / "fedqdnn-cache"))
+
+
 CASES = {
     "unknown key": (lambda p: _scenario(p, "roundz = 3\n"), "unknown config key 'roundz'"),
     "bit mode 0": (lambda p: ["--set", "bits=0,32"], "bit mode 0"),
@@ -66,6 +80,31 @@ CASES = {
         "cifar10 files not found",
     ),
     "unknown model": (lambda p: ["--set", "model=vgg"], "'vgg'"),
+    "hf: without a name": (lambda p: ["--dataset", "hf:"], "dataset = 'hf:' is not allowed"),
+    "hf: data set not here, download off": (
+        lambda p: ["--dataset", "hf:nobody/nothing"],
+        "hf:nobody/nothing is not in the Hugging Face cache and download is off",
+    ),
+    "hf: data root missing": (
+        lambda p: ["--dataset", "hf:x/y", "--set", f"data-root={p / 'none'}"],
+        "does not exist",
+    ),
+    "unknown label column": (
+        lambda p: _writers(p, "--set", "label-column=digit"),
+        "label-column = 'digit' is not a column of hf:test/writers",
+    ),
+    "natural without partition-by": (
+        lambda p: ["--set", "partition=natural"],
+        "partition = 'natural' needs partition-by",
+    ),
+    "natural on a built-in data set": (
+        lambda p: ["--set", "partition=natural", "--set", "partition-by=writer_id"],
+        "partition-by = 'writer_id' needs an hf: data set",
+    ),
+    "image column of a built-in data set": (
+        lambda p: ["--set", "image-column=img"],
+        "image-column = 'img' needs an hf: data set",
+    ),
     "unknown scenario": (lambda p: ["--scenario", "four-tier"], "unknown scenario 'four-tier'"),
     "bad TOML": (lambda p: _scenario(p, "rounds = = 3\n"), "not valid TOML"),
     "corrupt checkpoint (pickle)": (
@@ -121,10 +160,12 @@ def test_bad_simulate_input(name, tmp_path, capsys):
         (["compare", "--device", "tpu"], "device = 'tpu' is not allowed"),
         (["compare", "--gpus-per-client", "-1"], "--gpus-per-client >= 0"),
         (["plot", "/nonexistent"], "neither comparison.json nor results.json"),
+        (["train", "--dataset", "hf:nobody/nothing"], "is not in the Hugging Face cache"),
+        (["train", "--dataset", "imagenet"], "dataset = 'imagenet' is not allowed"),
     ],
 )
 def test_bad_compare_and_plot_input(argv, needle, capsys, tmp_path):
-    code = main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] == "compare" else [])])
+    code = main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] != "plot" else [])])
     err = capsys.readouterr().err.strip()
     assert code == 2 and needle in err and "\n" not in err
     assert not (tmp_path / "o").exists()

@@ -51,6 +51,9 @@ def test_strings_parse_once_into_typed_fields():
     assert cfg.optim == OptimConfig(Optimizer.SGD, 0.001, 0.9, 0.0, 16, False)
     assert cfg.to_flat()["slowdown"] == "cpu-fp32:4:8,mcu-int2:6:2.5"
     assert cfg.to_flat()["participants"] == "0,3,7"
+    research = from_flat({"mode-weights": "32:2", "mode-start": "32:40", "bn": "shared-affine"})
+    assert research.loss.weight_of(32) == 2.0 and research.mode_start == ((32, 40),)
+    assert from_flat(research.to_flat()) == research
 
 
 @pytest.mark.parametrize(
@@ -85,12 +88,47 @@ def test_strings_parse_once_into_typed_fields():
         ({"seed": 2**64}, "seed = 18446744073709551616"),
         ({"upload-bits": 16}, "upload-bits = 16"),
         ({"server-strategy": "fedavg", "availability": True}, "identical replies"),
+        ({"dataset": "hf:"}, "dataset = 'hf:' is not allowed"),
+        ({"dataset": "hf:a b"}, "or hf:<Hugging Face dataset>"),
+        ({"partition": "natural"}, "partition = 'natural' needs partition-by"),
+        ({"num-clients": 0, "dataset": "hf:x"}, "needs partition = 'natural'"),
+        ({"partition": "natural", "partition-by": "w"}, "partition-by = 'w' needs an hf: data"),
+        ({"label-column": "y"}, "label-column = 'y' needs an hf: data set"),
+        ({"download": "maybe"}, "download = 'maybe'"),
+        ({"mode-start": "2:5"}, "mode-start entry 2:5"),
+        ({"mode-start": "8:5"}, "mode-start entry 8:5"),
+        ({"mode-start": "32"}, "BITS:VALUE"),
+        ({"mode-weights": "32:-1"}, "mode-weights"),
+        ({"server-optimizer": "sgd"}, "server-optimizer = 'sgd'"),
+        ({"server-momentum": 1.0}, "server-momentum = 1.0"),
+        ({"mode-state-decay": 1}, "mode-state-decay = 1"),
+        ({"bn": "per-mode"}, "bn = 'per-mode'"),
+        ({"evaluate-every": 0}, "evaluate-every = 0"),
     ],
 )
 def test_bad_values_give_one_line_naming_them(flat, needle):
     with pytest.raises(ValueError) as err:
         from_flat(flat)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_hf_dataset_keys_and_a_fleet_of_one_device_per_id():
+    cfg = from_flat(
+        {
+            "dataset": "hf:flwrlabs/femnist",
+            "partition": "natural",
+            "partition-by": "writer_id",
+            "num-clients": 0,
+            "label-column": "character",
+            "download": True,
+        }
+    )
+    assert (cfg.partition_by, cfg.label_column, cfg.image_column) == ("writer_id", "character", "")
+    assert from_flat(cfg.to_flat()) == cfg and cfg.to_flat()["num-clients"] == 0
+    with pytest.raises(ValueError, match="num-clients = 0 .* is resolved from the data first"):
+        _ = cfg.num_nodes
+    # another scheme ignores partition-by (so a scenario's partition can be switched alone)
+    assert from_flat({"partition": "iid", "partition-by": "w", "dataset": "hf:x"}).partition_by
 
 
 def test_tiers_parse():

@@ -18,14 +18,24 @@ def test_digits_split_is_fixed_and_stratified():
     assert counts.min() >= 35  # stratified: every class about 36 times
 
 
-def test_mnist1d_sample_count_and_rng_restored():
+def test_mnist1d_sample_count_and_rng_restored(tmp_path):
     np.random.seed(123)
     expected_next = np.random.rand()
     np.random.seed(123)
-    data = load_mnist1d(num_samples=500)
+    data = load_mnist1d(num_samples=500, cache_dir=tmp_path)
     assert np.random.rand() == expected_next  # generator did not disturb the caller's RNG
     assert data.x_train.shape == (400, 1, 40) and data.x_test.shape == (100, 1, 40)
     assert set(data.y_train.tolist()) == set(range(10))
+
+
+def test_mnist1d_cache_returns_exactly_the_generated_data(tmp_path):
+    fresh = load_mnist1d(num_samples=300, data_seed=2, cache_dir=tmp_path)
+    assert (tmp_path / "mnist1d-300-seed44.npz").is_file()
+    cached = load_mnist1d(num_samples=300, data_seed=2, cache_dir=tmp_path)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(fresh, name), getattr(cached, name))
+    (tmp_path / "mnist1d-300-seed44.npz").write_bytes(b"truncated")  # a broken cache file
+    assert torch.equal(load_mnist1d(300, 2, tmp_path).x_train, fresh.x_train)
 
 
 def _write_cifar(root, num_classes, n_train=6, n_test=4):

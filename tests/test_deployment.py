@@ -51,7 +51,7 @@ def test_ptq_ignores_the_low_bit_bn_it_replaces():
 
 
 def test_recalibrate_policy_recomputes_shared_bn_statistics():
-    cfg = CFG.replace(bit_specific_bn=False)
+    cfg = CFG.replace(bn="shared")
     state = _state(cfg)
     stale = {
         k: (np.full_like(v, 5.0) if k.endswith("running_mean") else v) for k, v in state.items()

@@ -116,3 +116,13 @@ def test_trained_state_and_faults():
 def test_client_seed_hand_computed():
     assert client_seed(2, 3, 5) == 2 * 1_000_003 + 3 * 10_007 + 5
     assert client_seed(2**62, 1, 0) == (2**62 * 1_000_003 + 10_007) % 2**63
+
+
+def test_mode_start_schedule_hand_cases():
+    cfg = CFG.replace(mode_start="32:3")
+    cpu = next(p for p in range(9) if device_for(cfg, p).tier == "cpu-fp32")
+    device = device_for(cfg, cpu)
+    assert modes_to_train(cfg, device, 2) == (2, 4)
+    assert modes_to_train(cfg, device, 3) == (2, 4, 32)
+    assert plan_round(cfg, device, 1, bytes_down=0).modes == (2, 4)
+    assert modes_to_train(cfg, device) == (2, 4, 32)  # no round: the policy's modes

@@ -6,10 +6,15 @@ import torch
 from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.layers import BitBatchNorm2d
 from fedqdnn.losses import ConsistencyConfig, consistency_loss
-from fedqdnn.models import MODELS, build_model
+from fedqdnn.models import MODELS, build_model, default_model_for
 from fedqdnn.training import OptimConfig, joint_step, make_optimizer
 
-SHAPES = {"digits_cnn": (1, 8, 8), "mnist1d_cnn": (1, 40), "preact_resnet20": (3, 32, 32)}
+SHAPES = {
+    "digits_cnn": (1, 8, 8),
+    "mnist1d_cnn": (1, 40),
+    "preact_resnet20": (3, 32, 32),
+    "femnist_cnn": (1, 28, 28),
+}
 MODES = (2, 4, 8, 32)
 
 
@@ -72,6 +77,45 @@ def test_unsupported_mode_raises_naming_allowed_modes():
         _model(modes=(2, 33))
 
 
+@pytest.mark.parametrize("bits", MODES)
+def test_femnist_cnn_is_leaf_sized_and_gives_62_logits_at_every_mode(bits):
+    torch.manual_seed(0)
+    model = build_model("femnist_cnn", MODES, 62, 1).eval()
+    # LEAF's CNN: 5x5x32 conv, 5x5x64 conv, 3136 -> 2048 dense, 2048 -> 62 (weights, no biases
+    # but the last layer's; plus per-mode BN and learnable clips)
+    dense = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [tuple(m.weight.shape) for m in dense] == [(2048, 7 * 7 * 64), (62, 2048)]
+    assert tuple(model.stem.weight.shape) == (32, 1, 5, 5)
+    with model.bits(bits):
+        assert model(torch.randn(3, 1, 28, 28)).shape == (3, 62)
+    assert type(dense[0]).__name__ == "QuantLinear" and type(dense[1]) is torch.nn.Linear
+
+
+@pytest.mark.parametrize(
+    "shape, expected",
+    [
+        ((1, 8, 8), "digits_cnn"),  # sklearn digits
+        ((1, 40), "mnist1d_cnn"),
+        ((3, 32, 32), "preact_resnet20"),  # CIFAR
+        ((1, 28, 28), "femnist_cnn"),  # FEMNIST, MNIST
+        ((3, 28, 28), "femnist_cnn"),
+        ((3, 16, 20), "digits_cnn"),  # smaller than 28: adaptive pooling
+        ((3, 64, 48), "preact_resnet20"),
+    ],
+)
+def test_default_model_follows_the_input_shape(shape, expected):
+    assert default_model_for(shape) == expected
+    model = build_model(expected, (2, 32), 5, shape[0]).eval()
+    assert model(torch.randn(2, *shape)).shape == (2, 5)  # and the chosen model runs on it
+
+
+@pytest.mark.parametrize("shape", [(1, 100), (4,), (1, 2, 8, 8)])
+def test_no_default_model_for_other_shapes(shape):
+    with pytest.raises(ValueError, match="set model to one of: digits_cnn") as err:
+        default_model_for(shape)
+    assert "\n" not in str(err.value)
+
+
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="allowed: digits_cnn"):
         build_model("vgg", MODES, 10, 1)
@@ -108,9 +152,37 @@ def test_first_and_last_layers_are_full_precision():
 
 
 def test_shared_bn_ablation_has_one_bn_for_all_modes():
-    model = _model(bit_specific_bn=False)
+    model = _model(bn="shared")
     keys = [k for k in model.state_dict() if "bns." in k]
     assert keys and all(".shared." in k for k in keys)
+
+
+def test_shared_affine_bn_keeps_statistics_per_mode_and_one_affine():
+    from fedqdnn.bitmodes import mode_of_state_key
+
+    model = _model(bn="shared-affine")
+    state = model.state_dict()
+    per_mode = {k for k in state if mode_of_state_key(k) is not None and "bns." in k}
+    assert per_mode and all(k.rsplit(".", 1)[1] in _STATS for k in per_mode)
+    affine = [k for k in state if k.endswith((".weight", ".bias")) and "bns" not in k]
+    assert any(k == "body.0.weight" for k in affine) and any(k == "body.0.bias" for k in affine)
+    # the output at mode b is (x - mean_b) / sqrt(var_b + eps) * weight + bias
+    layer = model.body[0]
+    with torch.no_grad():
+        layer.weight.copy_(torch.linspace(0.5, 2.0, layer.weight.numel()))
+        layer.bias.fill_(0.25)
+        stats = layer.bn_for(2)
+        stats.running_mean.fill_(1.0)
+        stats.running_var.fill_(4.0)
+    layer.eval()
+    layer.set_bits(2)
+    x = torch.randn(3, layer.weight.numel(), 4, 4)
+    expected = (x - 1.0) / torch.sqrt(torch.tensor(4.0 + stats.eps))
+    expected = expected * layer.weight.view(1, -1, 1, 1) + 0.25
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def test_joint_step_gradient_equals_separate_passes():

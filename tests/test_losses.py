@@ -56,3 +56,14 @@ def test_bad_config():
         ConsistencyConfig(teacher="prev")
     with pytest.raises(ValueError, match="temperature"):
         ConsistencyConfig(temperature=0)
+
+
+def test_mode_weights_scale_whole_terms():
+    torch.manual_seed(0)
+    logits = {2: torch.randn(4, 3), 32: torch.randn(4, 3)}
+    y = torch.tensor([0, 1, 2, 1])
+    plain, terms = consistency_loss(logits, y, ConsistencyConfig())
+    weighted, wterms = consistency_loss(logits, y, ConsistencyConfig(mode_weights="32:2,2:0.5"))
+    assert wterms[32] == pytest.approx(2 * terms[32]) and wterms[2] == pytest.approx(0.5 * terms[2])
+    assert float(weighted) == pytest.approx(2 * terms[32] + 0.5 * terms[2], rel=1e-6)
+    assert ConsistencyConfig(mode_weights={32: 2}).weight_of(4) == 1.0

@@ -1,9 +1,10 @@
-"""Client partitions: disjoint cover, IID balance, Dirichlet skew vs alpha, seeds, errors."""
+"""Client partitions: disjoint cover, IID balance, Dirichlet skew vs alpha, natural ids, seeds,
+errors."""
 
 import numpy as np
 import pytest
 
-from fedqdnn.partition import partition_indices, split_local
+from fedqdnn.partition import natural_id_count, partition_indices, split_local
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,57 @@ def test_dirichlet_failure_is_one_clear_error():
     labels = np.repeat(np.arange(10), 3)  # 30 samples, 10 clients, very skewed draws
     with pytest.raises(ValueError, match=r"use fewer clients, a larger alpha") as info:
         partition_indices(labels, 10, "dirichlet", alpha=0.01, seed=0, min_partition_size=3)
+    assert "\n" not in str(info.value)
+
+
+# writer of each of 12 samples: "ann" 3, "bob" 4, "cid" 1, "dee" 2, "eve" 2 samples
+WRITERS = np.array(
+    ["bob", "ann", "dee", "bob", "eve", "ann", "cid", "bob", "dee", "ann", "bob", "eve"]
+)
+
+
+def test_natural_partitions_are_the_writers_in_sorted_order():
+    parts = partition_indices(np.zeros(12, dtype=np.int64), 4, "natural", groups=WRITERS)
+    # "cid" holds 1 sample < min_partition_size 2: left out; the rest in sorted id order
+    expected = {"ann": [1, 5, 9], "bob": [0, 3, 7, 10], "dee": [2, 8], "eve": [4, 11]}
+    assert [p.tolist() for p in parts] == list(expected.values())
+    assert natural_id_count(WRITERS) == 4 and natural_id_count(WRITERS, 3) == 2
+    assert natural_id_count(WRITERS, 1) == 5
+
+
+def test_natural_partitions_capped_to_a_seeded_sample_of_writers():
+    labels = np.zeros(12, dtype=np.int64)
+    everyone = [p.tolist() for p in partition_indices(labels, 4, "natural", groups=WRITERS)]
+    picks = {
+        seed: [
+            p.tolist() for p in partition_indices(labels, 2, "natural", seed=seed, groups=WRITERS)
+        ]
+        for seed in range(6)
+    }
+    for parts in picks.values():  # two whole writers, still in sorted order
+        assert len(parts) == 2 and all(p in everyone for p in parts)
+        assert everyone.index(parts[0]) < everyone.index(parts[1])
+    assert picks[0] == [
+        p.tolist() for p in partition_indices(labels, 2, "natural", seed=0, groups=WRITERS)
+    ]
+    assert len({str(p) for p in picks.values()}) > 1  # the seed chooses which writers
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "partition scheme 'natural' needs the natural id of every sample"),
+        ({"groups": WRITERS[:5]}, r"groups of shape \(5,\) are invalid; allowed: shape \(12,\)"),
+        (
+            {"groups": WRITERS, "num_partitions": 5},
+            "5 natural partitions asked for, but only 4 ids hold >= 2 samples; use at most 4",
+        ),
+    ],
+)
+def test_natural_bad_arguments(kwargs, message):
+    kwargs = {"num_partitions": 2, **kwargs}
+    with pytest.raises(ValueError, match=message) as info:
+        partition_indices(np.zeros(12, dtype=np.int64), scheme="natural", **kwargs)
     assert "\n" not in str(info.value)
 
 

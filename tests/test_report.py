@@ -42,6 +42,7 @@ def test_results_from_a_hand_built_run():
         "accuracy_by_bits": {"2": 0.7, "32": 0.8},
         "accuracy_by_tier": {"cpu-fp32": 0.75},
         "federated_accuracy": 0.75,
+        "window_rounds": [2],
     }
     assert results["initial_accuracy_by_bits"] == {"2": 0.1, "32": 0.1}
     assert [d["client"] for d in results["per_device"]] == [0, 1]  # sorted by partition
@@ -63,3 +64,44 @@ def test_results_without_round_records_flower_fedavg():
 def test_round_records_survive_json():
     rounds = _rounds()
     assert records_from_json(records_to_json(rounds)) == rounds
+
+
+def test_cadence_window_means_and_convergence_hand_computed():
+    cfg = CFG.replace(rounds=4, evaluate_every=2, final_average=2, target_accuracy=0.7)
+    history = RunHistory()
+    history.evaluate_metrics_serverapp = {
+        0: {"accuracy-bits2": 0.1},
+        2: {"accuracy-bits2": 0.6, "accuracy-bits32": 0.7},
+        4: {"accuracy-bits2": 0.8, "accuracy-bits32": 0.9},
+    }
+    history.evaluate_metrics_clientapp = {
+        2: {"accuracy": 0.5, "accuracy-cpu-fp32": 0.5},
+        4: {"accuracy": 0.9, "accuracy-cpu-fp32": 0.9},
+    }
+
+    def evaluation(acc):
+        row = {"partition-id": 0, "tier": "cpu-fp32", "bits": 32, "num-examples": 4}
+        return [{**row, "accuracy": acc}]
+
+    def trained(seconds):
+        return [{"partition-id": 0, "tier": "cpu-fp32", "sim-seconds": seconds}]
+
+    rounds = {
+        1: RoundRecord(train=trained(3.0)),
+        2: RoundRecord(train=trained(1.0), evaluation=evaluation(0.5)),
+        3: RoundRecord(train=trained(2.0)),
+        4: RoundRecord(train=trained(4.0), evaluation=evaluation(1.0)),
+    }
+    results = build_results(cfg, rounds, history, 1.0)
+    final = results["final"]
+    assert final["window_rounds"] == [2, 4]
+    assert final["accuracy_by_bits"] == {"2": 0.7, "32": 0.8}  # (0.6+0.8)/2, (0.7+0.9)/2
+    assert final["accuracy_by_tier"] == {"cpu-fp32": 0.7}
+    assert results["last_round"]["accuracy_by_tier"] == {"cpu-fp32": 0.9}
+    assert results["per_device"][0]["accuracy"] == 0.75  # mean of 0.5 and 1.0
+    assert [h["central_accuracy_by_bits"] for h in results["history"]][0] == {}  # not evaluated
+    assert [h["sim_elapsed_seconds"] for h in results["history"]] == [3.0, 4.0, 6.0, 10.0]
+    conv = results["convergence"]
+    assert conv["by_tier"]["cpu-fp32"] == {"round": 4, "sim_seconds": 10.0}  # 0.5 < 0.7 <= 0.9
+    assert conv["by_bits"]["32"] == {"round": 2, "sim_seconds": 4.0}
+    assert conv["by_bits"]["2"] == {"round": 4, "sim_seconds": 10.0}

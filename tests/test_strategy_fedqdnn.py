@@ -16,6 +16,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedqdnn.compression import quantize_arrays
 from strategies.fedqdnn import FedQDNN, to_arrayrecord
+from strategies.protocol import NodeRoute
 
 BN = "body.0.bns"
 STATE = {
@@ -121,12 +122,53 @@ def test_no_valid_reply_keeps_the_global_model():
     assert arrays is None and metrics["num-valid"] == 0 and metrics["num-dropped"] == 1
 
 
-def test_seeded_partition_sampling_after_binding():
+def test_seeded_device_sampling_and_routes():
     strategy = FedQDNN(num_clients=10, fraction_train=0.3, seed=7)
-    strategy.bind_partitions({p: 100 + p for p in range(10)})
+    strategy.bind_nodes(NodeRoute(tuple(range(10)), bound={p: 100 + p for p in range(10)}))
     instructions = strategy.configure_train(
         3, to_arrayrecord(STATE), ConfigRecord({"lr": 0.1}), grid=None
     )
-    expected = np.random.default_rng([7, 3, 0, 1]).choice(10, 3, replace=False)
-    assert sorted(m.metadata.dst_node_id for m in instructions) == sorted(100 + expected)
+    expected = sorted(np.random.default_rng([7, 3, 0, 1]).choice(10, 3, replace=False))
+    assert [m.metadata.dst_node_id for m in instructions] == [100 + p for p in expected]
+    assert [m.content["config"]["partition-id"] for m in instructions] == expected
     assert all(m.content["config"]["server-round"] == 3 for m in instructions)
+    # a pool of two nodes serves the sampled devices in turn; the messages name the devices
+    pooled = FedQDNN(num_clients=2, fraction_train=0.3, seed=7)
+    pooled.bind_nodes(NodeRoute(tuple(range(10)), pool=(5, 9)))
+    sent = pooled.configure_train(3, to_arrayrecord(STATE), ConfigRecord({}), grid=None)
+    assert [m.metadata.dst_node_id for m in sent] == [5, 9, 5]
+    assert [m.content["config"]["partition-id"] for m in sent] == expected
+
+
+def test_strategy_state_round_trip_resumes_identically():
+    from fedqdnn.policies import ServerOptimizer
+    from strategies.server_step import ServerStep
+
+    def strategy():
+        s = FedQDNN(
+            num_clients=4,
+            bit_modes=(2, 32),
+            mode_state_decay=0.5,
+            server_step=ServerStep(ServerOptimizer.FEDAVGM, 0.7, 0.9),
+        )
+        s._global = {k: v.copy() for k, v in STATE.items()}
+        return s
+
+    def round_replies(r):
+        return [_reply(0, (2,), 1, 1.0 + r), _reply(1, (2, 32), 3, 2.0 * r)]
+
+    a = strategy()
+    new, _ = a.aggregate_train(1, round_replies(1))
+    json_state, arrays = a.state_dict()
+    assert json_state["mode_data"] == {"2": 4.0, "32": 3.0} and arrays  # momentum kept
+    b = strategy()
+    b.load_state_dict(json_state, arrays)
+    for s in (a, b):
+        s._global = {k: v.numpy() for k, v in new.items()}
+    out_a, _ = a.aggregate_train(2, round_replies(2))
+    out_b, _ = b.aggregate_train(2, round_replies(2))
+    for key in STATE:
+        assert np.array_equal(out_a[key].numpy(), out_b[key].numpy()), key
+    # the 2-bit entries blend the previous global value (weight 0.5 * 4) with 4 new examples
+    expected = (2.0 * new[f"{BN}.bits2.weight"].numpy() + 1 * 3.0 + 3 * 4.0) / 6
+    assert np.allclose(out_a[f"{BN}.bits2.weight"].numpy(), expected)

@@ -32,14 +32,20 @@ def test_sweep_summary_averages_one_strategy_per_tier():
 
 def test_comparison_summary_names_bits_and_spreads():
     rows = [
-        {"strategy": "fedqdnn", "tier": "cpu", "bits": 32, "accuracy": 0.8},
-        {"strategy": "fedqdnn", "tier": "cpu", "bits": 32, "accuracy": 0.9},
-        {"strategy": "per-tier", "tier": "cpu", "bits": 32, "accuracy": 0.5},
+        {"strategy": "per-tier", "tier": "cpu-fp32", "bits": 32, "accuracy": 0.8},
+        {"strategy": "per-tier", "tier": "cpu-fp32", "bits": 32, "accuracy": 0.9},
+        {"strategy": "lowest-common", "tier": "phone-npu-int4", "bits": 2, "accuracy": 0.5},
     ]
-    table = summary_table({"rows": rows, "strategies": {"fedqdnn": "", "per-tier": ""}})
-    assert table.splitlines()[0] == "| strategy | cpu (32-bit) |"
-    assert table.splitlines()[2] == "| fedqdnn | 85.0 ± 7.1 |"
-    assert table.splitlines()[3] == "| per-tier | 50.0 ± 0.0 |"
+    result = {
+        "rows": rows,
+        "strategies": {"per-tier": "", "lowest-common": ""},
+        "config": {"bits": "2,4,32"},
+    }
+    lines = summary_table(result).splitlines()
+    # tiers are named with their top mode even without fedqdnn among the strategies
+    assert lines[0] == "| strategy | cpu-fp32 (32-bit) | phone-npu-int4 (4-bit) |"
+    assert lines[2] == "| per-tier | 85.0 ± 7.1 | – |"
+    assert lines[3] == "| lowest-common | – | 50.0 ± 0.0 |"
 
 
 def test_centralized_table_shows_recalibrated_column_when_measured():

@@ -19,7 +19,9 @@ from fedqdnn.files import write_bytes_atomic
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)  # format 1 kept only the strategy's round records
+STRATEGY_PREFIX = "strategy/"  # strategy arrays (server optimizer moments) in the model file
 
 
 class CheckpointError(ValueError):
@@ -53,8 +55,9 @@ class Checkpoint:
     round: int
     config: dict
     history: RunHistory
-    strategy_rounds: dict
-    arrays: dict[str, np.ndarray]
+    strategy: dict  # the strategy's JSON state ("rounds": its round records, ...)
+    arrays: dict[str, np.ndarray]  # the global model
+    strategy_arrays: dict[str, np.ndarray]  # the strategy's array state (may be empty)
 
 
 def save_checkpoint(
@@ -62,7 +65,8 @@ def save_checkpoint(
     server_round: int,
     state: dict[str, np.ndarray],
     history: RunHistory,
-    strategy_rounds: dict,
+    strategy: dict,
+    strategy_arrays: dict[str, np.ndarray],
     config: dict,
 ) -> None:
     """Write round ``server_round``'s checkpoint and remove older model files."""
@@ -71,6 +75,9 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     model_name = f"model-round{server_round}.safetensors"
     tensors = {k: np.require(v, requirements="C") for k, v in state.items()}
+    tensors.update(
+        {STRATEGY_PREFIX + k: np.require(v, requirements="C") for k, v in strategy_arrays.items()}
+    )
     write_bytes_atomic(directory / model_name, save(tensors))
     payload = {
         "format": FORMAT,
@@ -78,7 +85,7 @@ def save_checkpoint(
         "model_file": model_name,
         "config": config,
         "history": history.to_json(),
-        "strategy_rounds": {str(r): v for r, v in strategy_rounds.items()},
+        "strategy": strategy,
     }
     write_bytes_atomic(directory / STATE_FILE, json.dumps(payload).encode())
     for old in directory.glob("model-round*.safetensors"):
@@ -99,10 +106,10 @@ def load_checkpoint(directory: Path) -> Checkpoint:
         payload = json.loads(state_path.read_text())
         model_file = directory / payload["model_file"]
         server_round = int(payload["round"])
-        if payload.get("format") != FORMAT:
+        if payload.get("format") not in READABLE_FORMATS:
             raise CheckpointError(
                 f"checkpoint {state_path} has format {payload.get('format')}; "
-                f"this version reads format {FORMAT}"
+                f"this version reads formats {', '.join(map(str, READABLE_FORMATS))}"
             )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         if isinstance(err, CheckpointError):
@@ -123,12 +130,22 @@ def load_checkpoint(directory: Path) -> Checkpoint:
     if server_round < 0:
         raise CheckpointError(f"corrupt checkpoint {state_path}: round {server_round}")
     try:
+        strategy = (
+            dict(payload["strategy"])
+            if payload["format"] >= 2
+            else {"rounds": dict(payload["strategy_rounds"])}
+        )
         return Checkpoint(
             server_round,
             dict(payload["config"]),
             RunHistory.from_json(payload["history"]),
-            dict(payload["strategy_rounds"]),
-            arrays,
+            strategy,
+            {k: v for k, v in arrays.items() if not k.startswith(STRATEGY_PREFIX)},
+            {
+                k.removeprefix(STRATEGY_PREFIX): v
+                for k, v in arrays.items()
+                if k.startswith(STRATEGY_PREFIX)
+            },
         )
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"corrupt checkpoint {state_path}: {err!r}") from None

@@ -1,11 +1,12 @@
 """Flower ClientApp: the message handlers of a simulated device (the device is
 :mod:`fedqdnn.device`; this module only translates Flower messages to and from it).
 
-A client learns which device it simulates from its instruction (simulation engine: virtual
-nodes are alike, the server names the partition) or from its node config's ``partition-id``
-(deployment engine, as a real device knows its hardware), trains the modes its plan allows and
+A client learns which device it simulates from its instruction (a pool of simulation nodes
+serves the devices in turn: the server names the device) or from its node config's
+``partition-id`` (as a real device knows its hardware), trains the modes its plan allows and
 replies with the shared weights plus the per-mode entries of the modes it trained only, or with
-a status (offline, straggler).
+a status (offline, straggler). It computes on the torch device ``device`` selects: CUDA under
+``auto`` when Ray gave its actor a GPU share.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from fedqdnn.device import (
     skipped_round_metrics,
     train_round,
 )
-from fedqdnn.federated import PARTITION_KEY
 
 app = ClientApp()
 
@@ -66,18 +66,23 @@ def _parse(flat_items: tuple) -> FederatedConfig:
     return from_flat(dict(flat_items))
 
 
-def _instruction(msg: Message, context: Context) -> tuple[FederatedConfig, int, SimulatedDevice]:
+def _config(msg: Message) -> tuple[FederatedConfig, int, int | None]:
     """The run config the server sent (parsed once per distinct config), the round, and the
-    device to simulate: the partition the instruction names, else this node's (nodes map
-    onto ``participants`` in order)."""
+    device the message is for (None when the server leaves it to the node: Flower's FedAvg)."""
     flat = dict(msg.content["config"])
     server_round = int(flat.pop("server-round", 0))
-    partition = flat.pop(PARTITION_KEY, None)
+    partition = flat.pop("partition-id", None)
     cfg = _parse(tuple(sorted(flat.items())))
+    return cfg, server_round, None if partition is None else int(partition)
+
+
+def _device(cfg: FederatedConfig, context: Context, partition: int | None) -> SimulatedDevice:
+    """The device a message is for: the one it names, else this node's own (nodes map onto
+    ``participants`` in order of their ``partition-id``)."""
+    use_cpu_share()
     if partition is None:
         partition = cfg.participant_ids[int(context.node_config["partition-id"])]
-    use_cpu_share()
-    return cfg, server_round, device_for(cfg, int(partition), _torch_device(cfg.device))
+    return device_for(cfg, partition, _torch_device(cfg.device))
 
 
 def _reply(
@@ -107,7 +112,8 @@ def _reply(
 def train(msg: Message, context: Context) -> Message:
     """Train the modes this device's plan allows this round; reply with shared + trained-mode
     entries, or with a status (offline, straggler) and no arrays."""
-    cfg, rnd, device = _instruction(msg, context)
+    cfg, rnd, partition = _config(msg)
+    device = _device(cfg, context, partition)
     arrays = msg.content["arrays"]
     bytes_down = sum(np.dtype(a.dtype).itemsize * math.prod(a.shape) for a in arrays.values())
     plan = plan_round(cfg, device, rnd, bytes_down)
@@ -130,7 +136,8 @@ def identify(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_local(msg: Message, context: Context) -> Message:
     """Per-device accuracy: the global model at this device's top mode, on its local test split."""
-    cfg, _, device = _instruction(msg, context)
+    cfg, _, partition = _config(msg)
+    device = _device(cfg, context, partition)
     load_state(device.model, msg.content["arrays"].to_torch_state_dict())
     bits = evaluation_mode(cfg, device)
     accuracy, loss = evaluate_locally(device, bits)

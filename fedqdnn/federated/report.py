@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
 
 from fedqdnn.config import FederatedConfig
+from fedqdnn.convergence import (
+    first_reaching,
+    mean_by_key,
+    simulated_round_seconds,
+    window_mean,
+)
 from fedqdnn.federated.checkpoint import RunHistory
-from fedqdnn.files import write_json
+from fedqdnn.files import write_bytes_atomic, write_json
 from fedqdnn.provenance import versions
+from fedqdnn.round_plan import final_window
 from strategies.protocol import RoundRecord
 
 
@@ -31,16 +39,15 @@ def _tiers(metrics) -> dict[str, float]:
 
 
 MODEL_FILE = "model.safetensors"
+FINAL_MODELS_DIR = "final-models"  # models of the final window's earlier rounds
 
 
 def save_model(path: Path, arrays, cfg: FederatedConfig) -> None:
-    """Final global model as safetensors (never pickle), config in the metadata; atomic."""
-    from safetensors.numpy import save_file
+    """A global model as safetensors (never pickle), config in the metadata; atomic."""
+    from safetensors.numpy import save
 
     tensors = {k: np.require(v.numpy(), requirements="C") for k, v in arrays.items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"config": json.dumps(cfg.to_flat())})
-    tmp.replace(path)
+    write_bytes_atomic(path, save(tensors, metadata={"config": json.dumps(cfg.to_flat())}))
 
 
 def load_model_state(path: Path) -> dict[str, np.ndarray]:
@@ -57,14 +64,29 @@ def build_results(
     wall_seconds: float,
 ) -> dict:
     """Assemble results.json from the strategy's round records (empty for Flower's FedAvg,
-    which keeps none) and the run history."""
+    which keeps none) and the run history.
+
+    ``final`` holds means over the last ``final-average`` evaluations (``window_rounds``);
+    ``last_round`` the single final evaluation; ``convergence`` the first evaluated round
+    and simulated time at which each tier (device accuracy) and each mode (central accuracy)
+    reached ``target-accuracy``.
+    """
     central = result.evaluate_metrics_serverapp
     federated = result.evaluate_metrics_clientapp
     train = result.train_metrics_clientapp
     history = []
+    elapsed = 0.0
     for rnd in range(1, cfg.rounds + 1):
         record = rounds.get(rnd)
         fed = federated.get(rnd, {})
+        clients = record.train if record else []
+        dropped = record.dropped if record else []
+        sim_round = simulated_round_seconds(
+            [c["sim-seconds"] for c in clients if "sim-seconds" in c],
+            sum(d.get("status") == "straggler" for d in dropped),
+            cfg.deadline_seconds,
+        )
+        elapsed += sim_round
         history.append(
             {
                 "round": rnd,
@@ -78,39 +100,74 @@ def build_results(
                 "num_rejected": len(record.rejected) if record else 0,
                 "num_dropped": len(record.dropped) if record else 0,
                 "round_seconds": result.round_seconds.get(rnd),
+                "sim_round_seconds": round(sim_round, 6),
+                "sim_elapsed_seconds": round(elapsed, 6),
                 "deadline_seconds": cfg.deadline_seconds,
-                "clients": record.train if record else [],
+                "clients": clients,
                 "rejected": record.rejected if record else [],
-                "dropped": record.dropped if record else [],
+                "dropped": dropped,
             }
         )
-    last = rounds.get(cfg.rounds)
-    per_device = sorted(
-        (
-            {
-                "client": int(e["partition-id"]),
-                "tier": e["tier"],
-                "bits": int(e["bits"]),
-                "accuracy": float(e["accuracy"]),
-                "num_examples": int(e["num-examples"]),
-            }
-            for e in (last.evaluation if last else [])
-        ),
-        key=lambda d: d["client"],
-    )
+    window = final_window(cfg.rounds, cfg.evaluate_every, cfg.final_average)
+    in_window = [history[r - 1] for r in window]
     return {
         "final": {
-            "accuracy_by_bits": _central(central.get(cfg.rounds, {})),
-            "accuracy_by_tier": _tiers(federated.get(cfg.rounds, {})),
-            "federated_accuracy": history[-1]["federated_accuracy"],
+            "accuracy_by_bits": mean_by_key([h["central_accuracy_by_bits"] for h in in_window]),
+            "accuracy_by_tier": mean_by_key([h["accuracy_by_tier"] for h in in_window]),
+            "federated_accuracy": window_mean([h["federated_accuracy"] for h in in_window]),
+            "window_rounds": window,
         },
+        "last_round": {
+            "accuracy_by_bits": history[-1]["central_accuracy_by_bits"],
+            "accuracy_by_tier": history[-1]["accuracy_by_tier"],
+        },
+        "convergence": _convergence(cfg, history),
         "initial_accuracy_by_bits": _central(central.get(0, {})),
-        "per_device": per_device,
+        "per_device": _per_device([rounds.get(r) for r in window]),
         "history": history,
         "config": cfg.to_flat(),
         "seed": cfg.seed,
         "versions": versions(),
         "wall_seconds": round(wall_seconds, 2),
+    }
+
+
+def _per_device(records: list[RoundRecord | None]) -> list[dict]:
+    """Each device's accuracy: the mean over the window's evaluations that included it."""
+    rows: dict[int, list[dict]] = {}
+    for record in records:
+        for e in record.evaluation if record else []:
+            rows.setdefault(int(e["partition-id"]), []).append(e)
+    return [
+        {
+            "client": pid,
+            "tier": evals[-1]["tier"],
+            "bits": int(evals[-1]["bits"]),
+            "accuracy": statistics.fmean(float(e["accuracy"]) for e in evals),
+            "num_examples": int(evals[-1]["num-examples"]),
+        }
+        for pid, evals in sorted(rows.items())
+    ]
+
+
+def _convergence(cfg: FederatedConfig, history: list[dict]) -> dict:
+    """First evaluated round / simulated time reaching the target, per tier and per mode."""
+    target = cfg.target_accuracy
+
+    def first(series) -> dict:
+        by_round = [(h["round"], series(h)) for h in history]
+        by_time = [(h["sim_elapsed_seconds"], series(h)) for h in history]
+        return {
+            "round": first_reaching(by_round, target),
+            "sim_seconds": first_reaching(by_time, target),
+        }
+
+    tiers = sorted({t for h in history for t in h["accuracy_by_tier"]})
+    modes = sorted({b for h in history for b in h["central_accuracy_by_bits"]}, key=int)
+    return {
+        "target_accuracy": target,
+        "by_tier": {t: first(lambda h, t=t: h["accuracy_by_tier"].get(t)) for t in tiers},
+        "by_bits": {b: first(lambda h, b=b: h["central_accuracy_by_bits"].get(b)) for b in modes},
     }
 
 

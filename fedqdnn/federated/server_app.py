@@ -30,7 +30,6 @@ from flwr.serverapp import Grid, ServerApp
 from fedqdnn.accelerator import model_device, select_device
 from fedqdnn.config import FederatedConfig, ServerStrategy, from_flat
 from fedqdnn.device import initial_model, run_data
-from fedqdnn.federated import PARTITION_KEY
 from fedqdnn.federated.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -39,20 +38,26 @@ from fedqdnn.federated.checkpoint import (
     check_matches,
     save_checkpoint,
 )
-from fedqdnn.federated.report import MODEL_FILE, build_results, save_model, write_results
+from fedqdnn.federated.report import (
+    FINAL_MODELS_DIR,
+    MODEL_FILE,
+    build_results,
+    save_model,
+    write_results,
+)
 from fedqdnn.models import QuantizableModel
+from fedqdnn.policies import ServerOptimizer
+from fedqdnn.round_plan import evaluation_rounds, final_window
 from fedqdnn.training import evaluate
 from strategies.fedavg import PlainFedAvg
 from strategies.fedqdnn import FedQDNN
+from strategies.protocol import NodeRoute
 from strategies.protocol import ServerStrategy as StrategyProtocol
-from strategies.protocol import records_from_json, records_to_json
 from strategies.records import to_state
+from strategies.server_step import ServerStep
 
 OUT_DIR_KEY = "out-dir"
 REPLY_TIMEOUT = 3600.0  # seconds to wait for a round's replies (as Strategy.start)
-# seconds between checks for replies: Flower's grids check every 0.1 s; an in-memory grid
-# (simulation) is cheap to ask, and each round waits for two sets of replies
-POLL_SECONDS = {"simulation": 0.005, "deployment": 0.1}
 
 
 def _log(message: str) -> None:
@@ -64,7 +69,7 @@ class RoundEnd:
     """What the per-round hook learns when a round (round 0: the initial evaluation) ends."""
 
     server_round: int
-    central_accuracy: dict[int, float]
+    central_accuracy: dict[int, float]  # empty in rounds without evaluation
     seconds_since_start: float
 
 
@@ -77,9 +82,9 @@ class RunSpec:
     resume: Checkpoint | None = None
     on_round_end: Callable[[RoundEnd], None] | None = None
     log: Callable[[str], None] = field(default=_log)
-    # simulation engine: nodes are virtual and alike, so the server assigns partitions to
-    # them instead of asking every node which one it simulates (see assign_partitions)
-    virtual_nodes: bool = False
+    # seconds between checks for replies; Flower's grids check every 0.1 s, the in-memory grid
+    # of a simulation is cheap to ask more often (a round waits for replies twice)
+    reply_poll_seconds: float = 0.1
 
 
 def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
@@ -107,7 +112,30 @@ def make_strategy(cfg: FederatedConfig) -> StrategyProtocol:
     """FedQDNN, or Flower's plain FedAvg (identical reply keys only, e.g. uniform-fp32)."""
     if cfg.server_strategy == ServerStrategy.FEDAVG:
         return PlainFedAvg(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate)
-    return FedQDNN(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate, cfg.seed, cfg.bits)
+    step = (
+        None
+        if cfg.server_optimizer == ServerOptimizer.NONE
+        else ServerStep(cfg.server_optimizer, cfg.server_lr, cfg.server_momentum)
+    )
+    return FedQDNN(
+        cfg.num_nodes,
+        cfg.fraction_train,
+        cfg.fraction_evaluate,
+        cfg.seed,
+        cfg.bits,
+        shared_weighting=cfg.shared_weighting,
+        mode_state_decay=cfg.mode_state_decay,
+        server_step=step,
+    )
+
+
+def node_route(grid: Grid, cfg: FederatedConfig) -> NodeRoute:
+    """How devices reach nodes: a pool of interchangeable nodes, or (``max-nodes = 0``) each
+    device's own node, found by asking every node for its partition id."""
+    devices = tuple(sorted(cfg.participant_ids))
+    if cfg.pooled:
+        return NodeRoute(devices, pool=tuple(sorted(grid.get_node_ids())))
+    return NodeRoute(devices, bound=discover_partitions(grid, cfg))
 
 
 def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
@@ -125,19 +153,6 @@ def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
     return mapping
 
 
-def assign_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
-    """partition id -> node id, without a message: the i-th registered node simulates the
-    i-th participant, and every instruction names its partition (:func:`with_partitions`).
-
-    For virtual nodes (simulation engine) only, where a node is whatever its instructions
-    say. Start-up then costs no round trip per node, whatever the fleet size; registration
-    order (Flower's own order of ``partition-id``) keeps the order in which the engine hands
-    a round's messages to the actors the same from run to run.
-    """
-    nodes = sorted(grid.get_nodes(), key=lambda n: (n.registered_at, n.node_id))
-    return dict(zip(cfg.participant_ids, [n.node_id for n in nodes], strict=True))
-
-
 def exchange(grid: Grid, messages: Iterable[Message], poll_seconds: float) -> list[Message]:
     """Send ``messages`` and wait for every reply, checking every ``poll_seconds`` (what
     ``Grid.send_and_receive`` does at a fixed 0.1 s)."""
@@ -151,24 +166,6 @@ def exchange(grid: Grid, messages: Iterable[Message], poll_seconds: float) -> li
         if pending:
             time.sleep(poll_seconds)
     return replies
-
-
-def with_partitions(
-    instructions: Iterable[Message], node_of_partition: dict[int, int]
-) -> Iterable[Message]:
-    """The instructions, each naming its node's partition in its own config record (the
-    strategy may share one content object between messages: it is not modified). An empty
-    mapping leaves them as they are (deployment engine: a node knows its partition)."""
-    if not node_of_partition:
-        return instructions
-    partition_of_node = {n: p for p, n in node_of_partition.items()}
-    out = []
-    for msg in instructions:
-        config = ConfigRecord(dict(msg.content["config"]))
-        config[PARTITION_KEY] = partition_of_node[msg.metadata.dst_node_id]
-        msg.content = RecordDict({**dict(msg.content), "config": config})
-        out.append(msg)
-    return out
 
 
 def _restore(
@@ -200,28 +197,28 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
     history, first = RunHistory(), 1
     if spec.resume is not None:
         arrays, history, first = _restore(cfg, spec.resume, model)
-        strategy.rounds = records_from_json(spec.resume.strategy_rounds)
+        strategy.load_state_dict(spec.resume.strategy, spec.resume.strategy_arrays)
         log(f"resuming after round {first - 1}")
-    bind = assign_partitions if spec.virtual_nodes else discover_partitions
-    node_of_partition = bind(grid, cfg)
-    strategy.bind_partitions(node_of_partition)
-    named = node_of_partition if spec.virtual_nodes else {}  # instructions name partitions
-    poll = POLL_SECONDS["simulation" if spec.virtual_nodes else "deployment"]
+    strategy.bind_nodes(node_route(grid, cfg))
 
-    def central(server_round: int) -> None:
+    def central(server_round: int) -> dict[int, float]:
         accuracy = evaluate_fn(server_round, arrays)
         history.evaluate_metrics_serverapp[server_round] = _central_metrics(accuracy)
+        return accuracy
+
+    def round_ended(server_round: int, accuracy: dict[int, float]) -> None:
         if spec.on_round_end is not None:
             spec.on_round_end(RoundEnd(server_round, accuracy, time.perf_counter() - started))
 
     if first == 1:
-        central(0)
+        round_ended(0, central(0))
+    evaluated = set(evaluation_rounds(cfg.rounds, cfg.evaluate_every))
+    window = final_window(cfg.rounds, cfg.evaluate_every, cfg.final_average)
     flat = cfg.to_flat()  # sent with every instruction: clients need no run config
     for rnd in range(first, cfg.rounds + 1):
         round_start = time.perf_counter()
         instructions = strategy.configure_train(rnd, arrays, ConfigRecord(flat), grid)
-        instructions = with_partitions(instructions, named)
-        replies = exchange(grid, instructions, poll)
+        replies = exchange(grid, instructions, spec.reply_poll_seconds)
         if replies and all(r.has_error() for r in replies):
             raise RuntimeError(
                 f"every client failed in round {rnd}; first error: "
@@ -232,20 +229,26 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
             arrays = new_arrays
         if train_metrics is not None:
             history.train_metrics_clientapp[rnd] = dict(train_metrics)
-        instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(flat), grid)
-        instructions = with_partitions(instructions, named)
-        federated = strategy.aggregate_evaluate(rnd, exchange(grid, instructions, poll))
-        if federated is not None:
-            history.evaluate_metrics_clientapp[rnd] = dict(federated)
-        central(rnd)
+        accuracy: dict[int, float] = {}
+        if rnd in evaluated:
+            instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(flat), grid)
+            federated = strategy.aggregate_evaluate(
+                rnd, exchange(grid, instructions, spec.reply_poll_seconds)
+            )
+            if federated is not None:
+                history.evaluate_metrics_clientapp[rnd] = dict(federated)
+            accuracy = central(rnd)
+        if rnd in window and rnd != cfg.rounds:  # the last round's model is model.safetensors
+            save_model(out / FINAL_MODELS_DIR / f"model-round{rnd}.safetensors", arrays, cfg)
         history.round_seconds[rnd] = round(time.perf_counter() - round_start, 3)
+        round_ended(rnd, accuracy)
         if cfg.checkpoint_every and (rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds):
             save_checkpoint(
                 out / CHECKPOINT_DIR,
                 rnd,
                 to_state(arrays),
                 history,
-                records_to_json(strategy.rounds),
+                *strategy.state_dict(),
                 cfg.to_flat(),
             )
     results = build_results(cfg, strategy.rounds, history, time.perf_counter() - started)

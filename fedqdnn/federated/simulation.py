@@ -55,7 +55,7 @@ def simulate(
         "client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client},
         "init_args": init_args,
     }
-    spec = RunSpec(cfg, out, resume, on_round_end, virtual_nodes=True)
+    spec = RunSpec(cfg, out, resume, on_round_end, reply_poll_seconds=0.005)
     run_simulation(
         server_app=build_app(spec),
         client_app=client_app,

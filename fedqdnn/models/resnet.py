@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedqdnn.layers import BitBatchNorm2d, GlobalAvgPool2d, QuantAct, QuantConv2d
+from fedqdnn.layers import BitBatchNorm2d, BNLayout, GlobalAvgPool2d, QuantAct, QuantConv2d
 from fedqdnn.models.base import QuantizableModel
 
 
@@ -24,14 +24,14 @@ class PreActBlock(nn.Module):
         cout: int,
         stride: int,
         modes: Sequence[int],
-        bit_specific_bn: bool,
+        bn: BNLayout,
         learnable_clip: bool,
     ):
         super().__init__()
-        self.bn1 = BitBatchNorm2d(cin, modes, bit_specific_bn)
+        self.bn1 = BitBatchNorm2d(cin, modes, bn)
         self.act1 = QuantAct(modes, learnable_clip)
         self.conv1 = QuantConv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = BitBatchNorm2d(cout, modes, bit_specific_bn)
+        self.bn2 = BitBatchNorm2d(cout, modes, bn)
         self.act2 = QuantAct(modes, learnable_clip)
         self.conv2 = QuantConv2d(cout, cout, 3, padding=1, bias=False)
         self.shortcut = (
@@ -57,7 +57,7 @@ class PreActResNet20(QuantizableModel):
         num_classes: int = 10,
         in_channels: int = 3,
         width: int = 1,
-        bit_specific_bn: bool = True,
+        bn: BNLayout = BNLayout.BIT_SPECIFIC,
         learnable_clip: bool = False,
     ):
         super().__init__(bit_modes)
@@ -69,13 +69,11 @@ class PreActResNet20(QuantizableModel):
         for stage, cout in enumerate(channels):
             for i in range(3):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(
-                    PreActBlock(cin, cout, stride, modes, bit_specific_bn, learnable_clip)
-                )
+                blocks.append(PreActBlock(cin, cout, stride, modes, bn, learnable_clip))
                 cin = cout
         self.body = nn.Sequential(
             *blocks,
-            BitBatchNorm2d(cin, modes, bit_specific_bn),
+            BitBatchNorm2d(cin, modes, bn),
             QuantAct(modes, learnable_clip),
             GlobalAvgPool2d(),
             nn.Flatten(),

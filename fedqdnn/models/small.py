@@ -13,6 +13,7 @@ from torch import nn
 from fedqdnn.layers import (
     BitBatchNorm1d,
     BitBatchNorm2d,
+    BNLayout,
     GlobalAvgPool2d,
     QuantAct,
     QuantConv1d,
@@ -30,7 +31,7 @@ class DigitsCNN(QuantizableModel):
         num_classes: int = 10,
         in_channels: int = 1,
         width: int = 32,
-        bit_specific_bn: bool = True,
+        bn: BNLayout = BNLayout.BIT_SPECIFIC,
         learnable_clip: bool = False,
     ):
         super().__init__(bit_modes)
@@ -39,13 +40,13 @@ class DigitsCNN(QuantizableModel):
         def block(conv: nn.Module, channels: int) -> list[nn.Module]:
             return [
                 conv,
-                BitBatchNorm2d(channels, modes, bit_specific_bn),
+                BitBatchNorm2d(channels, modes, bn),
                 QuantAct(modes, learnable_clip),
             ]
 
         self.stem = nn.Conv2d(in_channels, w, 3, padding=1, bias=False)
         self.body = nn.Sequential(
-            BitBatchNorm2d(w, modes, bit_specific_bn),
+            BitBatchNorm2d(w, modes, bn),
             QuantAct(modes, learnable_clip),
             *block(QuantConv2d(w, 2 * w, 3, padding=1, bias=False), 2 * w),
             nn.MaxPool2d(2),
@@ -67,7 +68,7 @@ class MNIST1DCNN(QuantizableModel):
         in_channels: int = 1,
         width: int = 32,
         length: int = 40,
-        bit_specific_bn: bool = True,
+        bn: BNLayout = BNLayout.BIT_SPECIFIC,
         learnable_clip: bool = False,
     ):
         super().__init__(bit_modes)
@@ -76,7 +77,7 @@ class MNIST1DCNN(QuantizableModel):
         def block(conv: nn.Module, channels: int) -> list[nn.Module]:
             return [
                 conv,
-                BitBatchNorm1d(channels, modes, bit_specific_bn),
+                BitBatchNorm1d(channels, modes, bn),
                 QuantAct(modes, learnable_clip),
             ]
 
@@ -84,7 +85,7 @@ class MNIST1DCNN(QuantizableModel):
         out_len = (out_len + 1) // 2
         self.stem = nn.Conv1d(in_channels, w, 5, padding=2, bias=False)
         self.body = nn.Sequential(
-            BitBatchNorm1d(w, modes, bit_specific_bn),
+            BitBatchNorm1d(w, modes, bn),
             QuantAct(modes, learnable_clip),
             *block(QuantConv1d(w, 2 * w, 3, stride=2, padding=1, bias=False), 2 * w),
             *block(QuantConv1d(2 * w, 2 * w, 3, stride=2, padding=1, bias=False), 2 * w),

@@ -1,0 +1,300 @@
+"""hf: data sets (no network): local copies, the HF cache, columns, decoding, natural fleets."""
+
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fedqdnn import hf_data
+from fedqdnn.config import from_flat
+from fedqdnn.data import DatasetFilesMissing, load_cifar
+from fedqdnn.device import device_for, fleet_partitions, resolve_fleet
+from fedqdnn.hf_data import Columns, detect_columns, load_hf
+from tests.hf_helpers import CLASSES, TEST_PER_CLASS, WRITER_SAMPLES, save_writers, writers_dataset
+
+N_TRAIN = sum(WRITER_SAMPLES.values())
+
+
+@pytest.fixture(autouse=True)
+def _private_caches(tmp_path, monkeypatch):
+    """Decoded and Hugging Face caches in the test's folder, never the user's."""
+    monkeypatch.setenv("FEDQDNN_CACHE", str(tmp_path / "fedqdnn-cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+
+
+def _features(**columns):
+    return datasets.Features(columns)
+
+
+IMAGE, CLASS = datasets.Image(), datasets.ClassLabel(names=["a", "b"])
+INT, STR = datasets.Value("int64"), datasets.Value("string")
+
+
+@pytest.mark.parametrize(
+    "features, named, expected",
+    [
+        (  # flwrlabs/femnist
+            _features(image=IMAGE, writer_id=STR, hsf_id=INT, character=CLASS),
+            {"group_column": "writer_id"},
+            Columns("image", "character", "writer_id"),
+        ),
+        (_features(img=IMAGE, label=CLASS), {}, Columns("img", "label")),  # uoft-cs/cifar10
+        (_features(pixels=IMAGE, label=INT, id=INT), {}, Columns("pixels", "label")),
+        (  # uoft-cs/cifar100: two ClassLabels, one named
+            _features(img=IMAGE, fine_label=CLASS, coarse_label=CLASS),
+            {"label_column": "coarse_label"},
+            Columns("img", "coarse_label"),
+        ),
+        (_features(a=IMAGE, b=IMAGE, y=STR), {"image_column": "b", "label_column": "y"}, None),
+    ],
+)
+def test_columns_found_by_their_features(features, named, expected):
+    columns = detect_columns(features, "hf:x", **named)
+    if expected is None:  # everything named
+        expected = Columns("b", "y")
+    assert columns == expected
+
+
+@pytest.mark.parametrize(
+    "features, named, needle",
+    [
+        (
+            _features(img=IMAGE, fine_label=CLASS, coarse_label=CLASS),
+            {},
+            "hf:x has 2 label (ClassLabel feature) columns (fine_label, coarse_label); "
+            "set label-column to one of them",
+        ),
+        (_features(a=IMAGE, b=IMAGE, label=CLASS), {}, "columns (a, b); set image-column"),
+        (_features(text=STR, label=CLASS), {}, "no image (Image feature) column among text, label"),
+        (_features(img=IMAGE, y=INT), {}, "no label (ClassLabel feature) column among img, y"),
+        (
+            _features(img=IMAGE, label=CLASS),
+            {"label_column": "nope"},
+            "label-column = 'nope' is not a column of hf:x; columns: img, label",
+        ),
+        (
+            _features(img=IMAGE, label=CLASS),
+            {"group_column": "writer"},
+            "partition-by = 'writer' is not a column of hf:x",
+        ),
+        (
+            _features(img=IMAGE, label=CLASS),
+            {"image_column": "label"},
+            "image-column = 'label' of hf:x holds ClassLabel",
+        ),
+        (
+            _features(img=IMAGE, score=datasets.Value("float32")),
+            {"label_column": "score"},
+            "allowed: a ClassLabel, integer or string column",
+        ),
+        (
+            _features(img=IMAGE, label=CLASS),
+            {"group_column": "img"},
+            "partition-by = 'img' is the image column",
+        ),
+    ],
+)
+def test_column_errors_are_one_line(features, named, needle):
+    with pytest.raises(ValueError) as err:
+        detect_columns(features, "hf:x", **named)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def _pixels(split, row):
+    return np.asarray(split[row]["image"])
+
+
+def test_saved_dataset_decodes_to_its_pixels_labels_and_writers(tmp_path):
+    source = writers_dataset()
+    data = load_hf(
+        "test/writers", data_root=str(save_writers(tmp_path / "saved")), group_column="writer_id"
+    )
+    train, test = source["train"], source["test"]
+    assert data.name == "hf:test/writers" and data.num_classes == len(CLASSES)
+    assert data.input_shape == (1, 28, 28) and data.x_train.dtype == torch.uint8
+    assert len(data.y_train) == N_TRAIN and len(data.y_test) == TEST_PER_CLASS * len(CLASSES)
+    for row in (0, 17, N_TRAIN - 1):  # a test split exists: train keeps its order
+        assert np.array_equal(data.x_train[row, 0].numpy(), _pixels(train, row))
+    assert data.y_train.tolist() == train["label"]
+    # writers numbered in sorted order of their ids (Flower's natural-id order)
+    expected_groups = [sorted(WRITER_SAMPLES).index(w) for w in train["writer_id"]]
+    assert data.train_groups.tolist() == expected_groups
+    pixels = np.stack([_pixels(train, r) for r in range(N_TRAIN)]) / 255.0
+    assert data.pixel_mean == pytest.approx((pixels.mean(),), abs=1e-9)
+    assert data.pixel_std == pytest.approx((pixels.std(),), abs=1e-6)
+    # test inputs are standardized floats: (p / 255 - mean) / std
+    expected = (_pixels(test, 5) / 255.0 - pixels.mean()) / pixels.std()
+    assert data.x_test.dtype == torch.float32
+    assert np.allclose(data.x_test[5, 0].numpy(), expected, atol=1e-4)
+    assert data.y_test.tolist() == test["label"]
+    some = np.array([3, 40])
+    assert torch.allclose(
+        data.train_inputs(some)[:, 0],
+        torch.as_tensor((pixels[some] - pixels.mean()) / pixels.std(), dtype=torch.float32),
+        atol=1e-4,
+    )
+
+
+def test_without_a_test_split_a_seeded_fifth_is_held_out(tmp_path):
+    root = str(save_writers(tmp_path / "saved", with_test=False))
+    a = load_hf("test/writers", data_root=root, data_seed=0)
+    b = load_hf("test/writers", data_root=root, data_seed=0)
+    c = load_hf("test/writers", data_root=root, data_seed=1)
+    n_test = round(N_TRAIN * hf_data.HOLDOUT_FRACTION)
+    assert (len(a.y_train), len(a.y_test)) == (N_TRAIN - n_test, n_test)
+    assert torch.equal(a.x_test, b.x_test) and not torch.equal(a.x_test, c.x_test)
+    # train and test are disjoint and together every image once (images differ by noise)
+    train = writers_dataset(with_test=False)["train"]
+    everything = sorted(_pixels(train, r).tobytes() for r in range(N_TRAIN))
+    test_pixels = a.x_test * torch.tensor(a.pixel_std) + torch.tensor(a.pixel_mean)
+    held = [np.rint(p[0].numpy() * 255).astype(np.uint8).tobytes() for p in test_pixels]
+    kept = [p[0].numpy().tobytes() for p in a.x_train]
+    assert sorted(held + kept) == everything
+
+
+def test_parquet_files_and_one_parquet_file_load_like_the_saved_copy(tmp_path):
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    for split, part in writers_dataset().items():
+        part.to_parquet(str(folder / f"{split}.parquet"))  # features kept in parquet metadata
+    saved = load_hf("t/w", data_root=str(save_writers(tmp_path / "saved")))
+    from_folder = load_hf("t/w", data_root=str(folder))
+    assert torch.equal(from_folder.x_train, saved.x_train)
+    assert torch.equal(from_folder.y_test, saved.y_test)
+    single = load_hf("t/w", data_root=str(folder / "train.parquet"))  # train only: hold-out
+    assert len(single.y_train) + len(single.y_test) == N_TRAIN
+
+
+def test_image_folder_labels_come_from_folder_names(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 5), ("test", 2)):
+        for name in ("cat", "dog"):
+            (tmp_path / "images" / split / name).mkdir(parents=True)
+            for i in range(count):
+                rgb = rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
+                Image.fromarray(rgb).save(tmp_path / "images" / split / name / f"{i}.png")
+    data = load_hf("pets", data_root=str(tmp_path / "images"))
+    assert data.input_shape == (3, 12, 10) and data.num_classes == 2
+    assert sorted(data.y_train.tolist()) == [0] * 5 + [1] * 5
+    assert len(data.y_test) == 4
+
+
+def test_decoded_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    root = str(save_writers(tmp_path / "saved"))
+    first = load_hf("t/w", data_root=root)
+    folders = list(hf_data.cache_root().iterdir())
+    assert [f.name for f in folders] == [folders[0].name] and (folders[0] / "meta.json").is_file()
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(hf_data, "_decode", no_decoding)
+    again = load_hf("t/w", data_root=root)
+    assert torch.equal(again.x_train, first.x_train) and torch.equal(again.x_test, first.x_test)
+    with pytest.raises(AssertionError, match="decoded again"):  # other columns: other cache
+        load_hf("t/w", data_root=root, group_column="writer_id")
+
+
+def test_a_hub_dataset_downloaded_before_loads_offline_from_the_hf_cache(tmp_path):
+    """What ``--download`` leaves in the Hugging Face cache, laid out as datasets does
+    (``<ns>___<name>/<config>/<version>/<hash>/<name>-<split>.arrow``)."""
+    built = writers_dataset()
+    staging = tmp_path / "stage"
+    staging.mkdir()
+    for split, part in built.items():
+        part.to_parquet(str(staging / f"{split}.parquet"))
+    datasets.load_dataset(str(staging), cache_dir=str(tmp_path / "build"))
+    (source,) = [p for p in (tmp_path / "build").glob("stage/*/*/*") if p.is_dir()]
+    target = Path(datasets.config.HF_DATASETS_CACHE) / "test___writers" / "default" / "0.0.0"
+    shutil.copytree(source, target / source.name)
+    for arrow in (target / source.name).glob("stage-*.arrow"):
+        arrow.rename(arrow.with_name(arrow.name.replace("stage-", "writers-")))
+    info_file = target / source.name / "dataset_info.json"
+    info = json.loads(info_file.read_text())
+    info_file.write_text(json.dumps({**info, "config_name": "default", "dataset_name": "writers"}))
+    data = load_hf("test/writers")  # download is off: the cache, never the network
+    assert len(data.y_train) == N_TRAIN and data.num_classes == len(CLASSES)
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        (
+            {},
+            "hf:nobody/nothing is not in the Hugging Face cache and download is off; run with "
+            "--download",
+        ),
+        ({"data_root": "/nonexistent/copy"}, "data-root '/nonexistent/copy' does not exist"),
+    ],
+)
+def test_missing_data_is_one_line_naming_what_and_how(kwargs, needle):
+    offline_before = datasets.config.HF_HUB_OFFLINE
+    with pytest.raises(DatasetFilesMissing) as err:
+        load_hf("nobody/nothing", **kwargs)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    assert "save_to_disk folder, parquet files or an image folder" in str(err.value)
+    assert datasets.config.HF_HUB_OFFLINE == offline_before  # offline only while loading
+
+
+def test_a_folder_without_data_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetFilesMissing) as err:
+        load_hf("x", data_root=str(tmp_path / "empty"))
+    assert f"no data set with a 'train' split found in {tmp_path / 'empty'}" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_images_of_different_sizes_are_refused(tmp_path):
+    images = [Image.new("L", (28, 28)), Image.new("L", (28, 28)), Image.new("L", (20, 28))]
+    part = datasets.Dataset.from_dict(
+        {"image": images, "label": [0, 1, 0]},
+        datasets.Features(image=IMAGE, label=CLASS),
+    )
+    part.save_to_disk(str(tmp_path / "mixed"))
+    with pytest.raises(ValueError, match="is 20x28 but the first is 28x28; fedqdnn needs images"):
+        load_hf("x", data_root=str(tmp_path / "mixed"))
+    assert list(hf_data.cache_root().iterdir()) == []  # nothing half-written left behind
+
+
+def test_natural_fleet_has_one_device_per_writer(tmp_path):
+    root = str(save_writers(tmp_path / "saved"))
+    cfg = from_flat(
+        {
+            "dataset": "hf:test/writers",
+            "data-root": root,
+            "partition": "natural",
+            "partition-by": "writer_id",
+            "num-clients": 0,
+            "bits": "2,32",
+            "tiers": "cpu-fp32:1.0",
+        }
+    )
+    with pytest.raises(ValueError, match="resolved from the data first"):
+        _ = cfg.participant_ids
+    fleet = resolve_fleet(cfg)
+    assert fleet.num_clients == len(WRITER_SAMPLES)
+    sizes = [len(p) for p in fleet_partitions(fleet)]
+    assert sizes == [WRITER_SAMPLES[w] for w in sorted(WRITER_SAMPLES)]
+    device = device_for(fleet, 2)  # writer w2: 14 samples, round(14 * 0.2) = 3 for testing
+    assert (len(device.y_train), len(device.y_test)) == (11, 3)
+    assert device.x_train.dtype == torch.float32 and device.x_train.shape[1:] == (1, 28, 28)
+    capped = resolve_fleet(fleet.replace(num_clients=4))
+    assert len(fleet_partitions(capped)) == 4
+    with pytest.raises(ValueError, match="7 natural partitions asked for, but only 6 ids"):
+        resolve_fleet(fleet.replace(num_clients=7))
+
+
+def test_cifar_download_failure_is_one_line(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    monkeypatch.setattr(CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    with pytest.raises(DatasetFilesMissing) as err:
+        load_cifar(tmp_path, 10, download=True)
+    message = str(err.value)
+    assert message.startswith("cifar10 could not be downloaded from http://127.0.0.1:9/")
+    assert str(tmp_path) in message and "\n" not in message
