@@ -8,9 +8,12 @@ the spec from ``context.run_config``; the in-process simulation runner builds it
 
 from __future__ import annotations
 
+import copy
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,15 +91,26 @@ class RunSpec:
 
 
 def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
-    """Every bit mode of the global model on the held-out test set (on the model's device)."""
+    """Every bit mode of the global model on the held-out test set (on the model's device).
+
+    Clients wait while the server evaluates, so the modes are evaluated at once, each on its
+    own copy of the model in its own thread. Every forward pass still runs on one torch
+    thread (the server's setting), so the accuracy is exactly that of one mode after another.
+    """
     data = run_data(cfg)
     x_test, y_test = data.x_test.to(model_device(model)), data.y_test.to(model_device(model))
+    copies = {bits: copy.deepcopy(model) for bits in cfg.bits}
+    threads = min(len(copies), len(os.sched_getaffinity(0)))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> dict[int, float]:
-        model.load_state_dict(
-            {k: torch.from_numpy(np.array(v)) for k, v in to_state(arrays).items()}
-        )
-        accuracy = {b: evaluate(model, x_test, y_test, b)[0] for b in cfg.bits}
+        state = {k: torch.from_numpy(np.array(v)) for k, v in to_state(arrays).items()}
+
+        def accuracy_at(bits: int) -> float:
+            copies[bits].load_state_dict(state)
+            return evaluate(copies[bits], x_test, y_test, bits)[0]
+
+        with ThreadPoolExecutor(threads) as pool:
+            accuracy = dict(zip(cfg.bits, pool.map(accuracy_at, cfg.bits), strict=True))
         shown = "  ".join(f"{b}-bit {a:.3f}" for b, a in accuracy.items())
         log(f"round {server_round}/{cfg.rounds}: central accuracy {shown}")
         return accuracy
