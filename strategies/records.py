@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -42,6 +43,11 @@ def decode_array(array: Array) -> np.ndarray:
 def to_state(arrays: ArrayRecord) -> State:
     """ArrayRecord -> {name: numpy array} (read-only views)."""
     return {k: decode_array(v) for k, v in arrays.items()}
+
+
+def to_torch_state(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+    """ArrayRecord -> a state dict to load into a model (CPU tensors it may keep)."""
+    return {k: torch.from_numpy(np.array(v)) for k, v in to_state(arrays).items()}
 
 
 def to_arrayrecord(state: State) -> ArrayRecord:

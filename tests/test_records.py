@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord
 
-from strategies.records import decode_array, to_arrayrecord, to_state
+from strategies.records import decode_array, to_arrayrecord, to_state, to_torch_state
 
 ARRAYS = {
     "float32 4-d": np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5) / 7,
@@ -47,3 +48,11 @@ def test_state_round_trip_keeps_order_and_values():
     assert list(back) == list(state)
     assert all(back[k].tobytes() == state[k].tobytes() for k in state)
     assert isinstance(to_arrayrecord(state), ArrayRecord)
+
+
+def test_torch_state_is_writable_and_equal():
+    state = {"w": ARRAYS["float32 4-d"], "n": ARRAYS["0-d int64 (num_batches_tracked)"]}
+    tensors = to_torch_state(to_arrayrecord(state))
+    assert all(np.array_equal(tensors[k].numpy(), state[k]) for k in state)
+    tensors["w"].add_(1.0)  # a model may keep and change what it loads
+    assert tensors["w"].dtype == torch.float32 and tensors["n"].dtype == torch.int64

@@ -32,6 +32,7 @@ from fedqdnn.device import (
     skipped_round_metrics,
     train_round,
 )
+from strategies.records import to_torch_state
 
 app = ClientApp()
 
@@ -119,7 +120,7 @@ def train(msg: Message, context: Context) -> Message:
     plan = plan_round(cfg, device, rnd, bytes_down)
     if plan.status != "trained":
         return _reply(msg, device, plan.status, skipped_round_metrics(cfg, device, plan))
-    load_state(device.model, arrays.to_torch_state_dict())
+    load_state(device.model, to_torch_state(arrays))
     update = train_round(cfg, device, plan, rnd)
     return _reply(msg, device, "trained", update.metrics, update.state)
 
@@ -138,7 +139,7 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     """Per-device accuracy: the global model at this device's top mode, on its local test split."""
     cfg, _, partition = _config(msg)
     device = _device(cfg, context, partition)
-    load_state(device.model, msg.content["arrays"].to_torch_state_dict())
+    load_state(device.model, to_torch_state(msg.content["arrays"]))
     bits = evaluation_mode(cfg, device)
     accuracy, loss = evaluate_locally(device, bits)
     metrics = MetricRecord(

@@ -56,7 +56,7 @@ from strategies.fedavg import PlainFedAvg
 from strategies.fedqdnn import FedQDNN
 from strategies.protocol import NodeRoute
 from strategies.protocol import ServerStrategy as StrategyProtocol
-from strategies.records import to_state
+from strategies.records import to_state, to_torch_state
 from strategies.server_step import ServerStep
 
 OUT_DIR_KEY = "out-dir"
@@ -103,7 +103,7 @@ def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
     threads = min(len(copies), len(os.sched_getaffinity(0)))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> dict[int, float]:
-        state = {k: torch.from_numpy(np.array(v)) for k, v in to_state(arrays).items()}
+        state = to_torch_state(arrays)
 
         def accuracy_at(bits: int) -> float:
             copies[bits].load_state_dict(state)
