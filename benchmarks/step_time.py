@@ -18,6 +18,7 @@ import torch
 
 from fedqdnn.accelerator import CPU
 from fedqdnn.data import load_dataset
+from fedqdnn.files import write_json
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import QuantizableModel, build_model, default_model_for
 from fedqdnn.provenance import versions
@@ -114,8 +115,7 @@ def run(out: Path | None = None, steps: int = 20, repeats: int = 5) -> dict:
         "versions": versions(),
     }
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
+        write_json(out, result)
     return result
 
 

@@ -21,14 +21,14 @@ from fedqdnn.accelerator import (
 )
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.calibration import recalibrate_bn
-from fedqdnn.data import check_dataset_name, load_dataset
+from fedqdnn.data import DatasetSplits, check_dataset_name, load_dataset
 from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import MODELS, QuantizableModel, build_model, default_model_for
 from fedqdnn.provenance import versions
 from fedqdnn.tables import markdown_table
 from fedqdnn.training import OptimConfig, evaluate, fit
-from fedqdnn.validation import NonNegativeInt, PositiveInt, Seed, one_line
+from fedqdnn.validation import EpochCount, ModelWidth, SampleCount, Seed, one_line
 
 
 class Method(StrEnum):
@@ -65,17 +65,17 @@ class TrainJob(BaseModel):
         (2, 4, 8, 32), description="bit modes, e.g. 2,4,8,32"
     )
     method: Method = Field(Method.JOINT, description="joint (one model) or dedicated (per mode)")
-    epochs: PositiveInt = Field(20, description="training epochs")
+    epochs: EpochCount = Field(20, description="training epochs")
     seed: Seed = Field(0, description="seed of initialization and batch order")
     data_seed: Seed = Field(0, description="seed of the train/test split")
-    num_samples: NonNegativeInt | None = Field(None, description="mnist1d sample count")
+    num_samples: SampleCount | None = Field(None, description="mnist1d sample count")
     data_root: str | None = Field(
         None, description="local data: CIFAR files, or a copy of an hf: data set"
     )
     download: bool = Field(False, description="fetch data not found locally (cifar, hf:)")
     image_column: str = Field("", description="hf: image column ('' = the one Image feature)")
     label_column: str = Field("", description="hf: label column ('' = the one ClassLabel)")
-    width: PositiveInt | None = Field(None, description="model width (multiplier for ResNet)")
+    width: ModelWidth | None = Field(None, description="model width (multiplier for ResNet)")
     bn: BNLayout = Field(
         BNLayout.BIT_SPECIFIC,
         description="BN per bit mode: bit-specific, shared-affine (stats per mode) or shared",
@@ -118,11 +118,9 @@ def _accuracy_after_recalibration(model: QuantizableModel, x_train, x_test, y_te
     return evaluate(calibrated, x_test, y_test, bits)[0]
 
 
-def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dict:
-    """Train per ``job`` and return the results dict (accuracy per bit mode, config, versions)."""
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    where = select_device(job.device)
-    data = load_dataset(
+def job_data(job: TrainJob) -> DatasetSplits:
+    """The job's data set (cached per process: loading it first fails early, costs nothing)."""
+    return load_dataset(
         job.dataset,
         data_root=job.data_root,
         num_samples=job.num_samples,
@@ -131,6 +129,13 @@ def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dic
         image_column=job.image_column,
         label_column=job.label_column,
     )
+
+
+def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dict:
+    """Train per ``job`` and return the results dict (accuracy per bit mode, config, versions)."""
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    where = select_device(job.device)
+    data = job_data(job)
     x_train, y_train = data.train_inputs().to(where), data.y_train.to(where)
     x_test, y_test = data.x_test.to(where), data.y_test.to(where)
     model_name = job.model or default_model_for(data.input_shape)

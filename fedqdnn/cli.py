@@ -89,11 +89,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="also report accuracy after per-mode BN recalibration (default: off)",
     )
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
+    _add_overwrite(p)
     p.set_defaults(handler=_run_train)
 
 
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results a folder already holds (default: refuse such a folder)",
+    )
+
+
 def _run_train(args: argparse.Namespace) -> int:
-    from fedqdnn.centralized import format_table, make_job, run_training
+    from fedqdnn.centralized import format_table, job_data, make_job, run_training
+    from fedqdnn.federated.run_folder import check_folder, claim
     from fedqdnn.files import write_json
 
     job = make_job(
@@ -128,8 +138,11 @@ def _run_train(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
         },
     )
-    results = run_training(job)
-    write_json(args.out / "results.json", results)
+    check_folder(args.out, overwrite=args.overwrite)
+    job_data(job)  # missing data fails before the folder is touched
+    with claim(args.out, overwrite=args.overwrite):
+        results = run_training(job)
+        write_json(args.out / "results.json", results)
     print(format_table(results))
     print(f"results written to {args.out / 'results.json'}")
     return 0
@@ -216,6 +229,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="continue the interrupted run in DIR from its last checkpoint (default: none)",
     )
+    _add_overwrite(p)
     p.set_defaults(handler=_run_simulate)
 
 
@@ -236,11 +250,6 @@ def _add_resource_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_resources(args: argparse.Namespace) -> None:
-    if not args.cpus_per_client > 0 or not args.gpus_per_client >= 0:
-        raise ValueError("--cpus-per-client must be > 0 and --gpus-per-client >= 0")
-
-
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="FedQDNN vs every baseline on the same seeds/partitions")
     _add_scenario_flags(p)
@@ -258,6 +267,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         default=Path("outputs/compare"),
         help="output folder (default: outputs/compare)",
     )
+    _add_overwrite(p)
     p.set_defaults(handler=_run_compare, seed=None)
 
 
@@ -292,30 +302,35 @@ def scenario_config(args: argparse.Namespace):
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    _check_resources(args)
-    from fedqdnn.federated.simulation import load_resume, simulate
+    import os
 
-    resume, out = None, args.out
+    from fedqdnn.federated.simulation import check_resources, load_resume
+    from fedqdnn.federated.supervisor import simulate_supervised
+
+    ray_address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    check_resources(ray_address, args.cpus_per_client, args.gpus_per_client)  # before the data
+    out = args.out
     if args.resume is not None:
         given = [
             f
-            for f in ("scenario", "rounds", "clients", "dataset", "seed", "device")
-            if getattr(args, f) is not None
+            for f in ("scenario", "rounds", "clients", "dataset", "seed", "device", "overwrite")
+            if getattr(args, f) not in (None, False)
         ] + (["set"] if args.set else [])
         if given:
-            raise ValueError(f"--resume takes the run's own config; drop --{given[0]}")
-        cfg, resume = load_resume(args.resume)
+            raise ValueError(f"--resume takes the run's own config and folder; drop --{given[0]}")
+        cfg, _ = load_resume(args.resume)
         out = args.resume
     else:
         cfg = scenario_config(args)
-    results = simulate(
+    results = simulate_supervised(
         cfg,
         out,
-        args.ray_address,
-        args.cpus_per_client,
-        args.gpus_per_client,
-        args.verbose,
-        resume,
+        resume=args.resume is not None,
+        overwrite=args.overwrite,
+        ray_address=ray_address,
+        cpus_per_client=args.cpus_per_client,
+        gpus_per_client=args.gpus_per_client,
+        verbose=args.verbose,
     )
     print(format_federated_table(results))
     print(f"results and plots written to {out}")
@@ -340,15 +355,18 @@ def format_federated_table(results: dict) -> str:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    _check_resources(args)
     import functools
 
-    from fedqdnn.federated.simulation import simulate
-    from simulations.compare import run_comparison, summary_table
+    from fedqdnn.federated.simulation import check_resources
+    from fedqdnn.federated.supervisor import simulate_supervised
+    from simulations.compare import convergence_table, run_comparison, summary_table
     from strategies.baselines import default_strategies, get_strategy
 
-    given = args.strategies or ",".join(default_strategies())
+    given = ",".join(default_strategies()) if args.strategies is None else args.strategies
     names = [s.strip() for s in given.split(",") if s.strip()]
+    if not names:
+        allowed = ", ".join(default_strategies())
+        raise ValueError(f"--strategies {given!r} names no strategy; e.g. {allowed}")
     for name in names:
         get_strategy(name)
     try:
@@ -358,11 +376,17 @@ def _run_compare(args: argparse.Namespace) -> int:
     if not seeds:
         raise ValueError("--seeds is empty; give e.g. 0,1,2")
     cfg = scenario_config(args)
+    check_resources(None, args.cpus_per_client, args.gpus_per_client)
     simulate_fn = functools.partial(
-        simulate, cpus_per_client=args.cpus_per_client, gpus_per_client=args.gpus_per_client
+        simulate_supervised,
+        cpus_per_client=args.cpus_per_client,
+        gpus_per_client=args.gpus_per_client,
     )
-    result = run_comparison(cfg, names, seeds, args.out, simulate_fn, log=_progress)
+    result = run_comparison(
+        cfg, names, seeds, args.out, simulate_fn, log=_progress, overwrite=args.overwrite
+    )
     print(summary_table(result))
+    print(convergence_table(result))
     print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
     return 0
 
@@ -377,17 +401,15 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_plot(args: argparse.Namespace) -> int:
-    import json
-
     comparison, results = args.directory / "comparison.json", args.directory / "results.json"
     if comparison.is_file():
-        from simulations.compare_plots import plot_comparison
+        from simulations.compare_plots import plot_comparison, read_comparison
 
-        paths = plot_comparison(args.directory, json.loads(comparison.read_text()))
+        paths = plot_comparison(args.directory, read_comparison(comparison))
     elif results.is_file():
-        from fedqdnn.federated.report import plot_results
+        from fedqdnn.federated.report_plots import plot_results, read_results
 
-        paths = plot_results(args.directory, json.loads(results.read_text()))
+        paths = plot_results(args.directory, read_results(results))
     else:
         raise FileNotFoundError(f"{args.directory} holds neither comparison.json nor results.json")
     print("\n".join(str(p) for p in paths))
@@ -439,16 +461,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedqdnn`` console script."""
+    from fedqdnn.federated.supervisor import Interrupted, interruptible
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        with interruptible():
+            return int(args.handler(args) or 0)
+    except Interrupted as stop:
+        print(f"fedqdnn: {_interrupted_line(stop, args.command)}", file=sys.stderr)
+        return stop.exit_code
     except (ValueError, FileNotFoundError) as err:
         print(f"fedqdnn: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
+    except (RuntimeError, FloatingPointError, OSError) as err:
         print(f"fedqdnn: run failed: {err}", file=sys.stderr)
         return 1
+
+
+def _interrupted_line(stop, command: str) -> str:
+    """What an interrupted command reached and kept, and how to continue."""
+    import shlex
+
+    from fedqdnn.federated.run_folder import checkpoint_round
+
+    line = str(stop)
+    if command == "compare":
+        return f"{line}; finished runs are kept, run the same command again to continue"
+    if stop.out is None:  # train, plot, bench, or a simulation that had not started
+        return f"{line}; no result was written"
+    done, total = stop.rounds_done, stop.rounds
+    if done is None:
+        line += " before the first round"
+    elif done < total:
+        line += f" in round {done + 1} of {total}"
+    else:
+        line += " while writing the results"
+    kept = checkpoint_round(stop.out)
+    if kept is None:
+        return f"{line}; no checkpoint was written, run the same command again to start over"
+    return (
+        f"{line}; the checkpoint of round {kept} is kept, continue with: "
+        f"fedqdnn simulate --resume {shlex.quote(str(stop.out))}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ flat form their fields sit beside the others (``kd-weight``, ``lr``, ``batch-siz
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -33,15 +32,21 @@ from fedqdnn.policies import BNStats, ServerOptimizer, SharedWeighting, TrainMod
 from fedqdnn.round_plan import FAULTS, Slowdown
 from fedqdnn.training import OptimConfig
 from fedqdnn.validation import (
+    SLOWDOWN_LIMIT,
+    Concentration,
+    EpochCount,
     Fraction,
-    NonNegativeFloat,
+    LearningRate,
     NonNegativeInt,
     OpenFraction,
-    PositiveFloat,
     PositiveInt,
     Probability,
+    RoundCount,
+    SampleCount,
+    Seconds,
     Seed,
     one_line,
+    parse_mode_pairs,
 )
 
 
@@ -104,21 +109,6 @@ def _parse_slowdown(spec: object) -> object:
     return tuple(entries)
 
 
-def _parse_pairs(spec: object) -> object:
-    """``"32:40,4:10"`` -> ((32, 40), (4, 10)); a mapping -> its items; sequences pass."""
-    if isinstance(spec, Mapping):
-        return tuple((int(k), v) for k, v in spec.items())
-    if not isinstance(spec, str):
-        return spec
-    pairs = []
-    for item in (p.strip() for p in spec.split(",") if p.strip()):
-        key, sep, value = item.partition(":")
-        if not sep:
-            raise ValueError(f"entry {item!r} is not BITS:VALUE, e.g. '32:2'")
-        pairs.append((key.strip(), value.strip()))
-    return tuple(pairs)
-
-
 def _format_slowdown(entries: tuple[Slowdown, ...]) -> str:
     return ",".join(f"{e.tier}:{e.start_round}:{e.factor:g}" for e in entries)
 
@@ -155,10 +145,10 @@ class FederatedConfig(BaseModel):
     num_clients: NonNegativeInt = Field(
         10, description="devices in the fleet (0 with partition = natural: one per id)"
     )
-    rounds: PositiveInt = Field(15, description="federated rounds")
+    rounds: RoundCount = Field(15, description="federated rounds")
     fraction_train: Fraction = Field(1.0, description="share of devices sampled to train")
     fraction_evaluate: Fraction = Field(1.0, description="share of devices sampled to evaluate")
-    local_epochs: PositiveInt = Field(2, description="local epochs per round")
+    local_epochs: EpochCount = Field(2, description="local epochs per round")
     evaluate_every: PositiveInt = Field(
         1, description="evaluate (central and on devices) every k rounds and at the last round"
     )
@@ -180,7 +170,7 @@ class FederatedConfig(BaseModel):
     server_optimizer: ServerOptimizer = Field(
         ServerOptimizer.NONE, description="server optimizer on the shared weights"
     )
-    server_lr: PositiveFloat = Field(
+    server_lr: LearningRate = Field(
         1.0, description="server learning rate (FedAvgM lr, FedAdam/Yogi/Adagrad eta)"
     )
     server_momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
@@ -194,14 +184,14 @@ class FederatedConfig(BaseModel):
         description="per-mode BN/clip state blended with the previous global value, weighted "
         "by decay x the data behind it (0: replaced by this round's trainers)",
     )
-    mode_start: Annotated[tuple[tuple[int, int], ...], BeforeValidator(_parse_pairs)] = Field(
+    mode_start: Annotated[tuple[tuple[int, int], ...], BeforeValidator(parse_mode_pairs)] = Field(
         (), description="round from which a mode is trained, e.g. '32:40' (schedule)"
     )
     participants: Annotated[tuple[NonNegativeInt, ...], BeforeValidator(_parse_ids)] = Field(
         (), description="partition ids taking part, e.g. '0,3,7' ('' = all)"
     )
     partition: PartitionScheme = Field(PartitionScheme.IID, description="data split over devices")
-    alpha: PositiveFloat = Field(0.5, description="Dirichlet concentration (partition=dirichlet)")
+    alpha: Concentration = Field(0.5, description="Dirichlet concentration (partition=dirichlet)")
     partition_by: str = Field(
         "", description="column of natural ids for partition = natural, e.g. 'writer_id'"
     )
@@ -216,7 +206,7 @@ class FederatedConfig(BaseModel):
     availability: bool = Field(
         False, description="devices online with their profile's probability per round"
     )
-    deadline_seconds: NonNegativeFloat = Field(
+    deadline_seconds: Seconds = Field(
         0.0, description="simulated round deadline in seconds (0 = none)"
     )
     slowdown: Annotated[tuple[Slowdown, ...], BeforeValidator(_parse_slowdown)] = Field(
@@ -241,7 +231,7 @@ class FederatedConfig(BaseModel):
         description=f"where models run: {DEVICE_CHOICES}; auto = CUDA where the process has a "
         "GPU (a client actor: a Ray GPU share, see --gpus-per-client), else CPU",
     )
-    num_samples: NonNegativeInt = Field(0, description="mnist1d sample count (0 = default)")
+    num_samples: SampleCount = Field(0, description="mnist1d sample count (0 = default)")
     data_root: str = Field(
         "", description="local data: CIFAR files, or a copy of an hf: data set (docs/data.md)"
     )
@@ -281,13 +271,13 @@ class FederatedConfig(BaseModel):
                 f"in 0..{self.num_clients - 1}"
             )
         for entry in self.slowdown:
-            if entry.tier not in self.tiers or entry.start_round < 1 or not entry.factor > 0:
+            factor_ok = 0 < entry.factor <= SLOWDOWN_LIMIT  # False for nan
+            if entry.tier not in self.tiers or entry.start_round < 1 or not factor_ok:
                 raise ValueError(
                     f"slowdown entry {_format_slowdown((entry,))!r} is not allowed: "
-                    "TIER:ROUND:FACTOR with a tier of this scenario, ROUND >= 1, FACTOR > 0"
+                    "TIER:ROUND:FACTOR with a tier of this scenario, ROUND >= 1, "
+                    f"0 < FACTOR <= {SLOWDOWN_LIMIT:g}"
                 )
-            if not math.isfinite(entry.factor):
-                raise ValueError(f"slowdown factor {entry.factor} must be finite")
         for bits, start in self.mode_start:
             if bits not in self.bits or start < 1 or bits == self.bits[0]:
                 raise ValueError(

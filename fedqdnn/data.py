@@ -9,6 +9,7 @@ loaded by :mod:`fedqdnn.hf_data`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -75,6 +76,20 @@ class DatasetSplits:
         if x.dtype != torch.uint8:
             return x
         return standardize_pixels(x, self.pixel_mean, self.pixel_std)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Digest of every example and label: a run resumed on other data is refused."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{self.name}:{self.num_classes}".encode())
+        arrays = [t.numpy() for t in (self.x_train, self.y_train, self.x_test, self.y_test)]
+        if self.train_groups is not None:
+            arrays.append(np.asarray(self.train_groups))
+        for array in arrays:
+            array = np.ascontiguousarray(array.astype(str) if array.dtype.hasobject else array)
+            digest.update(str((array.dtype.str, array.shape)).encode())
+            digest.update(array.data)
+        return digest.hexdigest()
 
 
 def standardize_pixels(

@@ -12,6 +12,7 @@ A device's model and data live on the torch device the entry point selected
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,7 +28,13 @@ from fedqdnn.costs import array_bytes
 from fedqdnn.data import DatasetSplits, load_dataset
 from fedqdnn.hardware import HardwareProfile, assign_profiles, fleet_lowest_top_mode, get_profile
 from fedqdnn.models import QuantizableModel, build_model, default_model_for
-from fedqdnn.partition import PartitionScheme, natural_id_count, partition_indices, split_local
+from fedqdnn.partition import (
+    MIN_PARTITION_SIZE,
+    PartitionScheme,
+    natural_id_count,
+    partition_indices,
+    split_local,
+)
 from fedqdnn.policies import BNStats
 from fedqdnn.rng import client_seed, local_split_seed
 from fedqdnn.round_plan import (
@@ -161,6 +168,7 @@ def resolve_fleet(cfg: FederatedConfig) -> FederatedConfig:
     many clients, Dirichlet draws that leave one empty) fails here, before Ray starts."""
     if cfg.num_clients == 0:
         cfg = cfg.replace(num_clients=natural_id_count(run_data(cfg).train_groups))
+    _check_examples(cfg)
     fleet_partitions(cfg)
     return cfg
 
@@ -168,6 +176,55 @@ def resolve_fleet(cfg: FederatedConfig) -> FederatedConfig:
 def fleet_tiers(cfg: FederatedConfig) -> list[str]:
     """Hardware tier of every partition id: deterministic from the scenario and seed."""
     return assign_profiles(cfg.num_clients, cfg.tiers, cfg.seed)
+
+
+UPDATE_COPIES = 2  # a reply's arrays are held twice while the server aggregates (message, numpy)
+
+
+def state_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's full state (what one device's update holds at most)."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def server_round_bytes(cfg: FederatedConfig) -> int:
+    """Memory the server needs in a round: the data set, plus every sampled device's update
+    held at once (``ceil(fraction-train * devices)`` full states, :data:`UPDATE_COPIES` times)."""
+    data = run_data(cfg)
+    data_bytes = sum(
+        t.numel() * t.element_size() for t in (data.x_train, data.y_train, data.x_test, data.y_test)
+    )
+    sampled = max(1, math.ceil(cfg.fraction_train * len(cfg.participant_ids)))
+    return data_bytes + sampled * UPDATE_COPIES * state_bytes(build_model_for(cfg))
+
+
+def _check_examples(cfg: FederatedConfig) -> None:
+    """Every device needs :data:`~fedqdnn.partition.MIN_PARTITION_SIZE` training examples."""
+    examples = len(run_data(cfg).y_train)
+    most = examples // MIN_PARTITION_SIZE
+    if cfg.num_clients > most:
+        raise ValueError(
+            f"num-clients = {cfg.num_clients} is not allowed: {cfg.dataset} has {examples} "
+            f"training examples and every device needs {MIN_PARTITION_SIZE}; allowed: at most "
+            f"{most}"
+        )
+
+
+def check_fleet(cfg: FederatedConfig, available_bytes: int | None = None) -> None:
+    """Refuse, before any work, a fleet that cannot exist: every device needs examples
+    (:func:`_check_examples`), and a round's updates must fit in ``available_bytes``
+    (unchecked when None)."""
+    _check_examples(cfg)
+    if available_bytes is not None:
+        needed = server_round_bytes(cfg)
+        if needed > available_bytes:
+            raise ValueError(
+                f"num-clients = {cfg.num_clients} is not allowed: the server would hold about "
+                f"{needed / 2**30:.1f} GiB per round (the data set and every sampled device's "
+                f"update), more than the {available_bytes / 2**30:.1f} GiB available; use fewer "
+                "clients or a smaller fraction-train"
+            )
+    fleet_partitions(cfg)  # a Dirichlet split that leaves a device short fails here
+    fleet_tiers(cfg)
 
 
 def device_tier(cfg: FederatedConfig, partition_id: int) -> str:

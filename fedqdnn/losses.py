@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import BeforeValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from fedqdnn.validation import NonNegativeFloat, PositiveFloat
+from fedqdnn.validation import LossWeight, Temperature, parse_mode_pairs
 
 
 class Teacher(StrEnum):
@@ -32,38 +32,21 @@ class Teacher(StrEnum):
 TEACHERS = tuple(t.value for t in Teacher)
 
 
-def _weight_pairs(spec: object) -> object:
-    """``"32:2,4:0.5"`` or {32: 2} -> ((32, 2.0), (4, 0.5)); sequences pass through."""
-    if isinstance(spec, Mapping):
-        return tuple((int(k), v) for k, v in spec.items())
-    if not isinstance(spec, str):
-        return spec
-    pairs = []
-    for item in (p.strip() for p in spec.split(",") if p.strip()):
-        bits, sep, weight = item.partition(":")
-        if not sep:
-            raise ValueError(f"entry {item!r} is not BITS:WEIGHT, e.g. '32:2'")
-        pairs.append((bits.strip(), weight.strip()))
-    return tuple(pairs)
-
-
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class ConsistencyConfig:
     """Weights of the consistency loss. ``kd_weight=0`` is the no-consistency ablation."""
 
-    ce_weight: NonNegativeFloat = Field(
-        1.0, description="weight of each lower mode's cross-entropy term"
-    )
-    kd_weight: NonNegativeFloat = Field(
+    ce_weight: LossWeight = Field(1.0, description="weight of each lower mode's cross-entropy term")
+    kd_weight: LossWeight = Field(
         1.0,
         description="weight of each lower mode's T^2 KL term to its teacher (0: no consistency)",
     )
-    temperature: PositiveFloat = Field(1.0, description="distillation temperature T")
+    temperature: Temperature = Field(1.0, description="distillation temperature T")
     teacher: Teacher = Field(
         Teacher.TOP, description="teacher of a lower mode: top (top mode) or next (next mode up)"
     )
     mode_weights: Annotated[
-        tuple[tuple[int, NonNegativeFloat], ...], BeforeValidator(_weight_pairs)
+        tuple[tuple[int, LossWeight], ...], BeforeValidator(parse_mode_pairs)
     ] = Field((), description="weight of a mode's whole term, e.g. '32:2' (others 1)")
 
     def weight_of(self, bits: int) -> float:

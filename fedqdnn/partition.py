@@ -26,6 +26,7 @@ class PartitionScheme(StrEnum):
 
 
 PARTITION_SCHEMES = tuple(s.value for s in PartitionScheme)
+MIN_PARTITION_SIZE = 2  # examples a device needs at least: one to train, one to test locally
 
 
 def _label_dataset(labels: np.ndarray, column: str = "label"):
@@ -52,7 +53,7 @@ def partition_indices(
     scheme: str = "iid",
     alpha: float = 0.5,
     seed: int = 0,
-    min_partition_size: int = 2,
+    min_partition_size: int = MIN_PARTITION_SIZE,
     groups: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Split sample indices ``0..len(labels)-1`` into ``num_partitions`` disjoint client sets.
@@ -230,6 +231,7 @@ def split_local(
 
 
 __all__ = [
+    "MIN_PARTITION_SIZE",
     "PARTITION_SCHEMES",
     "PartitionScheme",
     "natural_id_count",

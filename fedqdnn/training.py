@@ -22,7 +22,7 @@ from pydantic.dataclasses import dataclass as validated_dataclass
 from fedqdnn.accelerator import model_device
 from fedqdnn.losses import ConsistencyConfig, consistency_loss
 from fedqdnn.models.base import QuantizableModel
-from fedqdnn.validation import NonNegativeFloat, PositiveFloat, PositiveInt
+from fedqdnn.validation import BatchSize, LearningRate, Momentum, WeightDecay
 
 EVAL_BATCH = 1024
 
@@ -39,10 +39,10 @@ class OptimConfig:
     """Optimizer recipe shared by centralized and federated (client) training."""
 
     optimizer: Optimizer = Field(Optimizer.ADAM, description="optimizer: adam or sgd")
-    lr: PositiveFloat = Field(1e-3, description="learning rate")
-    momentum: NonNegativeFloat = Field(0.9, description="SGD momentum (sgd only)")
-    weight_decay: NonNegativeFloat = Field(0.0, description="L2 weight decay")
-    batch_size: PositiveInt = Field(64, description="mini-batch size")
+    lr: LearningRate = Field(1e-3, description="learning rate")
+    momentum: Momentum = Field(0.9, description="SGD momentum (sgd only)")
+    weight_decay: WeightDecay = Field(0.0, description="L2 weight decay")
+    batch_size: BatchSize = Field(64, description="mini-batch size")
     cosine: bool = Field(
         True, description="decay the learning rate to 0 over all steps of a fit (cosine)"
     )

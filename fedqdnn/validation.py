@@ -7,10 +7,10 @@ prints: the key, the value given and what is allowed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 
 from fedqdnn.rng import SEED_LIMIT
 
@@ -23,14 +23,39 @@ def _no_bool(value: object) -> object:
 
 
 _Number = BeforeValidator(_no_bool)
-PositiveInt = Annotated[int, _Number, Field(ge=1)]
-NonNegativeInt = Annotated[int, _Number, Field(ge=0)]
-Seed = Annotated[int, _Number, Field(ge=0, lt=SEED_LIMIT)]
+# Every count fits a 32-bit index (torch, numpy) and Flower's 64-bit integer config values.
+COUNT_LIMIT = 2**31 - 1
+PositiveInt = Annotated[int, _Number, Field(ge=1, le=COUNT_LIMIT)]
+NonNegativeInt = Annotated[int, _Number, Field(ge=0, le=COUNT_LIMIT)]
+Seed = Annotated[int, _Number, Field(ge=0, le=SEED_LIMIT - 1)]
 PositiveFloat = Annotated[float, _Number, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, _Number, Field(ge=0, allow_inf_nan=False)]
 Probability = Annotated[float, _Number, Field(ge=0, le=1, allow_inf_nan=False)]
 Fraction = Annotated[float, _Number, Field(gt=0, le=1, allow_inf_nan=False)]
 OpenFraction = Annotated[float, _Number, Field(gt=0, lt=1, allow_inf_nan=False)]
+
+# Meaningful ranges of training settings: past these a run diverges, overflows or never ends.
+RoundCount = Annotated[int, _Number, Field(ge=1, le=100_000)]
+EpochCount = Annotated[int, _Number, Field(ge=1, le=10_000)]
+BatchSize = Annotated[int, _Number, Field(ge=1, le=1_000_000)]
+ModelWidth = Annotated[int, _Number, Field(ge=1, le=1024)]
+LearningRate = Annotated[float, _Number, Field(gt=0, le=10, allow_inf_nan=False)]
+Momentum = Annotated[float, _Number, Field(ge=0, lt=1, allow_inf_nan=False)]
+WeightDecay = Annotated[float, _Number, Field(ge=0, lt=1, allow_inf_nan=False)]
+LossWeight = Annotated[float, _Number, Field(ge=0, le=100, allow_inf_nan=False)]
+Temperature = Annotated[float, _Number, Field(ge=0.01, le=100, allow_inf_nan=False)]
+Concentration = Annotated[float, _Number, Field(gt=0, le=10_000, allow_inf_nan=False)]
+SLOWDOWN_LIMIT = 1e6  # a throttle factor beyond this only overflows simulated time
+Seconds = Annotated[float, _Number, Field(ge=0, le=1e9, allow_inf_nan=False)]
+
+
+def _sample_count(value: int) -> int:
+    if value != 0 and not 100 <= value <= 1_000_000:
+        raise ValueError("allowed: 0 (the data set's default) or 100 to 1000000")
+    return value
+
+
+SampleCount = Annotated[int, _Number, Field(ge=0), AfterValidator(_sample_count)]
 
 
 def one_line(
@@ -46,4 +71,22 @@ def one_line(
     loc = tuple(p for p in first["loc"] if not str(p).startswith("function-"))
     if not loc:
         return reason
+    if first["type"] == "missing":
+        return f"{key_of(loc)} is missing"
     return f"{key_of(loc)} = {first['input']!r} is not allowed: {reason}"
+
+
+def parse_mode_pairs(spec: object) -> object:
+    """``"32:2,4:0.5"`` or {32: 2} -> (("32", "2"), ("4", "0.5")) for a typed field to
+    convert (per-mode weights, per-mode start rounds); other sequences pass through."""
+    if isinstance(spec, Mapping):
+        return tuple((int(k), v) for k, v in spec.items())
+    if not isinstance(spec, str):
+        return spec
+    pairs = []
+    for item in (p.strip() for p in spec.split(",") if p.strip()):
+        bits, sep, value = item.partition(":")
+        if not sep:
+            raise ValueError(f"entry {item!r} is not BITS:VALUE, e.g. '32:2'")
+        pairs.append((bits.strip(), value.strip()))
+    return tuple(pairs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -23,8 +24,10 @@ from pathlib import Path
 from fedqdnn.config import FederatedConfig
 from fedqdnn.deployment import DeviceResult, accuracy_by_tier, evaluate_devices
 from fedqdnn.device import build_model_for
+from fedqdnn.federated.checkpoint import CheckpointError
 from fedqdnn.federated.report import FINAL_MODELS_DIR, MODEL_FILE, load_model_state
-from fedqdnn.files import write_json
+from fedqdnn.federated.run_folder import COMPARISON_FILE, checkpoint_round, claim
+from fedqdnn.files import write_json, write_text_atomic
 from fedqdnn.hardware import get_profile
 from fedqdnn.model_size import deployed_model_bytes
 from fedqdnn.provenance import versions
@@ -52,11 +55,21 @@ def run_key(cfg: FederatedConfig) -> str:
 
 
 def _run(cfg: FederatedConfig, out: Path, simulate_fn, log) -> dict:
+    """The run of ``cfg``: reused when finished, resumed from its checkpoint when interrupted,
+    else (run again) from the start."""
     run_dir = out / "runs" / run_key(cfg)
+    kept = checkpoint_round(run_dir)
     if (run_dir / "results.json").exists() and (run_dir / MODEL_FILE).exists():
         log(f"    reusing {run_dir.name}")
+    elif kept is not None:
+        log(f"    resuming {run_dir.name} after round {kept}")
+        try:
+            simulate_fn(cfg, run_dir, resume=True)
+        except CheckpointError as err:
+            log(f"    its checkpoint is unusable ({err}); running {run_dir.name} again")
+            simulate_fn(cfg, run_dir, overwrite=True)
     else:
-        simulate_fn(cfg, run_dir)
+        simulate_fn(cfg, run_dir, overwrite=True)  # nothing finished there
     return json.loads((run_dir / "results.json").read_text()) | {"run_dir": str(run_dir)}
 
 
@@ -174,14 +187,37 @@ def run_comparison(
     strategies: Sequence[str],
     seeds: Sequence[int],
     out: Path,
-    simulate_fn: Callable[[FederatedConfig, Path], dict] | None = None,
+    simulate_fn: Callable[..., dict] | None = None,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> dict:
-    """Every strategy x seed; writes comparison.json/.csv and plots; returns the JSON."""
+    """Every strategy x seed; writes comparison.json/.csv and plots; returns the JSON.
+
+    ``out`` is held for the comparison (:func:`~fedqdnn.federated.run_folder.claim`): one
+    comparison at a time, a finished one replaced only with ``overwrite``. ``simulate_fn``
+    (default :func:`~fedqdnn.federated.supervisor.simulate_supervised`) has the signature
+    of :func:`~fedqdnn.federated.simulation.simulate`.
+    """
+    if not strategies or not seeds:
+        raise ValueError("a comparison needs at least one strategy and one seed")
     for name in strategies:
         get_strategy(name)  # fail before any work
-    if simulate_fn is None:
-        from fedqdnn.federated.simulation import simulate as simulate_fn  # noqa: N811
+    for seed in seeds:
+        cfg.replace(seed=seed)
+    with claim(Path(out), overwrite=overwrite):
+        return _compare(cfg, strategies, seeds, Path(out), simulate_fn, log)
+
+
+def _compare(
+    cfg: FederatedConfig,
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    out: Path,
+    simulate_fn: Callable[..., dict] | None,
+    log: Callable[[str], None],
+) -> dict:
+    if simulate_fn is None:  # each run in a supervised child: Ctrl-C ends it at once
+        from fedqdnn.federated.supervisor import simulate_supervised as simulate_fn
     started = time.perf_counter()
     rows, curves, devices = [], {}, {}
     jobs = [(seed, name) for seed in seeds for name in strategies]
@@ -202,20 +238,21 @@ def run_comparison(
         "versions": versions(),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
-    write_json(out / "comparison.json", result)
-    write_csv(out / "comparison.csv", rows)
     from simulations.compare_plots import plot_comparison
 
     plot_comparison(out, result)
+    write_csv(out / "comparison.csv", rows)
+    write_json(out / COMPARISON_FILE, result)  # last: comparison.json marks a complete one
     return result
 
 
 def write_csv(path: Path, rows: Sequence[dict]) -> None:
-    """comparison.csv, one row per strategy x seed x tier."""
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    """comparison.csv, one row per strategy x seed x tier; atomic."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def summary_table(result: dict) -> str:
@@ -233,4 +270,27 @@ def summary_table(result: dict) -> str:
             for t in tiers
         ]
         rows.append([name, *cells])
+    return markdown_table(header, rows)
+
+
+def convergence_table(result: dict) -> str:
+    """Markdown: per tier and strategy, the rounds (and simulated minutes) until the tier's
+    devices first reached the target, mean over seeds; "–" where a seed never did (or where
+    what devices measured in training is not what they deploy: PTQ, FP32 reference)."""
+    tiers = list(dict.fromkeys(r["tier"] for r in result["rows"]))
+    rows = []
+    for name in result["strategies"]:
+        cells = []
+        for tier in tiers:
+            mine = [r for r in result["rows"] if r["strategy"] == name and r["tier"] == tier]
+            reached = [r for r in mine if r.get("rounds_to_target") is not None]
+            if not mine or len(reached) < len(mine):
+                cells.append("–")
+                continue
+            rounds = statistics.fmean(r["rounds_to_target"] for r in reached)
+            minutes = statistics.fmean(r["sim_seconds_to_target"] for r in reached) / 60
+            cells.append(f"{rounds:.0f} ({minutes:.0f} min)")
+        rows.append([name, *cells])
+    target = result["config"].get("target-accuracy")
+    header = ["strategy", *(f"{t}: rounds to {target:.0%}" if target else t for t in tiers)]
     return markdown_table(header, rows)

@@ -26,9 +26,16 @@ def preset_names() -> list[str]:
 def _read(name_or_path: str) -> tuple[str, str]:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise ValueError(f"scenario {name_or_path!r} is a folder; give a .toml file")
         if not path.is_file():
             raise ValueError(f"scenario file {name_or_path!r} does not exist")
-        return str(path), path.read_text()
+        try:
+            return str(path), path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"scenario {name_or_path}: not UTF-8 text (TOML), {err}") from None
+        except OSError as err:
+            raise ValueError(f"scenario {name_or_path}: cannot read it ({err.strerror})") from None
     if name_or_path not in preset_names():
         raise ValueError(
             f"unknown scenario {name_or_path!r}; allowed: {', '.join(preset_names())} "

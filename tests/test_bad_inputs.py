@@ -1,6 +1,13 @@
-"""Every bad input exits non-zero with one line naming it, before any work, outputs untouched."""
+"""Every bad input exits non-zero with one line naming it, before any work, outputs untouched.
+
+Each simulate case runs against a folder that holds a finished run, with ``--overwrite`` (so the
+folder itself is acceptable): the bad value must be refused before anything of the old run is
+removed. A case that got past every check would start a run; the guard fixture fails it instead.
+"""
 
 import json
+import os
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -8,40 +15,102 @@ import torch
 from safetensors.numpy import save_file
 
 from fedqdnn.cli import main
+from fedqdnn.federated.run_folder import claim, run_identity
 from tests.hf_helpers import save_writers
 
+HAS_CUDA = torch.cuda.is_available()
 OLD = '{"kept": true}'
 
 
-def _scenario(tmp_path, text):
+@pytest.fixture(autouse=True)
+def no_run_starts(monkeypatch):
+    """A case that passes every check would start Flower + Ray: fail instead."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the bad input reached the run")
+
+    monkeypatch.setattr("fedqdnn.federated.supervisor._supervise", refuse)
+
+
+def _scenario(tmp_path, text: str | bytes):
     path = tmp_path / "scenario.toml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return ["--scenario", str(path)]
 
 
-def _checkpoint(tmp_path, bad_shape: bool):
-    """A run directory whose checkpoint is either of wrong shape or not safetensors."""
+def _run_folder(tmp_path, edit_state=None, edit_run=None, pickle_model=False, bad_shape=False):
+    """A run folder as an interrupted run leaves it: run.json and a round-1 checkpoint of the
+    three-tier scenario (real initial model); ``edit_*`` change the state / run record."""
+    from fedqdnn.device import initial_model, run_data
     from simulations.scenarios import load_scenario
 
+    cfg = load_scenario("three-tier")
     run_dir = tmp_path / "run"
     ckpt = run_dir / "checkpoint"
     ckpt.mkdir(parents=True)
-    if bad_shape:
-        save_file(
-            {"stem.weight": np.zeros((1, 1), np.float32)}, str(ckpt / "model-round1.safetensors")
-        )
+    model_file = ckpt / "model-round1.safetensors"
+    if pickle_model:
+        model_file.write_bytes(b"\x80\x04K\x01.")
+    elif bad_shape:
+        save_file({"stem.weight": np.zeros((1, 1), np.float32)}, str(model_file))
     else:
-        (ckpt / "model-round1.safetensors").write_bytes(b"\x80\x04K\x01.")  # a pickle
+        state = {k: v.numpy() for k, v in initial_model(cfg).state_dict().items()}
+        save_file(state, str(model_file))
     state = {
         "format": 1,
         "round": 1,
-        "model_file": "model-round1.safetensors",
-        "config": load_scenario("three-tier").to_flat(),
-        "history": {},
+        "model_file": model_file.name,
+        "config": cfg.to_flat(),
+        "history": {"round_seconds": {"1": 2.5}},
         "strategy_rounds": {},
     }
+    run = run_identity(cfg, run_data(cfg).fingerprint)
+    if edit_state:
+        edit_state(state)
+    if edit_run:
+        edit_run(run)
     (ckpt / "state.json").write_text(json.dumps(state))
+    (run_dir / "run.json").write_text(json.dumps(run))
     return ["--resume", str(run_dir)]
+
+
+def _drop(key):
+    return lambda d: d.pop(key)
+
+
+def _set(key, value):
+    return lambda d: d.__setitem__(key, value)
+
+
+def _set_config(key, value):
+    return lambda d: d["config"].__setitem__(key, value)
+
+
+def _finished_comparison(tmp_path):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "comparison.json").write_text(OLD)
+    return ["--out", str(out)]
+
+
+def _unfinished_run(tmp_path):
+    out = tmp_path / "half"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "state.json").write_text('{"round": 3}')
+    return ["--out", str(out)]
+
+
+def _a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    return ["--out", str(tmp_path / "file")]
+
+
+def _under_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    return ["--out", str(tmp_path / "file" / "sub")]
+
+
+FAR_TOO_MANY_GPUS = "1000"  # no machine has a thousand GPUs
 
 
 def _writers(tmp_path, *extra):
@@ -58,6 +127,7 @@ def _private_decoded_cache(tmp_path, monkeypatch):
 
 
 CASES = {
+    # config values: finite, in range, named in the error
     "unknown key": (lambda p: _scenario(p, "roundz = 3\n"), "unknown config key 'roundz'"),
     "bit mode 0": (lambda p: ["--set", "bits=0,32"], "bit mode 0"),
     "bit mode 33": (lambda p: ["--set", "bits=2,33"], "bit mode 33"),
@@ -70,11 +140,55 @@ CASES = {
         "sum to 0.7",
     ),
     "alpha <= 0": (lambda p: ["--set", "alpha=0"], "alpha = '0'"),
+    "alpha nan": (lambda p: ["--set", "alpha=nan"], "alpha = 'nan'"),
+    "alpha inf": (lambda p: ["--set", "alpha=inf"], "alpha = 'inf'"),
     "more clients per round than clients": (
         lambda p: ["--set", "fraction-train=1.5"],
         "fraction-train = '1.5'",
     ),
     "zero clients": (lambda p: ["--clients", "0"], "num-clients = 0"),
+    "a billion clients (every device needs examples)": (
+        lambda p: ["--clients", "1000000000"],
+        "num-clients = 1000000000 is not allowed: digits has 1437 training examples",
+    ),
+    "lr inf": (lambda p: ["--set", "lr=inf"], "lr = 'inf' is not allowed"),
+    "lr beyond any meaningful rate": (lambda p: ["--set", "lr=1e308"], "lr = '1e308'"),
+    "deadline nan": (lambda p: ["--set", "deadline-seconds=nan"], "deadline-seconds = 'nan'"),
+    "temperature nan": (lambda p: ["--set", "temperature=nan"], "temperature = 'nan'"),
+    "temperature inf": (lambda p: ["--set", "temperature=inf"], "temperature = 'inf'"),
+    "temperature that overflows the logits": (
+        lambda p: ["--set", "temperature=1e-300"],
+        "temperature = '1e-300'",
+    ),
+    "kd weight nan": (lambda p: ["--set", "kd-weight=nan"], "kd-weight = 'nan'"),
+    "ce weight inf": (lambda p: ["--set", "ce-weight=inf"], "ce-weight = 'inf'"),
+    "momentum >= 1": (lambda p: ["--set", "momentum=5"], "momentum = '5'"),
+    "slowdown factor nan": (
+        lambda p: ["--set", "slowdown=cpu-fp32:2:nan"],
+        "slowdown entry 'cpu-fp32:2:nan'",
+    ),
+    "slowdown factor inf": (
+        lambda p: ["--set", "slowdown=cpu-fp32:2:inf"],
+        "slowdown entry 'cpu-fp32:2:inf'",
+    ),
+    "seed too large for 64 bits": (
+        lambda p: ["--seed", str(2**64)],
+        "seed = 18446744073709551616 is not allowed: input should be less than or equal to "
+        "9223372036854775807",
+    ),
+    "rounds beyond any run": (lambda p: ["--rounds", "10000000"], "rounds = 10000000"),
+    "mnist1d sample count too small": (
+        lambda p: ["--dataset", "mnist1d", "--set", "num-samples=99"],
+        "num-samples = '99'",
+    ),
+    "tier share as a string": (
+        lambda p: _scenario(p, '[tiers]\n"cpu-fp32" = "half"\n'),
+        "tiers.cpu-fp32 = 'half'",
+    ),
+    "tier share as a list": (
+        lambda p: _scenario(p, '[tiers]\n"cpu-fp32" = [1.0]\n'),
+        "tiers.cpu-fp32 = [1.0]",
+    ),
     "missing dataset files": (
         lambda p: ["--dataset", "cifar10", "--set", f"data-root={p}"],
         "cifar10 files not found",
@@ -105,31 +219,112 @@ CASES = {
         lambda p: ["--set", "image-column=img"],
         "image-column = 'img' needs an hf: data set",
     ),
+    # scenario files
     "unknown scenario": (lambda p: ["--scenario", "four-tier"], "unknown scenario 'four-tier'"),
     "bad TOML": (lambda p: _scenario(p, "rounds = = 3\n"), "not valid TOML"),
+    "scenario of garbage bytes": (
+        lambda p: _scenario(p, bytes(range(128, 256))),
+        "scenario.toml: not UTF-8 text",
+    ),
+    "scenario naming a folder": (
+        lambda p: ["--scenario", str(p)],
+        "is a folder; give a .toml file",
+    ),
+    "bad --set": (lambda p: ["--set", "rounds"], "not KEY=VALUE"),
+    # resources the machine or cluster cannot give
+    "bad cpus per client": (lambda p: ["--cpus-per-client", "0"], "--cpus-per-client = 0.0"),
+    "cpus per client nan": (lambda p: ["--cpus-per-client", "nan"], "--cpus-per-client = nan"),
+    "gpus per client nan": (lambda p: ["--gpus-per-client", "nan"], "--gpus-per-client = nan"),
+    "more CPUs per client than the machine has": (
+        lambda p: ["--cpus-per-client", "100000"],
+        "--cpus-per-client 100000 --gpus-per-client 0: no client fits, this machine has",
+    ),
+    "more GPUs per client than the machine has": (
+        lambda p: ["--gpus-per-client", FAR_TOO_MANY_GPUS],
+        "--gpus-per-client 1000: no client fits, this machine has",
+    ),
+    "unreachable --ray-address": (
+        lambda p: ["--ray-address", "127.0.0.1:1"],
+        "--ray-address 127.0.0.1:1: cannot reach a Ray cluster there",
+    ),
+    # checkpoints: schema, consistency with their own config and with their run
     "corrupt checkpoint (pickle)": (
-        lambda p: _checkpoint(p, bad_shape=False),
+        lambda p: _run_folder(p, pickle_model=True),
         "not a readable safetensors",
     ),
     "mismatched checkpoint": (
-        lambda p: _checkpoint(p, bad_shape=True),
+        lambda p: _run_folder(p, bad_shape=True),
         "checkpoint does not match the model",
     ),
-    "bad --set": (lambda p: ["--set", "rounds"], "not KEY=VALUE"),
-    "bad cpus per client": (lambda p: ["--cpus-per-client", "0"], "--cpus-per-client"),
-    "unknown device": (lambda p: ["--device", "gpu"], "device = 'gpu' is not allowed"),
-    "device index not a number": (
-        lambda p: ["--set", "device=cuda:x"],
-        "auto, cpu, cuda or cuda:N",
+    "checkpoint state without its config": (
+        lambda p: _run_folder(p, edit_state=_drop("config")),
+        "state.json: config is missing",
     ),
+    "checkpoint state with a malformed history": (
+        lambda p: _run_folder(p, edit_state=_set("history", {"round_seconds": {"one": 2.5}})),
+        "state.json: history.round_seconds.one = 'one' is not allowed",
+    ),
+    "checkpoint history as a list": (
+        lambda p: _run_folder(p, edit_state=_set("history", [])),
+        "state.json: history = [] is not allowed",
+    ),
+    "checkpoint round past the run's total": (
+        lambda p: _run_folder(p, edit_state=_set("round", 99)),
+        "round = 99 is not allowed: the run has 12 rounds",
+    ),
+    "checkpoint with an edited seed": (
+        lambda p: _run_folder(p, edit_state=_set_config("seed", 7)),
+        "checkpoint seed = 7, the run's seed = 0",
+    ),
+    "checkpoint of another data set": (
+        lambda p: _run_folder(p, edit_run=_set("data", "0" * 32)),
+        "digits data differs from the data the run",
+    ),
+    "checkpoint config with a bad value": (
+        lambda p: _run_folder(p, edit_state=_set_config("lr", "inf")),
+        "config: lr = 'inf' is not allowed",
+    ),
+    "resume with other settings": (
+        lambda p: [*_run_folder(p), "--rounds", "3"],
+        "--resume takes the run's own config and folder; drop --rounds",
+    ),
+    # output folders
+    "--out is a file": (_a_file, "is a file; give a folder"),
+    "--out under a file": (_under_a_file, "is not writable"),
+    "unknown device": (lambda p: ["--device", "gpu"], "device = 'gpu' is not allowed"),
+    "device index not a number": (lambda p: ["--set", "device=cuda:x"], "cuda or cuda:N"),
     "cuda without a GPU share": (
         lambda p: ["--device", "cuda", "--gpus-per-client", "0"],
         # without CUDA the server's device fails first; with CUDA the clients' share does
-        "CUDA is not available here"
-        if not torch.cuda.is_available()
-        else "needs --gpus-per-client > 0",
+        "CUDA is not available here" if not HAS_CUDA else "needs --gpus-per-client > 0",
     ),
 }
+
+FOLDER_CASES = {
+    "a finished run": (
+        lambda p: ["--out", str(p / "out")],
+        "already holds a finished run (results.json); choose another folder or replace it "
+        "with --overwrite",
+    ),
+    "an unfinished run": (
+        _unfinished_run,
+        "already holds an unfinished run (checkpoint of round 3); continue it with --resume",
+    ),
+    "a comparison": (_finished_comparison, "already holds a comparison (comparison.json)"),
+}
+
+
+def _main(argv):
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    return err
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -139,33 +334,185 @@ def test_bad_simulate_input(name, tmp_path, capsys):
     out.mkdir()
     (out / "results.json").write_text(OLD)
     args = make_args(tmp_path)
-    if "--resume" not in args:
-        args += ["--out", str(out)]
-    try:
-        code = main(["simulate", *args])
-    except SystemExit as exit_:
-        code = exit_.code
-    err = capsys.readouterr().err.strip()
+    if "--resume" not in args and "--out" not in args:
+        args += ["--out", str(out), "--overwrite"]
+    code = _main(["simulate", *args])
+    err = _one_line(capsys)
     assert code == 2, err
     assert needle in err, err
-    assert "\n" not in err
     assert (out / "results.json").read_text() == OLD
+
+
+@pytest.mark.parametrize("name", list(FOLDER_CASES))
+def test_simulate_refuses_a_folder_holding_results(name, tmp_path, capsys):
+    make_args, needle = FOLDER_CASES[name]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text(OLD)
+    args = make_args(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code = _main(["simulate", "--clients", "3", *args])
+    err = _one_line(capsys)
+    assert code == 2 and needle in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_folder_in_use_is_refused(tmp_path, capsys):
+    """The lock is held (here by this process, through another open file): a second run on
+    the folder is refused at once, naming the holder."""
+    out = tmp_path / "busy"
+    with claim(out):
+        code = _main(["simulate", "--clients", "3", "--out", str(out)])
+    err = _one_line(capsys)
+    assert code == 2 and f"is in use by another fedqdnn run (pid {os.getpid()})" in err, err
+
+
+def test_resume_of_a_finished_run_is_refused(tmp_path, capsys):
+    args = _run_folder(tmp_path)
+    (tmp_path / "run" / "results.json").write_text(OLD)
+    code = _main(["simulate", *args])
+    err = _one_line(capsys)
+    assert code == 2 and "the run there is finished (results.json)" in err, err
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--lr", "inf"], "lr = inf is not allowed"),
+        (["--width", "0"], "width = 0 is not allowed"),
+        (["--momentum", "5"], "momentum = 5.0 is not allowed"),
+        (["--temperature", "1e-300"], "temperature = 1e-300 is not allowed"),
+        (["--epochs", "100000"], "epochs = 100000 is not allowed"),
+        (["--dataset", "hf:nobody/nothing"], "is not in the Hugging Face cache"),
+        (["--dataset", "imagenet"], "dataset = 'imagenet' is not allowed"),
+    ],
+)
+def test_bad_train_input(argv, needle, tmp_path, capsys):
+    out = tmp_path / "o"
+    code = _main(["train", *argv, "--out", str(out)])
+    err = _one_line(capsys)
+    assert code == 2 and needle in err, err
+    assert not out.exists()
+
+
+def test_train_refuses_a_file_and_a_finished_result_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert _main(["train", "--epochs", "1", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file; give a folder" in _one_line(capsys)
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "results.json").write_text(OLD)
+    assert _main(["train", "--epochs", "1", "--out", str(tmp_path / "done")]) == 2
+    assert "already holds a finished run" in _one_line(capsys)
+    assert (tmp_path / "done" / "results.json").read_text() == OLD
 
 
 @pytest.mark.parametrize(
     "argv, needle",
     [
         (["compare", "--strategies", "fedqdnn,magic"], "unknown strategy 'magic'"),
+        (["compare", "--strategies", ","], "--strategies ',' names no strategy"),
         (["compare", "--seeds", "0,x"], "--seeds"),
+        (["compare", "--seeds", ","], "--seeds is empty"),
+        (["compare", "--seeds", "0,-1"], "seed = -1 is not allowed"),
+        (["compare", "--set", "lr=nan"], "lr = 'nan'"),
         (["compare", "--device", "tpu"], "device = 'tpu' is not allowed"),
-        (["compare", "--gpus-per-client", "-1"], "--gpus-per-client >= 0"),
-        (["plot", "/nonexistent"], "neither comparison.json nor results.json"),
-        (["train", "--dataset", "hf:nobody/nothing"], "is not in the Hugging Face cache"),
-        (["train", "--dataset", "imagenet"], "dataset = 'imagenet' is not allowed"),
+        (["compare", "--gpus-per-client", "-1"], "--gpus-per-client"),
     ],
 )
-def test_bad_compare_and_plot_input(argv, needle, capsys, tmp_path):
-    code = main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] != "plot" else [])])
+def test_bad_compare_input_leaves_a_comparison_untouched(argv, needle, capsys, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    for name in ("comparison.json", "comparison.csv"):
+        (out / name).write_text(OLD)
+    code = _main([*argv, "--out", str(out), "--overwrite"])
+    err = _one_line(capsys)
+    assert code == 2 and needle in err, err
+    assert all((out / n).read_text() == OLD for n in ("comparison.json", "comparison.csv"))
+
+
+def test_compare_refuses_a_finished_comparison(tmp_path, capsys):
+    args = _finished_comparison(tmp_path)
+    code = _main(["compare", "--strategies", "fedqdnn", "--seeds", "0", *args])
+    err = _one_line(capsys)
+    assert code == 2 and "already holds a comparison (comparison.json)" in err, err
+    assert (tmp_path / "cmp" / "comparison.json").read_text() == OLD
+
+
+def test_plot_of_a_folder_without_results(capsys):
+    code = _main(["plot", "/nonexistent"])
+    assert code == 2 and "neither comparison.json nor results.json" in _one_line(capsys)
+
+
+def _edited(kind: str, edit: Callable[[dict], object]) -> Callable[[], str]:
+    """The text of a valid hand-built results.json / comparison.json after ``edit``."""
+
+    def text() -> str:
+        from tests.plot_data import comparison_at, results_at
+
+        data = results_at(9, rounds=2) if kind == "results" else comparison_at(2, 9, 1, rounds=2)
+        edit(data)
+        return json.dumps(data)
+
+    return text
+
+
+def _as_older_version(results: dict) -> None:
+    """What an older fedqdnn wrote: no simulated time, no convergence."""
+    for h in results["history"]:
+        del h["sim_elapsed_seconds"]
+    del results["convergence"]
+
+
+def _without_curve_times(result: dict) -> None:
+    for runs in result["curves"].values():
+        del runs[0]["sim_elapsed_seconds"]
+
+
+PLOT_CASES = {
+    "empty results": ("results.json", lambda: "{}", "lacks history, per_device, convergence"),
+    "truncated results": (
+        "results.json",
+        lambda: '{"history": [{"round": 1, "central_acc',
+        "is not valid JSON (truncated?)",
+    ),
+    "results of an older version": (
+        "results.json",
+        _edited("results", _as_older_version),
+        "lacks history[0].sim_elapsed_seconds, convergence",
+    ),
+    "results with no rounds": (
+        "results.json",
+        _edited("results", lambda d: d.update(history=[])),
+        "history = []: list should have at least 1 item",
+    ),
+    "empty comparison": ("comparison.json", lambda: "{}", "lacks rows, curves, strategies, seeds"),
+    "truncated comparison": ("comparison.json", lambda: '{"rows": [', "is not valid JSON"),
+    "comparison without curve times": (
+        "comparison.json",
+        _edited("comparison", _without_curve_times),
+        "lacks curves.s0/seed0[0].sim_elapsed_seconds",
+    ),
+    "comparison with a curve one round short": (
+        "comparison.json",
+        _edited("comparison", lambda d: d["curves"]["s0/seed0"][0]["rounds"].pop()),
+        "has curves.s0/seed0[0]: rounds, sim_elapsed_seconds and accuracy_by_tier differ",
+    ),
+    "comparison with no rows": (
+        "comparison.json",
+        _edited("comparison", lambda d: d.update(rows=[])),
+        "rows = []: list should have at least 1 item",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PLOT_CASES))
+def test_bad_plot_input_names_file_and_key_and_keeps_old_plots(name, tmp_path, capsys):
+    filename, text, needle = PLOT_CASES[name]
+    (tmp_path / filename).write_text(text())
+    old_png = tmp_path / "accuracy_per_round.png"
+    old_png.write_bytes(b"an earlier plot")
+    code = main(["plot", str(tmp_path)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and needle in err and "\n" not in err
-    assert not (tmp_path / "o").exists()
+    assert code == 2, err
+    assert f"{tmp_path / filename} " in err and needle in err, err
+    assert "\n" not in err
+    assert old_png.read_bytes() == b"an earlier plot"

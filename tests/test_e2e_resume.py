@@ -40,6 +40,11 @@ def _simulate(out, *extra):
 
 def test_same_seed_identical_and_killed_run_resumes_identically(tmp_path):
     first = _simulate(tmp_path / "a", *ARGS)
+    rerun = [str(BIN / "fedqdnn"), "simulate", *ARGS, "--out", str(tmp_path / "a")]
+    code, log = run(rerun, timeout=120)  # a finished run is never overwritten silently
+    assert code == 2 and log.strip().count("\n") == 0, log
+    assert "already holds a finished run (results.json)" in log and "--overwrite" in log
+    assert json.loads((tmp_path / "a" / "results.json").read_text()) == first
     second = _simulate(tmp_path / "b", *ARGS)
     assert _comparable(first) == _comparable(second)
     assert any(h["num_dropped"] for h in first["history"]) or all(

@@ -32,7 +32,9 @@ def test_simulate_three_tiers_learns_and_reports_every_tier(tmp_path):
     ups = {c["tier"]: c["bytes-up"] for c in first["clients"]}
     assert ups["mcu-int2"] < ups["phone-npu-int4"] < ups["cpu-fp32"]
     assert results["config"]["num-clients"] == 6 and results["versions"]["flwr"].startswith("1.42")
-    for png in ("per_device_accuracy.png", "accuracy_per_round.png"):
+    pngs = ("device_accuracy_by_tier.png", "accuracy_per_round.png", "accuracy_vs_sim_time.png",
+            "sim_time_per_round.png")  # fmt: skip
+    for png in pngs:
         assert (out / png).stat().st_size > 5000
 
 

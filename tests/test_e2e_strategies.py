@@ -49,7 +49,8 @@ def test_every_baseline_runs_and_plot_redraws(tmp_path):
         rows[("fedqdnn", "mcu-int2")]["model_bytes"] < rows[("fedqdnn", "cpu-fp32")]["model_bytes"]
     )
     assert (out / "comparison.csv").read_text().count("\n") == len(result["rows"]) + 1
-    pngs = ["per_tier_accuracy.png", "accuracy_per_round.png", "accuracy_vs_size.png"]
+    pngs = ["per_tier_accuracy.png", "accuracy_per_round.png", "accuracy_vs_sim_time.png",
+            "accuracy_vs_size.png"]  # fmt: skip
     for png in pngs:
         (out / png).unlink()
     code, log = run([FEDQDNN, "plot", str(out)], timeout=120)

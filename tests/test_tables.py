@@ -2,7 +2,7 @@
 
 from fedqdnn.centralized import format_table
 from fedqdnn.tables import markdown_table, mean_cell, mean_std_cell
-from simulations.compare import summary_table
+from simulations.compare import convergence_table, summary_table
 from simulations.sweeps import summary
 
 
@@ -55,3 +55,16 @@ def test_centralized_table_shows_recalibrated_column_when_measured():
         {"accuracy_by_bits": {"2": 0.5}, "accuracy_by_bits_recalibrated": {"2": 0.75}}
     )
     assert both.splitlines()[2] == "| 2 | 0.5000 | 0.7500 |"
+
+
+def test_convergence_table_means_reached_rounds_and_marks_misses():
+    rows = [
+        {"strategy": "a", "tier": "t", "rounds_to_target": 10, "sim_seconds_to_target": 600},
+        {"strategy": "a", "tier": "t", "rounds_to_target": 20, "sim_seconds_to_target": 1800},
+        {"strategy": "b", "tier": "t", "rounds_to_target": 10, "sim_seconds_to_target": 60},
+        {"strategy": "b", "tier": "t", "rounds_to_target": None, "sim_seconds_to_target": None},
+    ]
+    result = {"rows": rows, "strategies": {"a": "", "b": ""}, "config": {"target-accuracy": 0.9}}
+    lines = convergence_table(result).splitlines()
+    assert lines[0] == "| strategy | t: rounds to 90% |"
+    assert lines[2] == "| a | 15 (20 min) |" and lines[3] == "| b | – |"

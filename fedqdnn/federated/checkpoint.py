@@ -10,12 +10,16 @@ the only generator state a resume needs.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fedqdnn.files import write_bytes_atomic
+from fedqdnn.config import FederatedConfig, from_flat
+from fedqdnn.files import write_bytes_atomic, write_json
+from fedqdnn.validation import one_line
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -87,7 +91,7 @@ def save_checkpoint(
         "history": history.to_json(),
         "strategy": strategy,
     }
-    write_bytes_atomic(directory / STATE_FILE, json.dumps(payload).encode())
+    write_json(directory / STATE_FILE, payload, indent=None)
     for old in directory.glob("model-round*.safetensors"):
         if old.name != model_name:
             old.unlink()
@@ -104,6 +108,7 @@ def load_checkpoint(directory: Path) -> Checkpoint:
         raise CheckpointError(f"no checkpoint in {directory} (missing {STATE_FILE})")
     try:
         payload = json.loads(state_path.read_text())
+        check_state_schema(payload, state_path)
         model_file = directory / payload["model_file"]
         server_round = int(payload["round"])
         if payload.get("format") not in READABLE_FORMATS:
@@ -165,3 +170,56 @@ def check_matches(arrays: dict[str, np.ndarray], reference: dict[str, np.ndarray
                 f"checkpoint does not match the model: {key} is {arrays[key].dtype}"
                 f"{list(arrays[key].shape)}, the model needs {ref.dtype}{list(ref.shape)}"
             )
+
+
+# ---------------------------------------------------------------- validation of a state
+
+
+_HISTORY_NAMES = tuple(f.name for f in fields(RunHistory))
+_History = dict[Literal[_HISTORY_NAMES], dict[Annotated[int, Field(ge=0)], Any]]  # type: ignore[valid-type]
+
+
+class _StateSchema(BaseModel):
+    """Fields every readable state.json has; format-specific ones are read by their readers."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: int
+    round: Annotated[int, Field(ge=0)]
+    model_file: str
+    config: dict[str, Any]  # its values are checked by from_flat (checkpoint_config)
+    history: _History
+
+
+def check_state_schema(payload: object, state_path: Path) -> None:
+    """One-line CheckpointError naming the first field of ``payload`` that is missing or of
+    the wrong type."""
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"corrupt checkpoint {state_path}: not a JSON object")
+    try:
+        _StateSchema.model_validate(payload)
+    except ValidationError as err:
+        field = one_line(err, lambda loc: ".".join(str(p) for p in loc if p != "[key]"))
+        raise CheckpointError(f"corrupt checkpoint {state_path}: {field}") from None
+
+
+def checkpoint_config(checkpoint: Checkpoint, where: Path) -> FederatedConfig:
+    """The run config of a loaded checkpoint, checked against the checkpoint itself: a valid
+    config, the round within the run, no history after the round."""
+    try:
+        cfg = from_flat(checkpoint.config)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {where}: config: {err}") from None
+    if checkpoint.round > cfg.rounds:
+        raise CheckpointError(
+            f"checkpoint {where}: round = {checkpoint.round} is not allowed: the run has "
+            f"{cfg.rounds} rounds"
+        )
+    for name, by_round in asdict(checkpoint.history).items():
+        late = sorted(r for r in by_round if r > checkpoint.round)
+        if late:
+            raise CheckpointError(
+                f"checkpoint {where}: history.{name} has round {late[0]}, after the "
+                f"checkpoint's round {checkpoint.round}"
+            )
+    return cfg

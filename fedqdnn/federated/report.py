@@ -1,4 +1,5 @@
-"""Results of a federated run: results.json (with config, seed, versions) and plots."""
+"""Results of a federated run: results.json (with config, seed, versions); plots drawn by
+:mod:`fedqdnn.federated.report_plots`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fedqdnn.convergence import (
     window_mean,
 )
 from fedqdnn.federated.checkpoint import RunHistory
+from fedqdnn.federated.report_plots import plot_results
 from fedqdnn.files import write_bytes_atomic, write_json
 from fedqdnn.provenance import versions
 from fedqdnn.round_plan import final_window
@@ -172,95 +174,7 @@ def _convergence(cfg: FederatedConfig, history: list[dict]) -> dict:
 
 
 def write_results(out: Path, results: dict) -> None:
-    """results.json plus the per-device and per-round plots."""
+    """results.json plus the plots of :mod:`fedqdnn.federated.report_plots`."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
     plot_results(out, results)
-
-
-def plot_results(out: Path, results: dict) -> list[Path]:
-    """Per-device accuracy bars (colored by tier) and central accuracy per round per mode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    devices = results["per_device"]
-    if devices:
-        tiers = sorted({d["tier"] for d in devices})
-        colors = {t: plt.cm.tab10(i) for i, t in enumerate(tiers)}
-        fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(devices)), 3.5))
-        ax.bar(
-            [str(d["client"]) for d in devices],
-            [d["accuracy"] for d in devices],
-            color=[colors[d["tier"]] for d in devices],
-        )
-        for tier in tiers:
-            bits = next(d["bits"] for d in devices if d["tier"] == tier)
-            ax.bar([], [], color=colors[tier], label=f"{tier} ({bits}-bit)")
-        ax.set(
-            xlabel="client (partition id)",
-            ylabel="local test accuracy",
-            ylim=(0, 1),
-            title="Per-device accuracy, final round",
-        )
-        ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
-        paths.append(out / "per_device_accuracy.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
-    history = results["history"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    modes = sorted({b for h in history for b in h["central_accuracy_by_bits"]}, key=int)
-    for bits in modes:
-        ax.plot(
-            [h["round"] for h in history],
-            [h["central_accuracy_by_bits"].get(bits) for h in history],
-            marker="o",
-            ms=3,
-            label=f"{bits}-bit",
-        )
-    ax.set(xlabel="round", ylabel="central test accuracy", title="Accuracy per round per bit mode")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "accuracy_per_round.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    paths.append(plot_sim_time(out / "sim_time_per_round.png", history, plt))
-    return paths
-
-
-def plot_sim_time(path: Path, history: list[dict], plt) -> Path:
-    """Mean simulated client time per round per tier; stragglers marked on the x axis."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    tiers = sorted({c["tier"] for h in history for c in h["clients"] + h.get("dropped", [])})
-    for tier in tiers:
-        rounds, seconds = [], []
-        for h in history:
-            times = [c["sim-seconds"] for c in h["clients"] if c["tier"] == tier]
-            if times:
-                rounds.append(h["round"])
-                seconds.append(sum(times) / len(times))
-        line = ax.plot(rounds, seconds, marker="o", ms=3, label=tier)[0]
-        dropped = [
-            h["round"]
-            for h in history
-            if any(
-                d["tier"] == tier and d.get("status") == "straggler" for d in h.get("dropped", [])
-            )
-        ]
-        ax.scatter(dropped, [0] * len(dropped), marker="x", color=line.get_color())
-    deadline = history and history[0].get("deadline_seconds")
-    if deadline:
-        ax.axhline(deadline, ls="--", color="gray", lw=1, label="deadline")
-    ax.set(
-        xlabel="round",
-        ylabel="simulated seconds (trained clients)",
-        title="Simulated client time per round (x: stragglers)",
-    )
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

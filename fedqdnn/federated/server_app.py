@@ -48,6 +48,7 @@ from fedqdnn.federated.report import (
     save_model,
     write_results,
 )
+from fedqdnn.federated.run_folder import claim, run_identity
 from fedqdnn.models import QuantizableModel
 from fedqdnn.policies import ServerOptimizer
 from fedqdnn.round_plan import evaluation_rounds, final_window
@@ -266,8 +267,8 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
                 cfg.to_flat(),
             )
     results = build_results(cfg, strategy.rounds, history, time.perf_counter() - started)
-    write_results(out, results)
     save_model(out / MODEL_FILE, arrays, cfg)
+    write_results(out, results)  # last: results.json marks a finished run
     return results
 
 
@@ -308,5 +309,7 @@ def main(grid: Grid, context: Context) -> None:
     flat = dict(context.run_config)
     out = Path(str(flat.pop(OUT_DIR_KEY, "outputs/flwr-run")))
     spec = RunSpec(from_flat(flat), out)
-    wait_for_nodes(grid, spec.config.num_nodes)
-    run_server(grid, spec)
+    # one run per folder, never over a finished one (fedqdnn.federated.run_folder)
+    with claim(out, identity=run_identity(spec.config, run_data(spec.config).fingerprint)):
+        wait_for_nodes(grid, spec.config.num_nodes)
+        run_server(grid, spec)

@@ -1,0 +1,331 @@
+"""Run a simulation in a child process that this process supervises, so that a signal or an
+engine failure ends the whole run within seconds and nothing of it keeps running.
+
+Flower's in-process engine cannot be stopped from inside: after Ctrl-C its ServerApp thread
+keeps waiting for replies from actors that are gone and the process hangs joining it; an engine
+error leaves the same thread behind; SIGTERM ends in a Ray core dump. So ``fedqdnn simulate``
+runs :func:`~fedqdnn.federated.simulation.simulate` in a child process started in its own
+session (Ray's GCS, raylet, agents and workers all join that session) and only supervises it:
+
+* on SIGINT or SIGTERM, or when the child reports an error or dies, every process of the
+  child's session is killed (SIGKILL) and waited for; checkpoints are atomic (the state file is
+  renamed last), so the last complete checkpoint survives any kill;
+* the child dies with its supervisor (``PR_SET_PDEATHSIG``), so a run never outlives the
+  process that holds its folder's lock;
+* the child reports over a pipe, one JSON object per line: ``{"ray": "connecting"}``,
+  ``{"ray": "connected"}``, ``{"log": "..."}`` (a progress line, printed here),
+  ``{"round": k}`` after every round, and ``{"error": "...", "exit": 1 | 2}`` before it
+  exits on an error. Its own output (Ray's and Flower's logs) is discarded unless
+  ``verbose``, so a failure is one line.
+
+A cluster that does not answer within :data:`RAY_CONNECT_SECONDS` of the child's connection
+attempt ends the run with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import fedqdnn
+
+if TYPE_CHECKING:  # the CLI imports this module first thing: keep it light
+    from fedqdnn.config import FederatedConfig
+
+RAY_CONNECT_SECONDS = 30.0
+POLL_SECONDS = 0.2
+KILL_WAIT_SECONDS = 5.0
+_PR_SET_PDEATHSIG = 1
+_PACKAGE_ROOT = str(Path(fedqdnn.__file__).resolve().parents[1])
+
+
+class Interrupted(Exception):  # noqa: N818 (a signal, not an error)
+    """SIGINT or SIGTERM arrived. ``exit_code`` is 128 + the signal number (130, 143); a
+    supervised run fills in how far it got (``round_reached`` of ``rounds``, ``out``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.out: Path | None = None
+        self.rounds_done: int | None = None
+        self.rounds: int | None = None
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Within this block, the first SIGINT or SIGTERM raises :class:`Interrupted` in the main
+    thread; later ones are ignored, so the cleanup that follows runs to its end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if not received:
+            received.append(signum)
+            raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# ---------------------------------------------------------------- the supervising side
+
+
+@dataclass
+class _Progress:
+    """What the child reported."""
+
+    rounds_done: int | None = None
+    connecting_since: float | None = None
+    connected: bool = False
+    error: str | None = None
+    exit_code: int = 1
+
+
+def simulate_supervised(
+    cfg: FederatedConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    **options: object,
+) -> dict:
+    """:func:`~fedqdnn.federated.simulation.simulate` in a supervised child process: the same
+    checks (all before the child starts), the same results.json. ``options`` are simulate()'s
+    keyword arguments (``ray_address``, ``cpus_per_client``, ``gpus_per_client``,
+    ``verbose``, ...), passed through as JSON. A signal raises :class:`Interrupted` once
+    nothing of the run is left; an error in the run raises ValueError (bad input) or
+    RuntimeError, with the child's one line."""
+    from fedqdnn.federated.run_folder import claim
+    from fedqdnn.federated.simulation import prepare
+
+    out = Path(out)
+    ray_address = options.get("ray_address") or os.environ.get("RAY_ADDRESS")
+    options["ray_address"] = ray_address
+    checkpoint, identity = prepare(
+        cfg,
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        ray_address=ray_address,  # type: ignore[arg-type]
+        cpus_per_client=float(options.get("cpus_per_client", 1.0)),  # type: ignore[arg-type]
+        gpus_per_client=float(options.get("gpus_per_client", 0.0)),  # type: ignore[arg-type]
+    )
+    with claim(out, resume=resume, overwrite=overwrite, identity=identity) as lock_fd:
+        spec = {"config": cfg.to_flat(), "out": str(out), "resume": resume, "options": options}
+        done = checkpoint.round if checkpoint is not None else None
+        progress = _supervise(spec, lock_fd, _Progress(rounds_done=done), cfg.rounds, out)
+    if progress.error is not None:
+        raise (ValueError if progress.exit_code == 2 else RuntimeError)(progress.error)
+    return json.loads((out / "results.json").read_text())
+
+
+def _supervise(spec: dict, lock_fd: int, progress: _Progress, rounds: int, out: Path) -> _Progress:
+    """Start the child, follow its reports into ``progress`` until it ends; end its session in
+    every case."""
+    read_fd, write_fd = os.pipe()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")])),
+    }
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only
+    parent = os.getpid()
+
+    def die_with_parent() -> None:  # runs in the child between fork and exec
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    proc = None
+    verbose = bool(spec["options"].get("verbose"))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-P", "-m", __name__, json.dumps({**spec, "events_fd": write_fd})],
+            pass_fds=(write_fd, lock_fd),
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+            stdin=subprocess.DEVNULL,
+            stdout=None if verbose else subprocess.DEVNULL,
+            stderr=None if verbose else subprocess.DEVNULL,
+            env=env,
+        )
+        os.close(write_fd)
+        write_fd = -1
+        _follow(proc, read_fd, progress, spec["options"].get("ray_address"))
+    except Interrupted as stop:
+        if proc is not None:
+            end_session(proc)
+        stop.out, stop.rounds_done, stop.rounds = out, progress.rounds_done, rounds
+        raise
+    finally:
+        if proc is not None:
+            end_session(proc)
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+    if progress.error is None and proc.returncode != 0:
+        progress.error = f"the simulation process ended with {_status(proc.returncode)}"
+    return progress
+
+
+def _follow(proc: subprocess.Popen, read_fd: int, progress: _Progress, address: object) -> None:
+    """Read the child's reports until it reports an error or ends (every report read)."""
+    buffer = b""
+    while True:
+        ready, _, _ = select.select([read_fd], [], [], POLL_SECONDS)
+        chunk = os.read(read_fd, 65536) if ready else b""
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            _note(json.loads(line), progress)
+        if progress.error is not None or (ready and not chunk):
+            return  # the child reported its error, or closed the pipe: it has ended
+        if not ready and proc.poll() is not None:
+            return  # it ended and nothing is left to read
+        since = progress.connecting_since
+        late = since is not None and time.monotonic() - since > RAY_CONNECT_SECONDS
+        if address and late and not progress.connected:
+            progress.error = (
+                f"--ray-address {address}: no Ray cluster answered within "
+                f"{RAY_CONNECT_SECONDS:.0f}s; check the address (`ray status` on the head node)"
+            )
+            progress.exit_code = 2
+            return
+
+
+def _note(event: dict, progress: _Progress) -> None:
+    if event.get("ray") == "connecting":
+        progress.connecting_since = time.monotonic()
+    elif event.get("ray") == "connected":
+        progress.connected = True
+    elif "log" in event:
+        print(event["log"], file=sys.stderr, flush=True)
+    elif "round" in event:
+        progress.rounds_done = int(event["round"])
+    elif "error" in event:
+        progress.error, progress.exit_code = str(event["error"]), int(event.get("exit", 1))
+
+
+def _status(returncode: int) -> str:
+    if returncode < 0:
+        return f"signal {signal.Signals(-returncode).name}"
+    return f"exit status {returncode} before finishing; rerun with --verbose for the log"
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``, from /proc."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields 3 (state) and 6 (session)
+            members.append(int(entry.name))
+    return members
+
+
+def end_session(proc: subprocess.Popen) -> list[int]:
+    """Kill every process of the child's session (the child leads it) and wait until none is
+    left, at most :data:`KILL_WAIT_SECONDS`; returns the pids still alive (normally none)."""
+    sid = proc.pid
+    deadline = time.monotonic() + KILL_WAIT_SECONDS
+    while True:
+        members = session_members(sid) if os.path.isdir("/proc") else []
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(sid, signal.SIGKILL)
+        if proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=POLL_SECONDS)
+        if (not members and proc.poll() is not None) or time.monotonic() > deadline:
+            return members
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- the child
+
+
+def _innermost_line(err: BaseException) -> str:
+    """The last line of the innermost cause's message (Flower wraps engine errors)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(err).__name__)[:400]
+
+
+def _child_main(argv: list[str]) -> None:
+    """Entry point of the supervised child: connect Ray, run, report, exit at once."""
+    spec = json.loads(argv[1])
+    events = int(spec["events_fd"])
+
+    def emit(**event: object) -> None:
+        os.write(events, (json.dumps(event) + "\n").encode())
+
+    code = 0
+    try:
+        from fedqdnn.config import from_flat
+        from fedqdnn.federated.simulation import connect_ray, simulate
+
+        options = spec["options"]
+        if not options.get("verbose"):  # the supervisor prints the one line, no log dumps
+            import logging
+
+            import flwr.simulation  # noqa: F401 (importing flwr resets its logger level)
+
+            logging.getLogger("flwr").setLevel(logging.CRITICAL + 1)
+        cfg = from_flat(spec["config"])
+        emit(ray="connecting")
+        connect_ray(
+            options.get("ray_address"),
+            float(options.get("cpus_per_client", 1.0)),
+            float(options.get("gpus_per_client", 0.0)),
+            bool(options.get("verbose", False)),
+        )
+        emit(ray="connected")
+        simulate(
+            cfg,
+            Path(spec["out"]),
+            resume=bool(spec["resume"]),
+            folder_claimed=True,
+            on_round_end=lambda end: emit(round=end.server_round),
+            log=lambda line: emit(log=line),
+            **options,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        code = 2
+        emit(error=_innermost_line(err), exit=2)
+    except BaseException as err:  # noqa: BLE001 (reported in one line, then exit)
+        code = 1
+        emit(error=_innermost_line(err), exit=1)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # never wait for Flower's threads
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv)

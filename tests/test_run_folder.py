@@ -1,0 +1,137 @@
+"""Output folders: one run at a time (a lock that dies with its process), nothing overwritten
+silently, --overwrite removes only what fedqdnn wrote, a checkpoint belongs to its run."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from fedqdnn.federated.run_folder import (
+    RUN_FILE,
+    FolderError,
+    check_folder,
+    claim,
+    holding,
+)
+from fedqdnn.files import NON_FINITE_KEY, dumps_strict, write_json
+from simulations.compare import _run, run_key
+from simulations.scenarios import load_scenario
+from tests.e2e_helpers import REPO
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from fedqdnn.federated.run_folder import claim
+with claim(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_two_processes_on_one_folder_and_the_lock_dies_with_its_holder(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = rf"in use by another fedqdnn run \(pid {holder.pid}\)"
+        with pytest.raises(FolderError, match=busy):
+            check_folder(out)
+        with pytest.raises(FolderError, match="in use"), claim(out):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no cleanup runs in the holder
+        holder.wait()
+    with claim(out) as fd:  # the kernel dropped the lock with the process
+        assert fd >= 0
+
+
+def test_a_new_run_clears_only_what_an_earlier_run_left(tmp_path):
+    """An earlier run that ended before finishing (no results) left a checkpoint and run.json;
+    a new run may take the folder only after it is told to (--overwrite), and then nothing of
+    the old run stays, while files fedqdnn does not write are kept."""
+    out = tmp_path / "run"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "state.json").write_text('{"round": 2}')
+    (out / RUN_FILE).write_text('{"run_id": "old"}')
+    (out / "notes.txt").write_text("mine")
+    (out / "runs").mkdir()
+    assert holding(out) == "an unfinished run (checkpoint of round 2)"
+    with pytest.raises(FolderError, match="continue it with --resume"), claim(out):
+        pass
+    assert (out / "checkpoint" / "state.json").exists()
+    with claim(out, overwrite=True, identity={"run_id": "new"}):
+        pass
+    assert sorted(p.name for p in out.iterdir()) == [".fedqdnn.lock", "notes.txt", RUN_FILE, "runs"]
+    assert json.loads((out / RUN_FILE).read_text()) == {"run_id": "new"}
+
+
+def test_a_run_that_never_checkpointed_holds_nothing_to_keep(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / RUN_FILE).write_text("{}")
+    assert holding(out) is None
+    with claim(out):
+        assert not (out / RUN_FILE).exists()
+
+
+def test_strict_json_writes_null_for_non_finite_numbers_and_says_why(tmp_path):
+    payload = {"a": 1.5, "history": [{"loss": math.nan}, {"loss": -math.inf}], "b": math.inf}
+    write_json(tmp_path / "r.json", payload)
+
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    data = json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse)
+    assert data["history"] == [{"loss": None}, {"loss": None}] and data["b"] is None
+    assert data[NON_FINITE_KEY] == {"history.0.loss": "nan", "history.1.loss": "-inf", "b": "inf"}
+    assert json.loads(dumps_strict({"x": 1.0})) == {"x": 1.0}  # nothing to record: no key
+
+
+def test_a_comparison_reuses_finished_runs_resumes_unfinished_and_restarts_the_rest(tmp_path):
+    cfg = load_scenario("three-tier").replace(rounds=3)
+    run_dir = tmp_path / "runs" / run_key(cfg)
+    calls = []
+
+    def simulate_fn(cfg, out, resume=False, overwrite=False):
+        calls.append((resume, overwrite))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text('{"history": []}')
+        (out / "model.safetensors").write_text("")
+        return {}
+
+    run_dir.mkdir(parents=True)  # a run killed before its first checkpoint
+    _run(cfg, tmp_path, simulate_fn, log=lambda m: None)
+    (run_dir / "results.json").unlink()
+    (run_dir / "checkpoint").mkdir()
+    (run_dir / "checkpoint" / "state.json").write_text('{"round": 2}')  # interrupted
+    _run(cfg, tmp_path, simulate_fn, log=lambda m: None)
+    _run(cfg, tmp_path, simulate_fn, log=lambda m: None)  # finished: reused
+    assert calls == [(False, True), (True, False)]
+
+
+def test_lock_file_names_its_holder_while_held(tmp_path):
+    out = tmp_path / "run"
+    with claim(out):
+        assert (out / ".fedqdnn.lock").read_text() == str(os.getpid())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
+def test_a_read_only_folder_is_refused(tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        with pytest.raises(FolderError, match="is not writable"):
+            check_folder(out)
+    finally:
+        out.chmod(0o700)

@@ -1,0 +1,142 @@
+"""Supervision without Flower: signals become one exception, a run's whole process session is
+ended however its processes behave, and resources are checked before Ray."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from fedqdnn.device import build_model_for, check_fleet, server_round_bytes, state_bytes
+from fedqdnn.federated.resources import (
+    check_client_resources,
+    check_ray_address,
+    client_fit_problem,
+)
+from fedqdnn.federated.supervisor import (
+    Interrupted,
+    _innermost_line,
+    end_session,
+    interruptible,
+    session_members,
+)
+from simulations.scenarios import load_scenario
+from tests.e2e_helpers import free_port
+
+# A session as a Ray run makes one: a leader, a child that ignores SIGTERM, and a child that
+# moved to its own process group (killpg of the leader's group misses it).
+TREE = """
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+regrouped = "import os, time; os.setpgid(0, 0); time.sleep(600)"
+subprocess.Popen([sys.executable, "-c", stubborn])
+subprocess.Popen([sys.executable, "-c", regrouped])
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_end_session_leaves_no_process_of_the_session():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TREE], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    for _ in range(100):  # both children started
+        if len(session_members(proc.pid)) == 3:
+            break
+        time.sleep(0.05)
+    assert len(session_members(proc.pid)) == 3
+    assert end_session(proc) == []
+    assert session_members(proc.pid) == []
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_first_signal_raises_interrupted_and_later_ones_are_ignored():
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as caught, interruptible():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler raises in here
+        except Interrupted:
+            os.kill(os.getpid(), signal.SIGINT)  # a second signal while cleaning up
+            time.sleep(0.2)
+            raise
+    assert caught.value.exit_code == 143 and caught.value.signum == signal.SIGTERM
+    assert str(caught.value) == "interrupted by SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_engine_error_is_reported_by_its_innermost_line():
+    try:
+        try:
+            raise ValueError("Traceback ...\n  File x\nActorPool is empty. Stopping Simulation.")
+        except ValueError as inner:
+            raise RuntimeError("An error was encountered. Ending simulation.") from inner
+    except RuntimeError as err:
+        assert _innermost_line(err) == "ActorPool is empty. Stopping Simulation."
+
+
+@pytest.mark.parametrize(
+    "nodes, cpus, gpus, problem",
+    [
+        ([{"CPU": 2.0}], 1, 0, None),
+        ([{"CPU": 2.0}], 3, 0, "no client fits, this machine has 2 CPUs and 0 GPUs"),
+        ([{"CPU": 2.0, "GPU": 1.0}], 1, 0.5, None),
+        ([{"CPU": 2.0}], 1, 1, "--gpus-per-client 1: no client fits, this machine has 2 CPUs"),
+        ([{"CPU": 1.0}, {"CPU": 4.0}], 3, 0, None),  # Flower places actors per node
+        ([{"CPU": 2.0}, {"CPU": 2.0}], 3, 0, "the largest of 2 nodes has 2 CPUs"),
+    ],
+)
+def test_client_fit(nodes, cpus, gpus, problem):
+    found = client_fit_problem(nodes, cpus, gpus)
+    assert found is None if problem is None else problem in found
+
+
+def test_resource_values_and_an_address_nobody_listens_on():
+    with pytest.raises(ValueError, match="--cpus-per-client = nan is not allowed"):
+        check_client_resources(float("nan"), 0)
+    with pytest.raises(ValueError, match="--gpus-per-client = -1 is not allowed"):
+        check_client_resources(1, -1)
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ValueError, match=f"--ray-address {address}: cannot reach a Ray cluster"):
+        check_ray_address(address)
+    with pytest.raises(ValueError, match="the port is not in 0..65535"):
+        check_ray_address("127.0.0.1:99999")
+    check_ray_address("auto")  # left to Ray
+
+
+def test_fleet_memory_bound():
+    """digits: 1437 training and 360 test examples of 8x8 float32 inputs, int64 labels; each
+    sampled device's update is one full model state, held twice while aggregating."""
+    cfg = load_scenario("three-tier").replace(num_clients=10)
+    data_bytes = 1437 * 64 * 4 + 1437 * 8 + 360 * 64 * 4 + 360 * 8
+    update = state_bytes(build_model_for(cfg))
+    needed = server_round_bytes(cfg)
+    assert needed == data_bytes + 10 * 2 * update
+    assert server_round_bytes(cfg.replace(fraction_train=0.25)) == data_bytes + 3 * 2 * update
+    check_fleet(cfg, needed)
+    with pytest.raises(ValueError, match="num-clients = 10 is not allowed: the server would hold"):
+        check_fleet(cfg, needed - 1)
+    with pytest.raises(ValueError, match="allowed: at most 718"):
+        check_fleet(cfg.replace(num_clients=719))
+    check_fleet(cfg.replace(num_clients=718))
+
+
+def test_ctrl_c_during_training_exits_130_in_one_line(tmp_path, capsys):
+    from fedqdnn.cli import main
+
+    out = tmp_path / "train"
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        code = main(["train", "--epochs", "10000", "--out", str(out)])
+    finally:
+        timer.cancel()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130
+    assert err[-1] == "fedqdnn: interrupted by SIGINT; no result was written"
+    assert not (out / "results.json").exists()
