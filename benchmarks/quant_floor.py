@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -134,6 +135,7 @@ def run(out: Path | None, threads: int | None = None, steps: int = 30, repeats: 
     """Every case, interleaved; ratios to FP32 and the quantized step's operators."""
     if threads is not None:
         torch.set_num_threads(threads)
+    load_before = os.getloadavg()[0]
     model, optimizer, x, y = _setup()
     for case in CASES:  # warm-up
         _seconds_per_step(model, optimizer, x, y, case, 3)
@@ -147,6 +149,7 @@ def run(out: Path | None, threads: int | None = None, steps: int = 30, repeats: 
         "seconds_per_step": med,
         "torch_threads": torch.get_num_threads(),
         "ops": _ops(model, optimizer, x, y),
+        "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "versions": versions(),
     }
     if out is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -99,19 +100,31 @@ def measure(
 
 
 def run(out: Path | None = None, steps: int = 20, repeats: int = 5) -> dict:
-    """Benchmark on MNIST-1D and digits, learnable (default) and fixed clip; the headline
-    ratios are MNIST-1D's with the default learnable clip."""
+    """Benchmark on MNIST-1D and digits, learnable (default) and fixed clip, with the
+    process's torch threads; the headline ratios are MNIST-1D's with the default learnable
+    clip. ``quant_step_ratio_1_thread`` is the same with one torch thread, as a simulated
+    client computes (``--cpus-per-client 1``)."""
+    load_before = os.getloadavg()[0]
     cases = [
         measure(d, 64, steps, repeats, 4, (2, 4, 8, 32), clip)
         for clip in (True, False)
         for d in ("mnist1d", "digits")
     ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a simulated client computes (one CPU, one thread)
+    try:
+        one_thread = measure("mnist1d", 64, steps, repeats, 4, (2, 4, 8, 32), True)
+    finally:
+        torch.set_num_threads(threads)
+    cases.append(one_thread)
     result = {
         "quant_step_ratio": cases[0]["quant_step_ratio"],
         "joint_step_ratio": cases[0]["joint_step_ratio"],
+        "quant_step_ratio_1_thread": one_thread["quant_step_ratio"],
         "targets": {"quant_step_ratio": 1.25, "joint_step_ratio": 4.5},
         "cases": cases,
         "torch_threads": torch.get_num_threads(),
+        "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "versions": versions(),
     }
     if out is not None:
