@@ -1,9 +1,10 @@
 """Every benchmark in one JSON: step-time ratios and simulation overhead, with targets.
 
 Headline keys: ``steady_round_ratio_vs_bare``, ``startup_seconds``,
-``peak_rss_ratio_1000_vs_10_clients``, ``two_actor_speedup`` (benchmarks/sim_overhead.py),
-``quant_step_ratio``, ``joint_step_ratio`` (benchmarks/step_time.py); ``targets``,
-``meets_target``, the full per-benchmark ``details`` and ``versions``.
+``peak_rss_ratio_1000_vs_10_clients``, ``two_actor_speedup``, ``startup_seconds_1000_clients``
+(benchmarks/sim_overhead.py), ``quant_step_ratio``, ``joint_step_ratio``
+(benchmarks/step_time.py); ``targets``, ``meets_target``, the full per-benchmark ``details``
+(with the quantized step's floor, benchmarks/quant_floor.py) and ``versions``.
 Usage: python benchmarks/run_all.py [--quick] --out benchmarks/results/all.json
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import sim_overhead, step_time  # noqa: E402
+from benchmarks import quant_floor, sim_overhead, step_time  # noqa: E402
 from fedqdnn.files import write_json  # noqa: E402
 from fedqdnn.provenance import versions  # noqa: E402
 
@@ -27,6 +28,7 @@ HEADLINE = (
     "startup_seconds",
     "peak_rss_ratio_1000_vs_10_clients",
     "two_actor_speedup",
+    "startup_seconds_1000_clients",
     "quant_step_ratio",
     "joint_step_ratio",
 )
@@ -40,6 +42,7 @@ def run_all(out: Path, quick: bool = False) -> dict:
     """
     started = time.perf_counter()
     steps = step_time.run(None, steps=10, repeats=3) if quick else step_time.run(None)
+    floor = quant_floor.run(None, steps=10, repeats=3) if quick else quant_floor.run(None)
     sim = sim_overhead.run(None, quick=quick)
     targets = {**sim["targets"], **STEP_TARGETS}
     result: dict = {k: sim.get(k, steps.get(k)) for k in HEADLINE}
@@ -54,6 +57,7 @@ def run_all(out: Path, quick: bool = False) -> dict:
             "definitions": sim["definitions"],
             "details": {
                 "step_time": {k: v for k, v in steps.items() if k != "versions"},
+                "quant_floor": {k: v for k, v in floor.items() if k != "versions"},
                 "sim_overhead": sim["details"],
             },
             "quick": quick,

@@ -1,6 +1,6 @@
 """Cost of the simulation machinery itself: Flower + Ray against the same work in bare PyTorch.
 
-Three figures, each measured side by side in one run:
+Four figures, each measured side by side in one run:
 
 ``steady_round_ratio_vs_bare``
     Steady-state seconds per round of the real Flower + Ray simulation
@@ -30,6 +30,11 @@ Three figures, each measured side by side in one run:
     ``fraction-evaluate`` = 10 / clients), one round, two actors, MNIST-1D (8,000 training
     samples: 8 per client at 1,000 clients). PSS (shared pages split between processes) is
     reported too.
+``startup_seconds_1000_clients``
+    In the 1,000-client run above: seconds from the simulate() call to the end of round 1
+    (Ray, the SuperNodes, the actors with their data and model, the round-0 evaluation, then
+    a round of 10 clients with 8 samples each: the server's round 0 does not wait for Ray, so
+    the first round carries the start-up).
 
 Every run, bare ones included, is a fresh child process with a timeout (its whole process
 tree is killed on timeout). Children start their own local Ray instance (``RAY_ADDRESS=local``)
@@ -62,6 +67,7 @@ TARGETS = {
     "steady_round_ratio_vs_bare": {"max": 1.2},
     "two_actor_speedup": {"min": 1.6},
     "peak_rss_ratio_1000_vs_10_clients": {"max": 1.2},
+    "startup_seconds_1000_clients": {"max": 20.0},
 }
 
 
@@ -84,7 +90,7 @@ def _problems(spec: dict, record: dict) -> list[str]:
 # ---------------------------------------------------------------- analysis
 
 
-def _steady(record: dict) -> float | None:
+def steady_round_seconds(record: dict) -> float | None:
     """Median seconds per round over rounds 2..R from the round timestamps (the median
     resists the load spikes of a shared machine; round 1 also builds data and models)."""
     stamps = record.get("round_stamps") or {}
@@ -187,11 +193,11 @@ def _report(runs: dict, out: Path | None, quick: bool, rounds: int, cpus: int, t
     """The figures, their definitions and every run's record; written to ``out`` if given."""
     from fedqdnn.provenance import versions
 
-    bare_steady = [s for s in (_steady(runs["bare_a"]), _steady(runs["bare_b"])) if s]
+    bare_steady = [s for s in map(steady_round_seconds, (runs["bare_a"], runs["bare_b"])) if s]
     bare = statistics.mean(bare_steady) if bare_steady else None
     f1, f2, f11 = runs["flower_1actor"], runs["flower_2actors"], runs["flower_1actor_1round"]
-    flower1 = _steady(f1)
-    flower2 = _steady(f2)
+    flower1 = steady_round_seconds(f1)
+    flower2 = steady_round_seconds(f2)
     method = "round timestamps (rounds 2..R)"
     diff = None
     if "seconds" in f1 and "seconds" in f11:
@@ -217,24 +223,26 @@ def _report(runs: dict, out: Path | None, quick: bool, rounds: int, cpus: int, t
         "startup_seconds": _round(startup, 2),
         "two_actor_speedup": _round(_ratio(flower1, flower2)),
         "peak_rss_ratio_1000_vs_10_clients": _round(rss_ratio),
+        "startup_seconds_1000_clients": _round((m1000.get("round_stamps") or {}).get(1), 2),
     }
     inputs = {  # a figure is void when a run it rests on did not do the intended work
         "steady_round_ratio_vs_bare": ("bare_a", "bare_b", "flower_1actor"),
         "startup_seconds": ("bare_a", "bare_b", "flower_1actor_1round"),
         "two_actor_speedup": ("flower_1actor", "flower_2actors"),
         "peak_rss_ratio_1000_vs_10_clients": ("memory_10_clients", "memory_1000_clients"),
+        "startup_seconds_1000_clients": ("memory_1000_clients",),
     }
     problems = {name: r["problems"] for name, r in runs.items() if r.get("problems")}
     for figure, names in inputs.items():
         if any(n in problems for n in names):
             figures[figure] = None
     loads = [x for r in runs.values() for x in r["load_avg_1min_before_after"]]
-    pair = [_steady(runs[f"bare_pair_{i}"]) for i in (1, 2)]
+    pair = [steady_round_seconds(runs[f"bare_pair_{i}"]) for i in (1, 2)]
     bare_pair_speedup = 2 * bare / statistics.mean(pair) if bare and all(pair) else None
     stamps11 = f11.get("round_stamps") or {}
     checkpoint_cost = None
     if "flower_1actor_checkpoints" in runs:
-        with_checkpoints = _steady(runs["flower_1actor_checkpoints"])
+        with_checkpoints = steady_round_seconds(runs["flower_1actor_checkpoints"])
         if with_checkpoints is not None and flower1 is not None:
             checkpoint_cost = with_checkpoints - flower1
     result = {
@@ -266,6 +274,12 @@ def _report(runs: dict, out: Path | None, quick: bool, rounds: int, cpus: int, t
             "checkpoint minus without (the timing runs above write none)",
             "peak_rss_ratio_1000_vs_10_clients": "peak summed RSS of the whole process tree, "
             "1,000 vs 10 virtual clients, 10 sampled per round, 1 round, MNIST-1D",
+            "startup_seconds_1000_clients": "seconds from the simulate() call to the end of "
+            "round 1 of run memory_1000_clients: Ray, the SuperNodes, the actors with their "
+            "data and model, the round-0 evaluation, and a first round whose 10 clients hold "
+            "8 samples each (the server's round 0 does not wait for Ray, so round 1 carries "
+            "the start-up); first_round_end_seconds_10_clients is the same mark of the "
+            "10-client run, whose clients hold 800 samples each",
         },
         "details": {
             "quick": quick,
@@ -282,6 +296,7 @@ def _report(runs: dict, out: Path | None, quick: bool, rounds: int, cpus: int, t
             "torch_threads_per_client": 1,
             "flower_1round_simulate_seconds": _round(f11.get("seconds"), 2),
             "flower_1round_until_round0_seconds": _round(stamps11.get(0), 2),
+            "first_round_end_seconds_10_clients": _round((m10.get("round_stamps") or {}).get(1), 2),
             "flower_1round_teardown_seconds": _round(
                 f11["seconds"] - stamps11[1] if 1 in stamps11 and "seconds" in f11 else None, 2
             ),

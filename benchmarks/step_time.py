@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -16,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedqdnn.accelerator import CPU
 from fedqdnn.data import load_dataset
 from fedqdnn.files import write_json
 from fedqdnn.losses import ConsistencyConfig
-from fedqdnn.models import build_model, default_model_for
+from fedqdnn.models import QuantizableModel, build_model, default_model_for
 from fedqdnn.provenance import versions
 from fedqdnn.training import OptimConfig, joint_step, make_optimizer
 
@@ -29,30 +31,22 @@ def _time_steps(model, optimizer, x, y, modes, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         joint_step(model, x, y, modes, loss_config, optimizer)
+    if x.is_cuda:
+        torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
 
 
-def measure(
-    dataset: str,
-    batch_size: int,
+def step_ratios(
+    model: QuantizableModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
     steps: int,
     repeats: int,
     quant_bits: int,
     joint_modes: tuple[int, ...],
-    learnable_clip: bool = True,
 ) -> dict:
-    """Median seconds per step for FP32, one quantized mode and the joint step."""
-    data = load_dataset(dataset)
-    x, y = data.train_inputs(np.arange(batch_size)), data.y_train[:batch_size]
-    model_name = default_model_for(data.input_shape)
-    torch.manual_seed(0)
-    model = build_model(
-        model_name,
-        joint_modes,
-        data.num_classes,
-        data.in_channels,
-        learnable_clip=learnable_clip,
-    )
+    """Median seconds per step of ``model`` (on the device of ``x``) for FP32, one quantized
+    mode and the joint step over ``joint_modes``, interleaved; their ratios to FP32."""
     model.train()
     optimizer, _ = make_optimizer(model, OptimConfig(cosine=False), 1)
     cases = {"fp32": (32,), "quant": (quant_bits,), "joint": joint_modes}
@@ -64,10 +58,6 @@ def measure(
             times[name].append(_time_steps(model, optimizer, x, y, modes, steps))
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
-        "dataset": dataset,
-        "model": model_name,
-        "activation_clip": "learnable" if learnable_clip else "fixed [0, 1]",
-        "batch_size": batch_size,
         "quant_bits": quant_bits,
         "joint_modes": list(joint_modes),
         "seconds_per_step": med,
@@ -76,20 +66,65 @@ def measure(
     }
 
 
+def measure(
+    dataset: str,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    quant_bits: int,
+    joint_modes: tuple[int, ...],
+    learnable_clip: bool = True,
+    device: torch.device = CPU,
+) -> dict:
+    """Step ratios of the data set's default model on a batch of its training data."""
+    data = load_dataset(dataset)
+    x = data.train_inputs(np.arange(batch_size)).to(device)
+    y = data.y_train[:batch_size].to(device)
+    model_name = default_model_for(data.input_shape)
+    torch.manual_seed(0)
+    model = build_model(
+        model_name,
+        joint_modes,
+        data.num_classes,
+        data.in_channels,
+        learnable_clip=learnable_clip,
+    ).to(device)
+    return {
+        "dataset": dataset,
+        "model": model_name,
+        "activation_clip": "learnable" if learnable_clip else "fixed [0, 1]",
+        "batch_size": batch_size,
+        "torch_threads": torch.get_num_threads(),
+        **step_ratios(model, x, y, steps, repeats, quant_bits, joint_modes),
+    }
+
+
 def run(out: Path | None = None, steps: int = 20, repeats: int = 5) -> dict:
-    """Benchmark on MNIST-1D and digits, learnable (default) and fixed clip; the headline
-    ratios are MNIST-1D's with the default learnable clip."""
+    """Benchmark on MNIST-1D and digits, learnable (default) and fixed clip, with the
+    process's torch threads; the headline ratios are MNIST-1D's with the default learnable
+    clip. ``quant_step_ratio_1_thread`` is the same with one torch thread, as a simulated
+    client computes (``--cpus-per-client 1``)."""
+    load_before = os.getloadavg()[0]
     cases = [
         measure(d, 64, steps, repeats, 4, (2, 4, 8, 32), clip)
         for clip in (True, False)
         for d in ("mnist1d", "digits")
     ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a simulated client computes (one CPU, one thread)
+    try:
+        one_thread = measure("mnist1d", 64, steps, repeats, 4, (2, 4, 8, 32), True)
+    finally:
+        torch.set_num_threads(threads)
+    cases.append(one_thread)
     result = {
         "quant_step_ratio": cases[0]["quant_step_ratio"],
         "joint_step_ratio": cases[0]["joint_step_ratio"],
+        "quant_step_ratio_1_thread": one_thread["quant_step_ratio"],
         "targets": {"quant_step_ratio": 1.25, "joint_step_ratio": 4.5},
         "cases": cases,
         "torch_threads": torch.get_num_threads(),
+        "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "versions": versions(),
     }
     if out is not None:

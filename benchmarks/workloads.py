@@ -54,6 +54,22 @@ def memory_config(num_clients: int, per_round: int = 10):
     )
 
 
+def throughput_config(device: str, rounds: int = 4, num_clients: int = 40):
+    """The throughput workload of benchmarks/gpu.py: MNIST-1D, every client trains every
+    round (three tiers), 2 local epochs, no checkpoints; ``device`` as the config key."""
+    from fedqdnn.config import FederatedConfig
+
+    return FederatedConfig(
+        dataset="mnist1d",
+        tiers=THREE_TIERS,
+        num_clients=num_clients,
+        rounds=rounds,
+        local_epochs=2,
+        checkpoint_every=0,
+        device=device,
+    )
+
+
 def bare_rounds(cfg) -> dict:
     """The Flower round's work, sequentially in this process; timestamps after each round.
 
@@ -131,7 +147,7 @@ def bare_rounds(cfg) -> dict:
     }
 
 
-def flower_rounds(cfg, out_dir: str, cpus_per_client: float) -> dict:
+def flower_rounds(cfg, out_dir: str, cpus_per_client: float, gpus_per_client: float = 0.0) -> dict:
     """The real simulation; timestamps from the server's per-round hook."""
     from fedqdnn.federated.simulation import simulate
 
@@ -142,7 +158,11 @@ def flower_rounds(cfg, out_dir: str, cpus_per_client: float) -> dict:
         stamps[end.server_round] = time.perf_counter() - start
 
     results = simulate(
-        cfg, Path(out_dir), cpus_per_client=cpus_per_client, on_round_end=on_round_end
+        cfg,
+        Path(out_dir),
+        cpus_per_client=cpus_per_client,
+        gpus_per_client=gpus_per_client,
+        on_round_end=on_round_end,
     )
     history = results.get("history", [])
     return {
@@ -153,6 +173,9 @@ def flower_rounds(cfg, out_dir: str, cpus_per_client: float) -> dict:
         "clients_per_round": [len(h.get("clients", [])) for h in history],
         "rejected": sum(len(h.get("rejected", [])) for h in history),
         "final_accuracy_by_bits": results.get("final", {}).get("accuracy_by_bits"),
+        "client_torch_devices": sorted(
+            {str(c.get("torch-device")) for h in history for c in h.get("clients", [])}
+        ),
     }
 
 
@@ -166,7 +189,9 @@ def run_spec(spec_file: Path) -> None:
     if spec["kind"] == "bare":
         result = bare_rounds(cfg)
     else:
-        result = flower_rounds(cfg, spec["out_dir"], spec["cpus_per_client"])
+        result = flower_rounds(
+            cfg, spec["out_dir"], spec["cpus_per_client"], spec.get("gpus_per_client", 0.0)
+        )
     Path(spec["result_file"]).write_text(json.dumps(result))
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fedqdnn.accelerator import model_device
 from fedqdnn.models.base import QuantizableModel
 from fedqdnn.training import iterate_batches
 
@@ -49,7 +50,7 @@ def recalibrate_bn(
         bn.train()
     for mode in modes:
         with model.bits(mode):
-            batches = iterate_batches(x, x.new_zeros(len(x)), batch_size, None)
+            batches = iterate_batches(x, x.new_zeros(len(x)), batch_size, None, model_device(model))
             for i, (xb, _) in enumerate(batches):
                 if max_batches is not None and i >= max_batches:
                     break

@@ -12,6 +12,13 @@ from typing import Annotated
 import torch
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from fedqdnn.accelerator import (
+    DEVICE_CHOICES,
+    describe,
+    parse_device,
+    release_cuda_memory,
+    select_device,
+)
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.data import DatasetSplits, check_dataset_name, load_dataset
@@ -78,6 +85,9 @@ class TrainJob(BaseModel):
     recalibrate_bn: bool = Field(
         False, description="also report accuracy after per-mode BN recalibration"
     )
+    device: Annotated[str, BeforeValidator(parse_device)] = Field(
+        "auto", description=f"where to train: {DEVICE_CHOICES}; auto = CUDA when visible"
+    )
     loss: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
 
@@ -124,8 +134,10 @@ def job_data(job: TrainJob) -> DatasetSplits:
 def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dict:
     """Train per ``job`` and return the results dict (accuracy per bit mode, config, versions)."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    where = select_device(job.device)
     data = job_data(job)
-    x_train = data.train_inputs()
+    x_train, y_train = data.train_inputs().to(where), data.y_train.to(where)
+    x_test, y_test = data.x_test.to(where), data.y_test.to(where)
     model_name = job.model or default_model_for(data.input_shape)
     # One model trained on every mode (joint) or one model per mode (dedicated, plain CE).
     groups = [job.bits] if job.method == Method.JOINT else [(b,) for b in job.bits]
@@ -134,8 +146,8 @@ def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dic
     recalibrated: dict[str, float] = {}
     started = time.perf_counter()
     for modes in groups:
-        torch.manual_seed(job.seed)
-        model = _build(job, modes, data.in_channels, data.num_classes, model_name)
+        torch.manual_seed(job.seed)  # initial weights drawn on the CPU: the same on any device
+        model = _build(job, modes, data.in_channels, data.num_classes, model_name).to(where)
         label = "joint " + ",".join(map(str, modes)) if len(modes) > 1 else f"{modes[0]}-bit"
 
         def on_epoch(epoch: int, stats, label=label) -> None:
@@ -147,7 +159,7 @@ def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dic
         fit(
             model,
             x_train,
-            data.y_train,
+            y_train,
             modes,
             job.loss,
             job.optim,
@@ -157,17 +169,20 @@ def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dic
             on_epoch,
         )
         for bits in modes:
-            accuracy[str(bits)] = evaluate(model, data.x_test, data.y_test, bits)[0]
+            accuracy[str(bits)] = evaluate(model, x_test, y_test, bits)[0]
             if job.recalibrate_bn:
                 recalibrated[str(bits)] = _accuracy_after_recalibration(
-                    model, x_train, data.x_test, data.y_test, bits
+                    model, x_train, x_test, y_test, bits
                 )
     results = {
         "accuracy_by_bits": accuracy,
         "config": {**job.model_dump(mode="json"), "model": model_name},
+        "device": describe(where),
         "versions": versions(),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
+    del model, x_train, y_train, x_test, y_test
+    release_cuda_memory()
     if job.recalibrate_bn:
         results["accuracy_by_bits_recalibrated"] = recalibrated
     return results

@@ -65,6 +65,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _flag(p, TrainJob, "label_column")
     _add_download(p)
     _flag(p, TrainJob, "width", type=int)
+    _flag(p, TrainJob, "device")
     _flag(p, OptimConfig, "optimizer", choices=[o.value for o in Optimizer])
     _flag(p, OptimConfig, "lr", type=float)
     _flag(p, OptimConfig, "momentum", type=float)
@@ -119,6 +120,7 @@ def _run_train(args: argparse.Namespace) -> int:
         image_column=args.image_column,
         label_column=args.label_column,
         width=args.width,
+        device=args.device,
         bn=args.bn,
         learnable_clip=args.clip == "learnable",
         recalibrate_bn=args.recalibrate_bn,
@@ -185,6 +187,12 @@ def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
     )
     _add_download(p)
     p.add_argument(
+        "--device",
+        default=None,
+        help="where models run: auto (CUDA in client actors with a GPU share and in the "
+        "server when CUDA is visible), cpu, cuda or cuda:N (default: the scenario's, auto)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -212,18 +220,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="join an existing Ray cluster (default: $RAY_ADDRESS, else a private local one)",
     )
-    p.add_argument(
-        "--cpus-per-client",
-        type=float,
-        default=1.0,
-        help="CPUs Ray reserves per client actor (default: 1)",
-    )
-    p.add_argument(
-        "--gpus-per-client",
-        type=float,
-        default=0.0,
-        help="GPUs Ray reserves per client actor, fractions share one (default: 0)",
-    )
+    _add_resource_flags(p)
     p.add_argument("--verbose", action="store_true", help="show Flower and Ray logs (default: off)")
     p.add_argument(
         "--resume",
@@ -236,6 +233,23 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_simulate)
 
 
+def _add_resource_flags(p: argparse.ArgumentParser) -> None:
+    """What Ray reserves per client actor (simulate and compare)."""
+    p.add_argument(
+        "--cpus-per-client",
+        type=float,
+        default=1.0,
+        help="CPUs Ray reserves per client actor (default: 1)",
+    )
+    p.add_argument(
+        "--gpus-per-client",
+        type=float,
+        default=0.0,
+        help="GPUs Ray reserves per client actor, fractions share one; with device auto the "
+        "clients then train on it (default: 0)",
+    )
+
+
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="FedQDNN vs every baseline on the same seeds/partitions")
     _add_scenario_flags(p)
@@ -246,6 +260,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "research variants by name)",
     )
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default: 0,1,2)")
+    _add_resource_flags(p)
     p.add_argument(
         "--out",
         type=Path,
@@ -273,6 +288,7 @@ def scenario_config(args: argparse.Namespace):
         ("num-clients", args.clients),
         ("dataset", args.dataset),
         ("seed", args.seed),
+        ("device", args.device),
     ):
         if value is not None:
             flat[key] = value
@@ -297,7 +313,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
     if args.resume is not None:
         given = [
             f
-            for f in ("scenario", "rounds", "clients", "dataset", "seed", "overwrite")
+            for f in ("scenario", "rounds", "clients", "dataset", "seed", "device", "overwrite")
             if getattr(args, f) not in (None, False)
         ] + (["set"] if args.set else [])
         if given:
@@ -339,6 +355,10 @@ def format_federated_table(results: dict) -> str:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    import functools
+
+    from fedqdnn.federated.simulation import check_resources
+    from fedqdnn.federated.supervisor import simulate_supervised
     from simulations.compare import convergence_table, run_comparison, summary_table
     from strategies.baselines import default_strategies, get_strategy
 
@@ -356,7 +376,15 @@ def _run_compare(args: argparse.Namespace) -> int:
     if not seeds:
         raise ValueError("--seeds is empty; give e.g. 0,1,2")
     cfg = scenario_config(args)
-    result = run_comparison(cfg, names, seeds, args.out, log=_progress, overwrite=args.overwrite)
+    check_resources(None, args.cpus_per_client, args.gpus_per_client)
+    simulate_fn = functools.partial(
+        simulate_supervised,
+        cpus_per_client=args.cpus_per_client,
+        gpus_per_client=args.gpus_per_client,
+    )
+    result = run_comparison(
+        cfg, names, seeds, args.out, simulate_fn, log=_progress, overwrite=args.overwrite
+    )
     print(summary_table(result))
     print(convergence_table(result))
     print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic import model_validator as _model_validator
 
+from fedqdnn.accelerator import DEVICE_CHOICES, parse_device
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.data import check_dataset_name, is_hf_name
 from fedqdnn.hardware import PROPORTION_TOLERANCE, get_profile
@@ -224,6 +225,11 @@ class FederatedConfig(BaseModel):
     )
     checkpoint_every: NonNegativeInt = Field(
         1, description="rounds between checkpoints (0 = never)"
+    )
+    device: Annotated[str, BeforeValidator(parse_device)] = Field(
+        "auto",
+        description=f"where models run: {DEVICE_CHOICES}; auto = CUDA where the process has a "
+        "GPU (a client actor: a Ray GPU share, see --gpus-per-client), else CPU",
     )
     num_samples: SampleCount = Field(0, description="mnist1d sample count (0 = default)")
     data_root: str = Field(

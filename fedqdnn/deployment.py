@@ -12,6 +12,9 @@ How a strategy's model reaches a device decides what the device runs
 * ``recalibrate``: shared-BN models: BN statistics re-estimated per mode over the training
   data of every device that runs that mode; equal to pooling per-device statistics with the
   law of total variance, i.e. a federated per-mode recalibration.
+
+The models run on the config's device (``device``; auto: CUDA when visible); the devices'
+data stay in CPU memory and go to the model batch by batch.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fedqdnn.accelerator import release_cuda_memory, select_device
 from fedqdnn.calibration import active_bns, recalibrate_bn
 from fedqdnn.config import FederatedConfig
 from fedqdnn.device import build_model_for, device_for
@@ -44,10 +48,12 @@ class DeviceResult:
     num_examples: int
 
 
-def _model_with(cfg: FederatedConfig, state: Mapping[str, np.ndarray]) -> QuantizableModel:
+def _model_with(
+    cfg: FederatedConfig, state: Mapping[str, np.ndarray], where: torch.device
+) -> QuantizableModel:
     model = build_model_for(cfg)
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-    return model.eval()
+    return model.to(where).eval()
 
 
 def _ptq(model: QuantizableModel, bits: int, x_calibration: torch.Tensor) -> QuantizableModel:
@@ -74,6 +80,7 @@ def evaluate_devices(
     (one state for all devices except in per-tier training).
     """
     policy = Deploy(policy)
+    where = select_device(cfg.device)
     devices = list(devices if devices is not None else range(cfg.num_clients))
     lowest_top = fleet_lowest_top_mode(list(cfg.tiers), cfg.bits)
     models: dict[int, QuantizableModel] = {}
@@ -83,7 +90,7 @@ def evaluate_devices(
         device = device_for(cfg, pid)
         key = id(state_for_device[pid])
         if key not in models:
-            models[key] = _model_with(cfg, state_for_device[pid])
+            models[key] = _model_with(cfg, state_for_device[pid], where)
         model = models[key]
         bits = policy.bits(device.top_mode, lowest_top)
         if policy is Deploy.PTQ:
@@ -102,6 +109,9 @@ def evaluate_devices(
             model = recalibrated[(key, bits)]
         accuracy, _ = evaluate(model, device.x_test, device.y_test, bits)
         out.append(DeviceResult(pid, device.tier, bits, accuracy, len(device.y_test)))
+    models.clear()
+    recalibrated.clear()
+    release_cuda_memory()
     return out
 
 

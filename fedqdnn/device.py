@@ -4,6 +4,9 @@ The Flower ClientApp (:mod:`fedqdnn.federated.client_app`), the offline deployme
 (:mod:`fedqdnn.deployment`) and the benchmarks' bare-PyTorch baseline all use the device
 through this module, so a device behaves the same wherever it is simulated. Data, partitions and
 the model object are built once per process and reused (a Ray worker serves many devices).
+A device's model and data live on the torch device the entry point selected
+(:func:`fedqdnn.accelerator.select_device`); its upload crosses to numpy only in
+:func:`trained_state`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from fedqdnn.accelerator import CPU
 from fedqdnn.bitmodes import mode_of_state_key
 from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.compression import quantize_arrays
@@ -60,6 +64,7 @@ class SimulatedDevice:
     x_test: torch.Tensor
     y_test: torch.Tensor
     model: QuantizableModel  # shared by every device of this process: load a state first
+    # (model and data live on the same torch device)
 
     @property
     def top_mode(self) -> int:
@@ -120,17 +125,25 @@ def initial_model(cfg: FederatedConfig) -> QuantizableModel:
 
 @functools.lru_cache(maxsize=2)
 def _cached_model(
-    name: str, modes: tuple[int, ...], num_classes: int, in_channels: int, bn: bool, clip: bool
+    name: str,
+    modes: tuple[int, ...],
+    num_classes: int,
+    in_channels: int,
+    bn: bool,
+    clip: bool,
+    where: torch.device,
 ) -> QuantizableModel:
-    return build_model(name, modes, num_classes, in_channels, bn=bn, learnable_clip=clip)
+    model = build_model(name, modes, num_classes, in_channels, bn=bn, learnable_clip=clip)
+    return model.to(where)
 
 
-def _shared_model(cfg: FederatedConfig) -> QuantizableModel:
-    """One model object per architecture and process, reused by every device it simulates."""
+def _shared_model(cfg: FederatedConfig, where: torch.device) -> QuantizableModel:
+    """One model object per architecture, torch device and process, reused by every device
+    it simulates."""
     data = run_data(cfg)
     return _cached_model(
         model_name(cfg), cfg.bits, data.num_classes, data.in_channels, cfg.bn,
-        cfg.learnable_clip,
+        cfg.learnable_clip, where,
     )  # fmt: skip
 
 
@@ -220,8 +233,11 @@ def device_tier(cfg: FederatedConfig, partition_id: int) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def device_for(cfg: FederatedConfig, partition_id: int) -> SimulatedDevice:
-    """Build (once per process) device ``partition_id`` of the run ``cfg``."""
+def device_for(
+    cfg: FederatedConfig, partition_id: int, where: torch.device = CPU
+) -> SimulatedDevice:
+    """Build (once per process) device ``partition_id`` of the run ``cfg``, its model and
+    data on torch device ``where``."""
     data = run_data(cfg)
     parts = fleet_partitions(cfg)
     train_idx, test_idx = split_local(
@@ -234,11 +250,11 @@ def device_for(cfg: FederatedConfig, partition_id: int) -> SimulatedDevice:
         tier,
         profile,
         profile.affordable_modes(cfg.bits),
-        data.train_inputs(train_idx),
-        data.y_train[train_idx],
-        data.train_inputs(test_idx),
-        data.y_train[test_idx],
-        _shared_model(cfg),
+        data.train_inputs(train_idx).to(where),
+        data.y_train[train_idx].to(where),
+        data.train_inputs(test_idx).to(where),
+        data.y_train[test_idx].to(where),
+        _shared_model(cfg, where),
     )
 
 

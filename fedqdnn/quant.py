@@ -67,17 +67,30 @@ def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     return _DoReFaWeight.apply(w, levels(bits))
 
 
+def _float_mask(compare, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+    """``compare(a, b)`` as 1.0 / 0.0 in ``a``'s dtype, written directly.
+
+    A straight-through gradient is the incoming gradient times a 0/1 mask. Kept as floats,
+    the mask is computed and applied in one vectorized pass each; boolean masks (a boolean
+    comparison, then ``grad * mask`` promoting it) took several times longer on the CPU. The
+    products are the same numbers either way.
+    """
+    out = torch.empty_like(a)
+    compare(a, b, out=out)
+    return out
+
+
 class _ClampRoundSTE(torch.autograd.Function):
     """``round_b(clamp(x, 0, 1))``; the gradient passes where 0 <= x <= 1 (STE through round).
 
-    One autograd node saving one boolean mask, instead of the intermediates a composition
-    of clamp / round / STE would keep: a quantized step stays close to a ReLU step.
+    One autograd node saving one 0/1 mask, instead of the intermediates a composition of
+    clamp / round / STE would keep: a quantized step stays close to a ReLU step.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, n: int) -> torch.Tensor:  # noqa: D102
         clamped = x.clamp(0, 1)
-        ctx.save_for_backward(clamped == x)
+        ctx.save_for_backward(_float_mask(torch.eq, clamped, x))
         return clamped.mul_(n).round_().div_(n)
 
     @staticmethod
@@ -106,7 +119,8 @@ class _ClippedRoundSTE(torch.autograd.Function):
         a = alpha.clamp_min(1e-3)
         scaled = x / a
         clamped = scaled.clamp(0, 1)
-        ctx.save_for_backward(clamped == scaled, scaled >= 1)
+        inside = _float_mask(torch.eq, clamped, scaled)
+        ctx.save_for_backward(inside, _float_mask(torch.ge, scaled, 1.0))
         return clamped.mul_(n).round_().div_(n).mul_(a)
 
     @staticmethod

@@ -1,7 +1,10 @@
 """Training and evaluation loops for Quantizable DNNs on in-memory tensors.
 
 A joint step runs the forward pass once per trained bit mode, sums the consistency loss,
-and takes one optimizer step (shared weights receive every mode's gradient).
+and takes one optimizer step (shared weights receive every mode's gradient). The loops run
+where the model lives (CPU or CUDA); batches follow the model, and every random draw
+(shuffling, augmentation) comes from a CPU generator, so the batch order is the same on any
+device.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as validated_dataclass
 
+from fedqdnn.accelerator import model_device
 from fedqdnn.losses import ConsistencyConfig, consistency_loss
 from fedqdnn.models.base import QuantizableModel
 from fedqdnn.validation import BatchSize, LearningRate, Momentum, WeightDecay
@@ -55,28 +59,37 @@ class EpochStats:
 
 
 def iterate_batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator | None,
+    device: torch.device | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled mini-batches (in order when ``generator`` is None)."""
+    """Shuffled mini-batches (in order when ``generator``, a CPU generator, is None), on
+    ``device`` (default: where ``x`` is)."""
     n = len(y)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    order = order.to(x.device)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        yield x[idx], y[idx]
+        xb, yb = x[idx], y[idx]
+        yield (xb, yb) if device is None else (xb.to(device), yb.to(device))
 
 
 def augment_images(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random horizontal flip and random crop with zero padding (CIFAR recipe)."""
+    """Random horizontal flip and random crop with zero padding (CIFAR recipe); the draws
+    come from the CPU ``generator`` whatever device ``x`` is on."""
     n, _, h, w = x.shape
-    flip = torch.rand(n, generator=generator) < 0.5
+    where = x.device
+    flip = (torch.rand(n, generator=generator) < 0.5).to(where)
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
-    batch = torch.arange(n)[:, None, None, None]
-    chans = torch.arange(x.shape[1])[None, :, None, None]
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(where)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(where)
+    rows = (dy[:, None] + torch.arange(h, device=where)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=where)[None, :])[:, None, None, :]
+    batch = torch.arange(n, device=where)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=where)[None, :, None, None]
     return padded[batch, chans, rows, cols]
 
 
@@ -142,7 +155,7 @@ def train_epoch(
     total, count = 0.0, 0
     term_sums: dict[int, float] = {}
     previous = model.active_bits
-    for xb, yb in iterate_batches(x, y, batch_size, generator):
+    for xb, yb in iterate_batches(x, y, batch_size, generator, model_device(model)):
         if augment:
             xb = augment_images(xb, generator)
         loss, terms = joint_step(model, xb, yb, modes, loss_config, optimizer)
@@ -172,7 +185,7 @@ def evaluate(
     model.eval()
     correct, loss_sum = 0, 0.0
     with model.bits(bits):
-        for xb, yb in iterate_batches(x, y, EVAL_BATCH, None):
+        for xb, yb in iterate_batches(x, y, EVAL_BATCH, None, model_device(model)):
             logits = model(xb)
             loss_sum += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
     Message,
@@ -37,19 +36,10 @@ from strategies.aggregation import (
 )
 from strategies.fedavg import PlainFedAvg
 from strategies.protocol import NodeRoute, RoundRecord, records_from_json, records_to_json
+from strategies.records import to_arrayrecord, to_state
 from strategies.server_step import ServerStep
 
 log = logging.getLogger("fedqdnn")
-
-
-def to_state(arrays: ArrayRecord) -> State:
-    """ArrayRecord -> {name: numpy array}."""
-    return {k: v.numpy() for k, v in arrays.items()}
-
-
-def to_arrayrecord(state: State) -> ArrayRecord:
-    """{name: numpy array} -> ArrayRecord (order kept)."""
-    return ArrayRecord({k: Array(np.require(v, requirements="C")) for k, v in state.items()})
 
 
 def _info(msg: Message) -> dict:

@@ -11,12 +11,14 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import save_file
 
 from fedqdnn.cli import main
 from fedqdnn.federated.run_folder import claim, run_identity
 from tests.hf_helpers import save_writers
 
+HAS_CUDA = torch.cuda.is_available()
 OLD = '{"kept": true}'
 
 
@@ -289,6 +291,13 @@ CASES = {
     # output folders
     "--out is a file": (_a_file, "is a file; give a folder"),
     "--out under a file": (_under_a_file, "is not writable"),
+    "unknown device": (lambda p: ["--device", "gpu"], "device = 'gpu' is not allowed"),
+    "device index not a number": (lambda p: ["--set", "device=cuda:x"], "cuda or cuda:N"),
+    "cuda without a GPU share": (
+        lambda p: ["--device", "cuda", "--gpus-per-client", "0"],
+        # without CUDA the server's device fails first; with CUDA the clients' share does
+        "CUDA is not available here" if not HAS_CUDA else "needs --gpus-per-client > 0",
+    ),
 }
 
 FOLDER_CASES = {
@@ -405,6 +414,8 @@ def test_train_refuses_a_file_and_a_finished_result_before_training(tmp_path, ca
         (["compare", "--seeds", ","], "--seeds is empty"),
         (["compare", "--seeds", "0,-1"], "seed = -1 is not allowed"),
         (["compare", "--set", "lr=nan"], "lr = 'nan'"),
+        (["compare", "--device", "tpu"], "device = 'tpu' is not allowed"),
+        (["compare", "--gpus-per-client", "-1"], "--gpus-per-client"),
     ],
 )
 def test_bad_compare_input_leaves_a_comparison_untouched(argv, needle, capsys, tmp_path):

@@ -169,3 +169,33 @@ def test_split_local():
     for bad in (0, 1, 1.5, -0.1):
         with pytest.raises(ValueError, match=r"test_fraction .* is invalid; allowed: 0 < f < 1"):
             split_local(idx, bad, seed=0)
+
+
+@pytest.mark.parametrize("n, k, seed", [(1000, 7, 0), (1003, 10, 5), (200, 100, 1)])
+def test_iid_equals_flower_iid_partitioner_on_the_shuffled_rows(n, k, seed):
+    """Independent reference: Flower's IidPartitioner, one shard per partition."""
+    from datasets import Dataset
+    from flwr_datasets.partitioner import IidPartitioner
+
+    labels = np.arange(n) % 10
+    partitioner = IidPartitioner(num_partitions=k)
+    table = Dataset.from_dict({"index": np.arange(n), "label": labels})
+    partitioner.dataset = table.shuffle(seed=seed)
+    expected = [np.sort(partitioner.load_partition(p)[:]["index"]) for p in range(k)]
+    got = partition_indices(labels, k, "iid", seed=seed)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_dirichlet_rows_equal_flower_partitions_loaded_one_by_one(labels):
+    """The partitioner's table of rows gives what loading each partition gives."""
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner
+
+    partitioner = DirichletPartitioner(
+        num_partitions=20, partition_by="label", alpha=0.5, min_partition_size=2,
+        self_balancing=False, shuffle=True, seed=4,
+    )  # fmt: skip
+    partitioner.dataset = Dataset.from_dict({"index": np.arange(len(labels)), "label": labels})
+    expected = [np.sort(partitioner.load_partition(p)[:]["index"]) for p in range(20)]
+    got = partition_indices(labels, 20, "dirichlet", alpha=0.5, seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))

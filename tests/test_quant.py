@@ -108,6 +108,23 @@ def test_clipped_activation_values_and_gradients():
     assert torch.equal(alpha.grad, torch.tensor([1.0]))  # PACT: only x >= alpha
 
 
+@settings(max_examples=25, deadline=None)
+@given(bits=st.sampled_from([1, 2, 4, 8]), seed=st.integers(0, 10_000))
+def test_fused_activation_gradients_equal_the_straight_through_formulas(bits, seed):
+    """Gradients of the fused quantizers against the STE/PACT formulas, value for value."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (2 * torch.randn(4000, generator=gen)).requires_grad_()
+    g = torch.randn(4000, generator=gen)
+    alpha = torch.tensor([0.5 + torch.rand(1, generator=gen).item()], requires_grad=True)
+    (quantize_activation_clipped(x, alpha, bits) * g).sum().backward()
+    scaled = x.detach() / alpha.detach()
+    assert torch.equal(x.grad, g * ((scaled >= 0) & (scaled <= 1)))
+    assert torch.equal(alpha.grad, (g * (scaled >= 1)).sum().reshape(1))
+    x.grad = None
+    (quantize_activation(x, bits) * g).sum().backward()
+    assert torch.equal(x.grad, g * ((x.detach() >= 0) & (x.detach() <= 1)))
+
+
 @pytest.mark.parametrize("bad", [0, 9, 16, 33, -1, 2.0, True])
 def test_bad_bits_rejected_with_allowed_values(bad):
     with pytest.raises(ValueError, match="allowed: 1-8 or 32"):

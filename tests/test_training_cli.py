@@ -77,6 +77,7 @@ def test_cli_train_writes_results(tmp_path, capsys):
         (["--temperature", "nan"], "temperature = nan"),
         (["--epochs", "0"], "epochs = 0"),
         (["--optimizer", "rmsprop"], "'rmsprop'"),
+        (["--device", "cuda:"], "device = 'cuda:' is not allowed"),
     ],
 )
 def test_cli_bad_flags_give_one_line(argv, needle, capsys, tmp_path):

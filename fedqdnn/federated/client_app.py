@@ -1,9 +1,12 @@
 """Flower ClientApp: the message handlers of a simulated device (the device is
 :mod:`fedqdnn.device`; this module only translates Flower messages to and from it).
 
-A client learns which device it simulates from ``partition-id`` (as a real device knows its
-hardware), trains the modes its plan allows and replies with the shared weights plus the
-per-mode entries of the modes it trained only, or with a status (offline, straggler).
+A client learns which device it simulates from its instruction (a pool of simulation nodes
+serves the devices in turn: the server names the device) or from its node config's
+``partition-id`` (as a real device knows its hardware), trains the modes its plan allows and
+replies with the shared weights plus the per-mode entries of the modes it trained only, or with
+a status (offline, straggler). It computes on the torch device ``device`` selects: CUDA under
+``auto`` when Ray gave its actor a GPU share.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedqdnn.accelerator import select_device
 from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.device import (
     SimulatedDevice,
@@ -28,6 +32,7 @@ from fedqdnn.device import (
     skipped_round_metrics,
     train_round,
 )
+from strategies.records import to_torch_state
 
 app = ClientApp()
 
@@ -39,6 +44,22 @@ def use_cpu_share() -> int:
     threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
     torch.set_num_threads(threads)
     return threads
+
+
+def ray_gpu_share() -> bool | None:
+    """Inside a Ray actor: whether Ray assigned it a GPU (``--gpus-per-client`` > 0; it then
+    sees only that GPU). None outside Ray (a SuperNode of the deployment engine)."""
+    try:
+        import ray
+    except ImportError:  # flwr without its simulation extra
+        return None
+    return bool(ray.get_gpu_ids()) if ray.is_initialized() else None
+
+
+@functools.lru_cache(maxsize=4)
+def _torch_device(spec: str) -> torch.device:
+    """Where this worker's devices compute (selected once per worker and spec)."""
+    return select_device(spec, gpu_share=ray_gpu_share())
 
 
 @functools.lru_cache(maxsize=8)
@@ -62,7 +83,7 @@ def _device(cfg: FederatedConfig, context: Context, partition: int | None) -> Si
     use_cpu_share()
     if partition is None:
         partition = cfg.participant_ids[int(context.node_config["partition-id"])]
-    return device_for(cfg, partition)
+    return device_for(cfg, partition, _torch_device(cfg.device))
 
 
 def _reply(
@@ -75,7 +96,12 @@ def _reply(
     content = {
         "metrics": MetricRecord(metrics),
         "info": ConfigRecord(
-            {"tier": device.tier, "partition-id": device.partition_id, "status": status}
+            {
+                "tier": device.tier,
+                "partition-id": device.partition_id,
+                "status": status,
+                "torch-device": str(device.x_train.device),
+            }
         ),
     }
     if arrays is not None:
@@ -94,7 +120,7 @@ def train(msg: Message, context: Context) -> Message:
     plan = plan_round(cfg, device, rnd, bytes_down)
     if plan.status != "trained":
         return _reply(msg, device, plan.status, skipped_round_metrics(cfg, device, plan))
-    load_state(device.model, arrays.to_torch_state_dict())
+    load_state(device.model, to_torch_state(arrays))
     update = train_round(cfg, device, plan, rnd)
     return _reply(msg, device, "trained", update.metrics, update.state)
 
@@ -113,7 +139,7 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     """Per-device accuracy: the global model at this device's top mode, on its local test split."""
     cfg, _, partition = _config(msg)
     device = _device(cfg, context, partition)
-    load_state(device.model, msg.content["arrays"].to_torch_state_dict())
+    load_state(device.model, to_torch_state(msg.content["arrays"]))
     bits = evaluation_mode(cfg, device)
     accuracy, loss = evaluate_locally(device, bits)
     metrics = MetricRecord(

@@ -8,9 +8,12 @@ the spec from ``context.run_config``; the in-process simulation runner builds it
 
 from __future__ import annotations
 
+import copy
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid, ServerApp
 
+from fedqdnn.accelerator import model_device, select_device
 from fedqdnn.config import FederatedConfig, ServerStrategy, from_flat
 from fedqdnn.device import initial_model, run_data
 from fedqdnn.federated.checkpoint import (
@@ -53,6 +57,7 @@ from strategies.fedavg import PlainFedAvg
 from strategies.fedqdnn import FedQDNN
 from strategies.protocol import NodeRoute
 from strategies.protocol import ServerStrategy as StrategyProtocol
+from strategies.records import to_state, to_torch_state
 from strategies.server_step import ServerStep
 
 OUT_DIR_KEY = "out-dir"
@@ -81,15 +86,32 @@ class RunSpec:
     resume: Checkpoint | None = None
     on_round_end: Callable[[RoundEnd], None] | None = None
     log: Callable[[str], None] = field(default=_log)
+    # seconds between checks for replies; Flower's grids check every 0.1 s, the in-memory grid
+    # of a simulation is cheap to ask more often (a round waits for replies twice)
+    reply_poll_seconds: float = 0.1
 
 
 def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
-    """Every bit mode of the global model on the held-out test set."""
+    """Every bit mode of the global model on the held-out test set (on the model's device).
+
+    Clients wait while the server evaluates, so the modes are evaluated at once, each on its
+    own copy of the model in its own thread. Every forward pass still runs on one torch
+    thread (the server's setting), so the accuracy is exactly that of one mode after another.
+    """
     data = run_data(cfg)
+    x_test, y_test = data.x_test.to(model_device(model)), data.y_test.to(model_device(model))
+    copies = {bits: copy.deepcopy(model) for bits in cfg.bits}
+    threads = min(len(copies), len(os.sched_getaffinity(0)))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> dict[int, float]:
-        model.load_state_dict(arrays.to_torch_state_dict())
-        accuracy = {b: evaluate(model, data.x_test, data.y_test, b)[0] for b in cfg.bits}
+        state = to_torch_state(arrays)
+
+        def accuracy_at(bits: int) -> float:
+            copies[bits].load_state_dict(state)
+            return evaluate(copies[bits], x_test, y_test, bits)[0]
+
+        with ThreadPoolExecutor(threads) as pool:
+            accuracy = dict(zip(cfg.bits, pool.map(accuracy_at, cfg.bits), strict=True))
         shown = "  ".join(f"{b}-bit {a:.3f}" for b, a in accuracy.items())
         log(f"round {server_round}/{cfg.rounds}: central accuracy {shown}")
         return accuracy
@@ -146,13 +168,28 @@ def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
     return mapping
 
 
+def exchange(grid: Grid, messages: Iterable[Message], poll_seconds: float) -> list[Message]:
+    """Send ``messages`` and wait for every reply, checking every ``poll_seconds`` (what
+    ``Grid.send_and_receive`` does at a fixed 0.1 s)."""
+    pending = set(grid.push_messages(messages))
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    replies: list[Message] = []
+    while pending and time.monotonic() < deadline:
+        arrived = list(grid.pull_messages(pending))
+        replies += arrived
+        pending -= {m.metadata.reply_to_message_id for m in arrived}
+        if pending:
+            time.sleep(poll_seconds)
+    return replies
+
+
 def _restore(
     cfg: FederatedConfig, checkpoint: Checkpoint, model: QuantizableModel
 ) -> tuple[ArrayRecord, RunHistory, int]:
     """Global arrays, history and next round from a checkpoint, checked against the model."""
     if from_flat(checkpoint.config) != cfg:
         raise CheckpointError("checkpoint config differs from this run's config")
-    reference = {k: v.numpy() for k, v in model.state_dict().items()}
+    reference = {k: v.cpu().numpy() for k, v in model.state_dict().items()}
     check_matches(checkpoint.arrays, reference)
     arrays = checkpoint.arrays
     record = ArrayRecord({k: Array(np.require(arrays[k], requirements="C")) for k in reference})
@@ -170,8 +207,8 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
     torch.set_num_threads(1)
     model = initial_model(cfg)
     strategy = make_strategy(cfg)
-    evaluate_fn = central_evaluator(cfg, model, log)
     arrays = ArrayRecord(model.state_dict())
+    evaluate_fn = central_evaluator(cfg, model.to(select_device(cfg.device)), log)
     history, first = RunHistory(), 1
     if spec.resume is not None:
         arrays, history, first = _restore(cfg, spec.resume, model)
@@ -196,7 +233,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
     for rnd in range(first, cfg.rounds + 1):
         round_start = time.perf_counter()
         instructions = strategy.configure_train(rnd, arrays, ConfigRecord(flat), grid)
-        replies = list(grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT))
+        replies = exchange(grid, instructions, spec.reply_poll_seconds)
         if replies and all(r.has_error() for r in replies):
             raise RuntimeError(
                 f"every client failed in round {rnd}; first error: "
@@ -211,7 +248,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
         if rnd in evaluated:
             instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(flat), grid)
             federated = strategy.aggregate_evaluate(
-                rnd, grid.send_and_receive(instructions, timeout=REPLY_TIMEOUT)
+                rnd, exchange(grid, instructions, spec.reply_poll_seconds)
             )
             if federated is not None:
                 history.evaluate_metrics_clientapp[rnd] = dict(federated)
@@ -224,7 +261,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
             save_checkpoint(
                 out / CHECKPOINT_DIR,
                 rnd,
-                {k: v.numpy() for k, v in arrays.items()},
+                to_state(arrays),
                 history,
                 *strategy.state_dict(),
                 cfg.to_flat(),

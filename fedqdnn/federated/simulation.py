@@ -17,6 +17,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
+from fedqdnn.accelerator import release_cuda_memory, select_device
 from fedqdnn.config import FederatedConfig
 from fedqdnn.device import check_fleet, initial_model, run_data
 from fedqdnn.federated.checkpoint import (
@@ -84,7 +85,14 @@ def simulate(
         else claim(out, resume=resume, overwrite=overwrite, identity=identity)
     )
     with folder:
-        spec = RunSpec(cfg, out, checkpoint, on_round_end, **({"log": log} if log else {}))
+        spec = RunSpec(
+            cfg,
+            out,
+            checkpoint,
+            on_round_end,
+            reply_poll_seconds=0.005,  # an in-memory grid: cheap to ask for replies often
+            **({"log": log} if log else {}),
+        )
         return _run_engine(spec, ray_address, cpus_per_client, gpus_per_client, verbose)
 
 
@@ -102,6 +110,7 @@ def prepare(
     """Every check that needs no Ray, in the order of their cost; returns the checkpoint to
     resume (or None) and the run identity a new run writes to its folder (or None)."""
     check_resources(ray_address, cpus_per_client, gpus_per_client)
+    check_device(cfg, gpus_per_client)
     if check_out:
         check_folder(out, resume=resume, overwrite=overwrite)
     checkpoint = preflight(cfg, out if resume else None)
@@ -119,6 +128,17 @@ def check_resources(
         check_ray_address(ray_address)
     else:
         check_local_resources(cpus_per_client, gpus_per_client)
+
+
+def check_device(cfg: FederatedConfig, gpus_per_client: float) -> None:
+    """The server's device exists in this process (it computes here), and clients told to use
+    CUDA get a GPU share (Ray gives a client actor a GPU only through it)."""
+    select_device(cfg.device)
+    if cfg.device.startswith("cuda") and not gpus_per_client > 0:
+        raise ValueError(
+            f"device = {cfg.device!r} needs --gpus-per-client > 0: Ray gives a client actor a "
+            "GPU only through its share (or use device = auto)"
+        )
 
 
 def preflight(cfg: FederatedConfig, resume_from: Path | None = None) -> Checkpoint | None:
@@ -204,6 +224,7 @@ def _run_engine(
     finally:
         if ray.is_initialized():
             ray.shutdown()
+        release_cuda_memory()  # the server's model and test set (client actors have ended)
     if not results_file.exists():
         raise RuntimeError(f"the simulation wrote no results to {results_file}; see the log")
     return json.loads(results_file.read_text())

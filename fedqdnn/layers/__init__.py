@@ -1,10 +1,11 @@
 """Layers of a Quantizable DNN: shared-weight quantized conv/linear, bit-specific BN,
-switchable activation quantizer. One layer type a file; models only compose them."""
+switchable activation quantizer, pooling. One layer type a file; models only compose them."""
 
 from fedqdnn.layers.activation import QuantAct
 from fedqdnn.layers.batch_norm import BitBatchNorm1d, BitBatchNorm2d, BNLayout
 from fedqdnn.layers.conv import QuantConv1d, QuantConv2d
 from fedqdnn.layers.linear import QuantLinear
+from fedqdnn.layers.pooling import GlobalAvgPool2d
 from fedqdnn.layers.switchable import BitSwitchable
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "BitBatchNorm1d",
     "BitBatchNorm2d",
     "BitSwitchable",
+    "GlobalAvgPool2d",
     "QuantAct",
     "QuantConv1d",
     "QuantConv2d",

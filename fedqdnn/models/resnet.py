@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedqdnn.layers import BitBatchNorm2d, BNLayout, QuantAct, QuantConv2d
+from fedqdnn.layers import BitBatchNorm2d, BNLayout, GlobalAvgPool2d, QuantAct, QuantConv2d
 from fedqdnn.models.base import QuantizableModel
 
 
@@ -75,7 +75,7 @@ class PreActResNet20(QuantizableModel):
             *blocks,
             BitBatchNorm2d(cin, modes, bn),
             QuantAct(modes, learnable_clip),
-            nn.AdaptiveAvgPool2d(1),
+            GlobalAvgPool2d(),
             nn.Flatten(),
             nn.Linear(cin, num_classes),
         )

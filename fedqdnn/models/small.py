@@ -14,6 +14,7 @@ from fedqdnn.layers import (
     BitBatchNorm1d,
     BitBatchNorm2d,
     BNLayout,
+    GlobalAvgPool2d,
     QuantAct,
     QuantConv1d,
     QuantConv2d,
@@ -50,7 +51,7 @@ class DigitsCNN(QuantizableModel):
             *block(QuantConv2d(w, 2 * w, 3, padding=1, bias=False), 2 * w),
             nn.MaxPool2d(2),
             *block(QuantConv2d(2 * w, 2 * w, 3, padding=1, bias=False), 2 * w),
-            nn.AdaptiveAvgPool2d(1),
+            GlobalAvgPool2d(),
             nn.Flatten(),
             nn.Linear(2 * w, num_classes),
         )
