@@ -40,7 +40,7 @@ from benchmarks.workloads import throughput_config  # noqa: E402
 from fedqdnn.accelerator import cuda_unavailable_reason, describe, select_device  # noqa: E402
 from fedqdnn.files import write_json  # noqa: E402
 from fedqdnn.models import build_model  # noqa: E402
-from fedqdnn.provenance import versions  # noqa: E402
+from fedqdnn.provenance import load_average_1min, versions  # noqa: E402
 
 GPU_SHARES = (1.0, 0.5, 0.25, 0.1)
 MODES = (2, 4, 8, 32)
@@ -155,7 +155,7 @@ def run(out: Path, quick: bool = False) -> dict:
         "fleet": throughput_config("auto").to_flat(),
         "quick": quick,
         "seconds": round(time.perf_counter() - started, 1),
-        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "load_avg_1min": load_average_1min(),
         "date": time.strftime("%Y-%m-%d"),
         "versions": {**versions(), "cuda": torch.version.cuda},
     }

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fedqdnn.provenance import load_average_1min
+
 REPO = Path(__file__).resolve().parents[1]
 CHILD_TIMEOUT_S = 420.0
 SAMPLE_INTERVAL_S = 0.5
@@ -178,7 +180,7 @@ class Child:
         if len(str(work)) <= 40:  # Ray's session logs go with the work dir (socket paths
             env["RAY_TMPDIR"] = str(work)  # below it must stay under 107 characters)
         self.pss = pss
-        self.load_before = os.getloadavg()[0]
+        self.load_before = load_average_1min()
         self.started = time.perf_counter()
         with self.log_file.open("w") as log:
             self.proc = subprocess.Popen(
@@ -226,10 +228,7 @@ class Child:
             "process_wall_seconds": round(wall, 3),
             "returncode": proc.returncode,
             "timed_out": timed_out,
-            "load_avg_1min_before_after": [
-                round(self.load_before, 2),
-                round(os.getloadavg()[0], 2),
-            ],
+            "load_avg_1min_before_after": [self.load_before, load_average_1min()],
             "processes_seen": len(sampler.seen),
             "peak_processes": sampler.peak_procs,
             "peak_tree_rss_mb": round(sampler.peak_rss / 2**20, 1),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ from fedqdnn.data import load_dataset  # noqa: E402
 from fedqdnn.files import write_json  # noqa: E402
 from fedqdnn.losses import ConsistencyConfig  # noqa: E402
 from fedqdnn.models import build_model  # noqa: E402
-from fedqdnn.provenance import versions  # noqa: E402
+from fedqdnn.provenance import load_average_1min, versions  # noqa: E402
 from fedqdnn.training import OptimConfig, joint_step, make_optimizer  # noqa: E402
 
 MODES = (2, 4, 8, 32)
@@ -135,7 +134,7 @@ def run(out: Path | None, threads: int | None = None, steps: int = 30, repeats: 
     """Every case, interleaved; ratios to FP32 and the quantized step's operators."""
     if threads is not None:
         torch.set_num_threads(threads)
-    load_before = os.getloadavg()[0]
+    load_before = load_average_1min()
     model, optimizer, x, y = _setup()
     for case in CASES:  # warm-up
         _seconds_per_step(model, optimizer, x, y, case, 3)
@@ -149,7 +148,7 @@ def run(out: Path | None, threads: int | None = None, steps: int = 30, repeats: 
         "seconds_per_step": med,
         "torch_threads": torch.get_num_threads(),
         "ops": _ops(model, optimizer, x, y),
-        "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "load_avg_1min_before_after": [load_before, load_average_1min()],
         "versions": versions(),
     }
     if out is not None:

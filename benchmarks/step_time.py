@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from fedqdnn.data import load_dataset
 from fedqdnn.files import write_json
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import QuantizableModel, build_model, default_model_for
-from fedqdnn.provenance import versions
+from fedqdnn.provenance import load_average_1min, versions
 from fedqdnn.training import OptimConfig, joint_step, make_optimizer
 
 
@@ -104,7 +103,7 @@ def run(out: Path | None = None, steps: int = 20, repeats: int = 5) -> dict:
     process's torch threads; the headline ratios are MNIST-1D's with the default learnable
     clip. ``quant_step_ratio_1_thread`` is the same with one torch thread, as a simulated
     client computes (``--cpus-per-client 1``)."""
-    load_before = os.getloadavg()[0]
+    load_before = load_average_1min()
     cases = [
         measure(d, 64, steps, repeats, 4, (2, 4, 8, 32), clip)
         for clip in (True, False)
@@ -124,7 +123,7 @@ def run(out: Path | None = None, steps: int = 20, repeats: int = 5) -> dict:
         "targets": {"quant_step_ratio": 1.25, "joint_step_ratio": 4.5},
         "cases": cases,
         "torch_threads": torch.get_num_threads(),
-        "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "load_avg_1min_before_after": [load_before, load_average_1min()],
         "versions": versions(),
     }
     if out is not None:

@@ -1,7 +1,9 @@
-"""What every results file records so a run can be reproduced: versions and platform."""
+"""What every results file records so a run can be reproduced: versions and platform, and for
+timings the machine's load (a busy machine distorts every ratio)."""
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib import metadata
@@ -16,3 +18,8 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[package] = "not installed"
     return out
+
+
+def load_average_1min() -> float:
+    """The machine's 1-minute load average, rounded; benchmarks record it before and after."""
+    return round(os.getloadavg()[0], 2)

@@ -73,6 +73,11 @@ class StrategySpec:
         return [(base, everyone)]
 
 
+# Changes that single variants declare and the combined variants reuse (one value each).
+SHARED_AFFINE_BN = {"bn": BNLayout.SHARED_AFFINE}
+FP32_LOSS_WEIGHT = {"mode_weights": "32:2"}
+WEIGHT_BY_MODES = {"shared_weighting": SharedWeighting.EXAMPLES_X_MODES}
+
 STRATEGIES: dict[str, StrategySpec] = {
     s.name: s
     for s in (
@@ -132,7 +137,7 @@ STRATEGIES: dict[str, StrategySpec] = {
         StrategySpec(
             "shared-affine-bn",
             "variant: BN statistics per mode, one affine shared by all modes (FjORD)",
-            {"bn": BNLayout.SHARED_AFFINE},
+            SHARED_AFFINE_BN,
             kind=Kind.VARIANT,
         ),
         StrategySpec(
@@ -156,13 +161,13 @@ STRATEGIES: dict[str, StrategySpec] = {
         StrategySpec(
             "weight-by-modes",
             "variant: shared weights averaged by examples x modes trained",
-            {"shared_weighting": SharedWeighting.EXAMPLES_X_MODES},
+            WEIGHT_BY_MODES,
             kind=Kind.VARIANT,
         ),
         StrategySpec(
             "fp32-loss-weight",
             "variant: the FP32 mode's loss term weighted 2",
-            {"mode_weights": "32:2"},
+            FP32_LOSS_WEIGHT,
             kind=Kind.VARIANT,
         ),
         StrategySpec(
@@ -174,17 +179,13 @@ STRATEGIES: dict[str, StrategySpec] = {
         StrategySpec(
             "affine+fp32-weight",
             "variant: shared-affine BN and the FP32 mode's loss term weighted 2",
-            {"bn": BNLayout.SHARED_AFFINE, "mode_weights": "32:2"},
+            {**SHARED_AFFINE_BN, **FP32_LOSS_WEIGHT},
             kind=Kind.VARIANT,
         ),
         StrategySpec(
             "affine+fp32-weight+by-modes",
             "variant: shared-affine BN, FP32 loss weight 2, shared weights by examples x modes",
-            {
-                "bn": BNLayout.SHARED_AFFINE,
-                "mode_weights": "32:2",
-                "shared_weighting": SharedWeighting.EXAMPLES_X_MODES,
-            },
+            {**SHARED_AFFINE_BN, **FP32_LOSS_WEIGHT, **WEIGHT_BY_MODES},
             kind=Kind.VARIANT,
         ),
         StrategySpec(
