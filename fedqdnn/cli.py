@@ -11,7 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedqdnn.schema import RunResults
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,6 +108,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from fedqdnn.centralized import format_table, job_data, make_job, run_training
     from fedqdnn.federated.run_folder import check_folder, claim
     from fedqdnn.files import write_json
+    from fedqdnn.schema import RESULTS_FILE
 
     job = make_job(
         dataset=args.dataset,
@@ -142,9 +146,9 @@ def _run_train(args: argparse.Namespace) -> int:
     job_data(job)  # missing data fails before the folder is touched
     with claim(args.out, overwrite=args.overwrite):
         results = run_training(job)
-        write_json(args.out / "results.json", results)
+        write_json(args.out / RESULTS_FILE, results)
     print(format_table(results))
-    print(f"results written to {args.out / 'results.json'}")
+    print(f"results written to {args.out / RESULTS_FILE}")
     return 0
 
 
@@ -254,10 +258,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="FedQDNN vs every baseline on the same seeds/partitions")
     _add_scenario_flags(p)
     p.add_argument(
-        "--strategies",
+        "--arms",
         default=None,
-        help="comma list of strategies (default: every baseline, ablation and reference; "
-        "research variants by name)",
+        help="comma list of arms (strategies/arms.py; default: every baseline, ablation and "
+        "reference; research variants by name)",
     )
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default: 0,1,2)")
     _add_resource_flags(p)
@@ -337,20 +341,20 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_federated_table(results: dict) -> str:
+def format_federated_table(results: RunResults) -> str:
     """Per-tier and per-mode accuracy table of a federated run."""
     from fedqdnn.tables import markdown_table
 
-    final = results["final"]
+    final = results.final
     rows = []
-    for tier, acc in final["accuracy_by_tier"].items():
-        devices = [d for d in results["per_device"] if d["tier"] == tier]
-        rows.append([tier, devices[0]["bits"] if devices else "?", len(devices), f"{acc:.4f}"])
+    for tier, acc in final.accuracy_by_tier.items():
+        devices = [d for d in results.per_device if d.tier == tier]
+        rows.append([tier, devices[0].bits if devices else "?", len(devices), f"{acc:.4f}"])
     table = markdown_table(["tier", "bits", "devices", "accuracy (local test splits)"], rows)
-    central = "  ".join(f"{b}-bit {a:.4f}" for b, a in final["accuracy_by_bits"].items())
+    central = "  ".join(f"{b}-bit {a:.4f}" for b, a in final.accuracy_by_bits.items())
     return (
         f"{table}\ncentral test set, global model per bit mode: {central}\n"
-        f"wall time {results['wall_seconds']:.1f}s"
+        f"wall time {results.wall_seconds:.1f}s"
     )
 
 
@@ -360,15 +364,15 @@ def _run_compare(args: argparse.Namespace) -> int:
     from fedqdnn.federated.simulation import check_resources
     from fedqdnn.federated.supervisor import simulate_supervised
     from simulations.compare import convergence_table, run_comparison, summary_table
-    from strategies.baselines import default_strategies, get_strategy
+    from strategies.arms import default_arms, get_arm
 
-    given = ",".join(default_strategies()) if args.strategies is None else args.strategies
+    given = ",".join(default_arms()) if args.arms is None else args.arms
     names = [s.strip() for s in given.split(",") if s.strip()]
     if not names:
-        allowed = ", ".join(default_strategies())
-        raise ValueError(f"--strategies {given!r} names no strategy; e.g. {allowed}")
+        allowed = ", ".join(default_arms())
+        raise ValueError(f"--arms {given!r} names no arm; e.g. {allowed}")
     for name in names:
-        get_strategy(name)
+        get_arm(name)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -382,9 +386,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         cpus_per_client=args.cpus_per_client,
         gpus_per_client=args.gpus_per_client,
     )
-    result = run_comparison(
-        cfg, names, seeds, args.out, simulate_fn, log=_progress, overwrite=args.overwrite
-    )
+    result = run_comparison(cfg, names, seeds, args.out, simulate_fn, overwrite=args.overwrite)
     print(summary_table(result))
     print(convergence_table(result))
     print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
@@ -401,17 +403,23 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_plot(args: argparse.Namespace) -> int:
-    comparison, results = args.directory / "comparison.json", args.directory / "results.json"
+    from fedqdnn.schema import COMPARISON_FILE, RESULTS_FILE
+
+    comparison, results = args.directory / COMPARISON_FILE, args.directory / RESULTS_FILE
     if comparison.is_file():
-        from simulations.compare_plots import plot_comparison, read_comparison
+        from simulations.compare import read_comparison
+        from simulations.compare_plots import plot_comparison
 
         paths = plot_comparison(args.directory, read_comparison(comparison))
     elif results.is_file():
-        from fedqdnn.federated.report_plots import plot_results, read_results
+        from fedqdnn.federated.report import read_results
+        from fedqdnn.federated.report_plots import plot_results
 
         paths = plot_results(args.directory, read_results(results))
     else:
-        raise FileNotFoundError(f"{args.directory} holds neither comparison.json nor results.json")
+        raise FileNotFoundError(
+            f"{args.directory} holds neither {COMPARISON_FILE} nor {RESULTS_FILE}"
+        )
     print("\n".join(str(p) for p in paths))
     return 0
 

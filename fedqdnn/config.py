@@ -50,7 +50,7 @@ from fedqdnn.validation import (
 )
 
 
-class ServerStrategy(StrEnum):
+class Aggregation(StrEnum):
     """Server-side aggregation: FedQDNN, or Flower's FedAvg (identical reply keys only)."""
 
     FEDQDNN = "fedqdnn"
@@ -164,9 +164,7 @@ class FederatedConfig(BaseModel):
         TrainModes.AFFORDABLE, description="which modes a device trains"
     )
     bn_stats: BNStats = Field(BNStats.RECALIBRATE, description="BN statistics a client uploads")
-    server_strategy: ServerStrategy = Field(
-        ServerStrategy.FEDQDNN, description="server aggregation"
-    )
+    aggregation: Aggregation = Field(Aggregation.FEDQDNN, description="server aggregation")
     server_optimizer: ServerOptimizer = Field(
         ServerOptimizer.NONE, description="server optimizer on the shared weights"
     )
@@ -290,9 +288,9 @@ class FederatedConfig(BaseModel):
             or self.upload_bits != 32
             or any(self.fault_probabilities.values())
         )
-        if self.server_strategy == ServerStrategy.FEDAVG and systems:
+        if self.aggregation == Aggregation.FEDAVG and systems:
             raise ValueError(
-                "server-strategy = 'fedavg' needs identical replies from every "
+                "aggregation = 'fedavg' needs identical replies from every "
                 "client: no availability, deadline, faults or 8-bit upload"
             )
         return self
@@ -339,7 +337,7 @@ class FederatedConfig(BaseModel):
     def pooled(self) -> bool:
         """Whether nodes serve devices in turn (the message names the device) rather than each
         node being one device. Flower's own FedAvg addresses nodes itself: never pooled."""
-        return self.max_nodes > 0 and self.server_strategy == ServerStrategy.FEDQDNN
+        return self.max_nodes > 0 and self.aggregation == Aggregation.FEDQDNN
 
     @property
     def num_nodes(self) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -46,6 +45,7 @@ from fedqdnn.round_plan import (
     is_online,
     slowdown,
 )
+from fedqdnn.schema import RoundStatus, TrainReport
 from fedqdnn.training import evaluate, fit, mean_loss
 
 State = dict[str, np.ndarray]
@@ -274,9 +274,6 @@ def modes_to_train(
     return scheduled or (min(cfg.bits),)  # the lowest mode always trains (validated)
 
 
-RoundStatus = Literal["trained", "offline", "straggler"]
-
-
 @dataclass(frozen=True)
 class RoundPlan:
     """What a device does this round, decided before any training."""
@@ -376,10 +373,10 @@ def inject_fault(fault: str | None, state: State) -> State:
 
 @dataclass(frozen=True)
 class DeviceUpdate:
-    """A trained device's upload and its report (metric names as in results.json)."""
+    """A trained device's upload and its report."""
 
     state: State
-    metrics: dict
+    report: TrainReport
 
 
 def train_round(
@@ -391,35 +388,35 @@ def train_round(
     if cfg.upload_bits == 8:
         state = quantize_arrays(state)
     bytes_up = array_bytes(state)
-    metrics = {
-        "num-examples": len(device.y_train),
-        "bytes-down": plan.bytes_down,
-        "loss": loss,
-        "trained-modes": list(plan.modes),
-        "sim-seconds": device_seconds(
-            cfg, device, plan.modes, plan.bytes_down, bytes_up, plan.slow
-        ),
-        "bytes-up": bytes_up,
-    }
-    return DeviceUpdate(state, metrics)
+    report = TrainReport(
+        num_examples=len(device.y_train),
+        bytes_down=plan.bytes_down,
+        loss=loss,
+        trained_modes=list(plan.modes),
+        sim_seconds=device_seconds(cfg, device, plan.modes, plan.bytes_down, bytes_up, plan.slow),
+        bytes_up=bytes_up,
+    )
+    return DeviceUpdate(state, report)
 
 
-def skipped_round_metrics(cfg: FederatedConfig, device: SimulatedDevice, plan: RoundPlan) -> dict:
-    """The report of a device that did not train (offline: nothing downloaded)."""
-    metrics = {
-        "num-examples": len(device.y_train),
-        "bytes-down": 0 if plan.status == "offline" else plan.bytes_down,
-    }
-    if plan.status == "straggler":
-        metrics["sim-seconds"] = device_seconds(
-            cfg, device, plan.modes, plan.bytes_down, plan.bytes_down * cfg.upload_bits // 32,
-            plan.slow,
-        )  # fmt: skip
-    return metrics
+def skipped_round_report(
+    cfg: FederatedConfig, device: SimulatedDevice, plan: RoundPlan
+) -> TrainReport:
+    """The report of a device that did not train (offline: nothing downloaded; a straggler:
+    the simulated time its cheapest plan would have taken)."""
+    if plan.status == "offline":
+        return TrainReport(num_examples=len(device.y_train), bytes_down=0)
+    seconds = device_seconds(
+        cfg, device, plan.modes, plan.bytes_down, plan.bytes_down * cfg.upload_bits // 32, plan.slow
+    )
+    return TrainReport(
+        num_examples=len(device.y_train), bytes_down=plan.bytes_down, sim_seconds=seconds
+    )
 
 
 def evaluation_mode(cfg: FederatedConfig, device: SimulatedDevice) -> int:
-    """The mode a device evaluates the global model at: the top of the modes it trains."""
+    """The mode a device evaluates the global model at: the top of the modes it trains (under
+    ``train-modes = lowest-common`` the fleet's lowest top mode, not its own top mode)."""
     return modes_to_train(cfg, device)[-1]
 
 

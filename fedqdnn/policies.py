@@ -1,7 +1,7 @@
 """Run policies as typed values: which modes a device trains, how its BN statistics are
 uploaded, and which mode a device runs once the model is deployed.
 
-A baseline (strategies/baselines.py) is a combination of these values; an unknown name fails
+A baseline (strategies/arms.py) is a combination of these values; an unknown name fails
 when a config is parsed, with the allowed ones listed. The model preparation a deploy policy
 needs (post-training quantization, BN recalibration) is in :mod:`fedqdnn.deployment`.
 """

@@ -1,11 +1,11 @@
-"""Plots of a comparison, readable with up to ~15 strategies; one colour per strategy everywhere.
+"""Plots of a comparison, readable with up to ~15 arms; one colour per arm everywhere.
 
-- ``per_tier_accuracy.png``: one panel per tier, a horizontal bar per strategy (deployed
-  accuracy, mean ± std over seeds), strategy names on the axis, values written on the bars.
+- ``per_tier_accuracy.png``: one panel per tier, a horizontal bar per arm (deployed
+  accuracy, mean ± std over seeds), arm names on the axis, values written on the bars.
 - ``accuracy_per_round.png`` / ``accuracy_vs_sim_time.png``: one panel per tier, device
   accuracy measured during training (mean line, ± std band over seeds) at the evaluated rounds,
   against the round or the simulated wall clock (the seeds' mean time at that round).
-- ``accuracy_vs_size.png``: deployed accuracy against the packed model size (colour: strategy,
+- ``accuracy_vs_size.png``: deployed accuracy against the packed model size (colour: arm,
   marker: tier).
 """
 
@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
-from pydantic import BaseModel, Field, model_validator
 
-from fedqdnn.files import read_json_checked
 from fedqdnn.plotting import (
     Style,
     categorical_styles,
@@ -31,53 +29,12 @@ from fedqdnn.plotting import (
     save,
     time_unit,
 )
+from fedqdnn.schema import ROUND_PLOT, SIZE_PLOT, TIER_PLOT, TIME_PLOT, Comparison, run_key
 
-TIER_PLOT = "per_tier_accuracy.png"
-ROUND_PLOT = "accuracy_per_round.png"
-TIME_PLOT = "accuracy_vs_sim_time.png"
-SIZE_PLOT = "accuracy_vs_size.png"
 HIGHLIGHT = "fedqdnn"  # the method under study: drawn thicker, on top
 MAX_COLUMNS = 4
 TIER_MARKERS = "osD^vP*Xph"
-DODGE = 0.025  # relative sideways shift between strategies' points at one model size
-
-
-# ---------------------------------------------------------------- what the plots read
-
-
-class Row(BaseModel):
-    strategy: str
-    seed: int
-    tier: str
-    bits: int
-    accuracy: float
-    model_bytes: int
-
-
-class Curve(BaseModel):
-    rounds: list[int]
-    sim_elapsed_seconds: list[float]
-    accuracy_by_tier: list[dict[str, float]]
-
-    @model_validator(mode="after")
-    def _one_entry_per_round(self) -> Curve:
-        if not len(self.rounds) == len(self.sim_elapsed_seconds) == len(self.accuracy_by_tier):
-            raise ValueError("rounds, sim_elapsed_seconds and accuracy_by_tier differ in length")
-        return self
-
-
-class Comparison(BaseModel):
-    """The keys of comparison.json that the plots read (others are ignored)."""
-
-    rows: list[Row] = Field(min_length=1)
-    curves: dict[str, list[Curve]]
-    strategies: dict[str, str]
-    seeds: list[int] = Field(min_length=1)
-
-
-def read_comparison(path: Path) -> dict:
-    """comparison.json, checked: one-line ``ValueError`` naming what is missing or wrong."""
-    return read_json_checked(path, Comparison)
+DODGE = 0.025  # relative sideways shift between arms' points at one model size
 
 
 # ---------------------------------------------------------------- bands over seeds
@@ -85,7 +42,7 @@ def read_comparison(path: Path) -> dict:
 
 @dataclass(frozen=True)
 class Band:
-    """A strategy's device accuracy in one tier over the seeds, per evaluated round."""
+    """An arm's device accuracy in one tier over the seeds, per evaluated round."""
 
     rounds: list[int]
     seconds: list[float]  # the seeds' mean simulated wall clock at that round
@@ -93,16 +50,16 @@ class Band:
     std: list[float]  # sample std over seeds (0 with one seed)
 
 
-def seed_band(result: dict, strategy: str, tier: str) -> Band | None:
+def seed_band(result: Comparison, arm: str, tier: str) -> Band | None:
     """Mean ± std over seeds at the rounds where every seed evaluated the tier (devices of the
-    tier were sampled); None when no run of the strategy measured the tier."""
+    tier were sampled); None when no run of the arm measured the tier."""
     per_seed = []
-    for seed in result["seeds"]:
-        for run in result["curves"].get(f"{strategy}/seed{seed}", []):
+    for seed in result.seeds:
+        for run in result.curves.get(run_key(arm, seed), []):
             points = {
                 r: (t, acc[tier])
                 for r, t, acc in zip(
-                    run["rounds"], run["sim_elapsed_seconds"], run["accuracy_by_tier"], strict=True
+                    run.rounds, run.sim_elapsed_seconds, run.accuracy_by_tier, strict=True
                 )
                 if acc.get(tier) is not None
             }
@@ -121,20 +78,20 @@ def seed_band(result: dict, strategy: str, tier: str) -> Band | None:
     )
 
 
-def deployed(result: dict, strategy: str, tier: str) -> tuple[float, float, int, int] | None:
-    """(mean, std over seeds, bits, model bytes) of a strategy's deployed accuracy in a tier."""
-    rows = [r for r in result["rows"] if r["strategy"] == strategy and r["tier"] == tier]
+def deployed(result: Comparison, arm: str, tier: str) -> tuple[float, float, int, int] | None:
+    """(mean, std over seeds, bits, model bytes) of an arm's deployed accuracy in a tier."""
+    rows = [r for r in result.rows if r.arm == arm and r.tier == tier]
     if not rows:
         return None
-    accs = [r["accuracy"] for r in rows]
+    accs = [r.accuracy for r in rows]
     sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    return statistics.fmean(accs), sd, rows[0]["bits"], rows[0]["model_bytes"]
+    return statistics.fmean(accs), sd, rows[0].bits, rows[0].model_bytes
 
 
 # ---------------------------------------------------------------- the plots
 
 
-def plot_comparison(out: Path, result: dict) -> list[Path]:
+def plot_comparison(out: Path, result: Comparison) -> list[Path]:
     """Draw the comparison plots into ``out``; returns their paths."""
     return [
         save(draw_per_tier(result), out / TIER_PLOT),
@@ -144,14 +101,14 @@ def plot_comparison(out: Path, result: dict) -> list[Path]:
     ]
 
 
-def strategy_styles(result: dict) -> dict[str, Style]:
-    """One style per strategy, in the comparison's order, for every plot."""
-    return categorical_styles(result["strategies"])
+def arm_styles(result: Comparison) -> dict[str, Style]:
+    """One style per arm, in the comparison's order, for every plot."""
+    return categorical_styles(result.arms)
 
 
-def tiers_of(result: dict) -> list[str]:
+def tiers_of(result: Comparison) -> list[str]:
     """The tiers, lowest usual mode first (2-bit before 32-bit)."""
-    tiers = list(dict.fromkeys(r["tier"] for r in result["rows"]))
+    tiers = list(dict.fromkeys(r.tier for r in result.rows))
     return sorted(tiers, key=lambda t: _usual_bits(result, t))
 
 
@@ -185,19 +142,19 @@ def _panels(count: int, width: float, height: float, legend_width: float, **kwar
     return fig, flat[:count]
 
 
-def _mean_over_seeds(result: dict) -> str:
-    count = len(result["seeds"])
+def _mean_over_seeds(result: Comparison) -> str:
+    count = len(result.seeds)
     return f"mean ± std over {count} seeds" if count > 1 else "one seed"
 
 
-def _usual_bits(result: dict, tier: str) -> int:
-    """The mode most strategies deploy in a tier (named in the panel title)."""
-    return statistics.mode(r["bits"] for r in result["rows"] if r["tier"] == tier)
+def _usual_bits(result: Comparison, tier: str) -> int:
+    """The mode most arms deploy in a tier (named in the panel title)."""
+    return statistics.mode(r.bits for r in result.rows if r.tier == tier)
 
 
-def draw_per_tier(result: dict):
-    """Deployed accuracy per tier: a bar per strategy, mean ± std over seeds, value written."""
-    names, tiers, styles = list(result["strategies"]), tiers_of(result), strategy_styles(result)
+def draw_per_tier(result: Comparison):
+    """Deployed accuracy per tier: a bar per arm, mean ± std over seeds, value written."""
+    names, tiers, styles = list(result.arms), tiers_of(result), arm_styles(result)
     lows = [d[0] - d[1] for t in tiers for n in names if (d := deployed(result, n, t)) is not None]
     lo = max(0.0, math.floor((min(lows) - 0.08) * 10) / 10)
     fig, axes = _panels(len(tiers), 3.4, 0.9 + 0.3 * len(names), 1.6, sharex=True, sharey=True)
@@ -222,7 +179,7 @@ def draw_per_tier(result: dict):
                 error_kw={"lw": 1, "capsize": 2},
                 gid=name,
             )
-            spread = f" ± {100 * sd:.1f}" if len(result["seeds"]) > 1 else ""
+            spread = f" ± {100 * sd:.1f}" if len(result.seeds) > 1 else ""
             note = "" if bits == usual else f"  ({bits}-bit)"
             span = 1 - lo
             inside = mean - lo > 0.4 * span  # else the text goes right of the bar
@@ -241,7 +198,7 @@ def draw_per_tier(result: dict):
         ax.grid(axis="x", alpha=0.3)
         ax.set_xlabel("device accuracy (local test)")
     axes[0].set_yticks(range(len(names)), names)
-    axes[0].invert_yaxis()  # first strategy on top
+    axes[0].invert_yaxis()  # first arm on top
     fig.suptitle(
         f"Deployed accuracy per tier: {_mean_over_seeds(result)}, in %"
         " (another mode than the tier's in brackets)"
@@ -249,17 +206,17 @@ def draw_per_tier(result: dict):
     return fig
 
 
-def draw_curves(result: dict, by_time: bool):
+def draw_curves(result: Comparison, by_time: bool):
     """Device accuracy during training per tier: mean line and ± std band over seeds, at the
     evaluated rounds, against the round or the seeds' mean simulated time."""
-    names, tiers, styles = list(result["strategies"]), tiers_of(result), strategy_styles(result)
+    names, tiers, styles = list(result.arms), tiers_of(result), arm_styles(result)
     bands = {(n, t): seed_band(result, n, t) for n in names for t in tiers}
     drawn = [b for b in bands.values() if b is not None]
     most = max((s for b in drawn for s in b.seconds), default=0.0)
     scale, unit = time_unit(most) if by_time else (1.0, "")
     fig, axes = _panels(len(tiers), 4.0, 3.8, 2.0, sharex=True, sharey=True)
     handles = {}
-    target = result.get("config", {}).get("target-accuracy")
+    target = result.config.get("target-accuracy")
     for ax, tier in zip(axes, tiers, strict=True):
         for name in names:
             band = bands[(name, tier)]
@@ -300,8 +257,8 @@ def draw_curves(result: dict, by_time: bool):
     fig.legend(
         handles=[handles[n] for n in [*names, "target"] if n in handles],
         fontsize=8,
-        title=f"line: mean of {len(result['seeds'])} seeds\nband: ± 1 std"
-        if len(result["seeds"]) > 1
+        title=f"line: mean of {len(result.seeds)} seeds\nband: ± 1 std"
+        if len(result.seeds) > 1
         else "one seed",
         title_fontsize=8,
         loc="outside right upper",
@@ -314,16 +271,16 @@ def draw_curves(result: dict, by_time: bool):
     return fig
 
 
-def draw_size(result: dict):
+def draw_size(result: Comparison):
     """Deployed accuracy against the packed size of the deployed model."""
     from matplotlib.lines import Line2D
 
-    names, tiers, styles = list(result["strategies"]), tiers_of(result), strategy_styles(result)
+    names, tiers, styles = list(result.arms), tiers_of(result), arm_styles(result)
     markers = {t: TIER_MARKERS[i % len(TIER_MARKERS)] for i, t in enumerate(tiers)}
     fig, ax = pyplot().subplots(figsize=(9.5, 4.8), layout="constrained")
     sizes: dict[int, int] = {}
     for i, name in enumerate(names):
-        dodge = 1 + DODGE * (i - (len(names) - 1) / 2)  # strategies side by side at one size
+        dodge = 1 + DODGE * (i - (len(names) - 1) / 2)  # arms side by side at one size
         for tier in tiers:
             d = deployed(result, name, tier)
             if d is None:
@@ -351,20 +308,20 @@ def draw_size(result: dict):
     percent_axis(ax.yaxis)
     ax.grid(alpha=0.3)
     ax.set(
-        xlabel="deployed model size (packed, log scale; strategies spread sideways at each size)",
+        xlabel="deployed model size (packed, log scale; arms spread sideways at each size)",
         ylabel="device accuracy (local test)",
         title=f"Accuracy against deployed model size ({_mean_over_seeds(result)})",
     )
-    strategy_legend = fig.legend(
+    arm_legend = fig.legend(
         handles=[
             Line2D([], [], color=styles[n].color, marker="o", ls="none", label=n) for n in names
         ],
         fontsize=8,
-        title="strategy (colour)",
+        title="arm (colour)",
         title_fontsize=8,
         loc="outside right upper",
     )
-    strategy_legend.set_gid("strategies")
+    arm_legend.set_gid("arms")
     fig.legend(
         handles=[Line2D([], [], color="0.3", marker=markers[t], ls="none", label=t) for t in tiers],
         fontsize=8,

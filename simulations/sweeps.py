@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from fedqdnn.config import FederatedConfig
+from fedqdnn.schema import Comparison
 from fedqdnn.tables import markdown_table, mean_cell
 from simulations.compare import run_comparison
 from simulations.scenarios import load_scenario
@@ -27,28 +28,20 @@ TIER_MIXES = {
 
 
 def sweep(
-    points: dict[str, FederatedConfig], strategies: list[str], seeds: list[int], out: Path
-) -> dict[str, dict]:
-    """Run a comparison per point; returns {point: comparison result}."""
-    return {
-        name: run_comparison(cfg, strategies, seeds, out / name) for name, cfg in points.items()
-    }
+    points: dict[str, FederatedConfig], arms: list[str], seeds: list[int], out: Path
+) -> dict[str, Comparison]:
+    """Run a comparison per point; returns {point: comparison}."""
+    return {name: run_comparison(cfg, arms, seeds, out / name) for name, cfg in points.items()}
 
 
-def summary(results: dict[str, dict], strategy: str = "fedqdnn") -> str:
-    """Markdown: the strategy's mean per-tier accuracy (%) at every sweep point."""
-    tiers = sorted({r["tier"] for res in results.values() for r in res["rows"]})
+def summary(results: dict[str, Comparison], arm: str = "fedqdnn") -> str:
+    """Markdown: the arm's mean per-tier accuracy (%) at every sweep point."""
+    tiers = sorted({r.tier for res in results.values() for r in res.rows})
     rows = [
         [
             name,
             *(
-                mean_cell(
-                    [
-                        r["accuracy"]
-                        for r in res["rows"]
-                        if r["strategy"] == strategy and r["tier"] == tier
-                    ]
-                )
+                mean_cell([r.accuracy for r in res.rows if r.arm == arm and r.tier == tier])
                 for tier in tiers
             ),
         ]
@@ -62,7 +55,7 @@ def main() -> None:
     parser.add_argument("kind", choices=("alpha", "tiers"))
     parser.add_argument("--scenario", default="three-tier")
     parser.add_argument("--values", default="0.1,0.5,10", help="alpha values (alpha sweep)")
-    parser.add_argument("--strategies", default="fedqdnn,per-tier,fp32-exclusive")
+    parser.add_argument("--arms", default="fedqdnn,per-tier,fp32-exclusive")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("results/sweep"))
@@ -77,9 +70,7 @@ def main() -> None:
         }
     else:
         points = {name: base.replace(tiers=mix) for name, mix in TIER_MIXES.items()}
-    results = sweep(
-        points, args.strategies.split(","), [int(s) for s in args.seeds.split(",")], args.out
-    )
+    results = sweep(points, args.arms.split(","), [int(s) for s in args.seeds.split(",")], args.out)
     print(summary(results))
 
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.serverapp.strategy import FedAvg
 
-from strategies.protocol import NodeRoute, RoundRecord, records_from_json, records_to_json
+from fedqdnn.schema import RoundRecord
+from strategies.protocol import NodeRoute, records_from_json, records_to_json
 
 
 class PlainFedAvg(FedAvg):

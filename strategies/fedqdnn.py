@@ -22,10 +22,29 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
+from pydantic import ValidationError
 
 from fedqdnn.compression import RANGE_SUFFIX, dequantize_arrays
 from fedqdnn.policies import SharedWeighting
 from fedqdnn.round_plan import select_partitions
+from fedqdnn.schema import (
+    ACCURACY,
+    ARRAYS,
+    CONFIG,
+    INFO,
+    METRICS,
+    NUM_DROPPED,
+    NUM_REJECTED,
+    NUM_VALID,
+    TRAIN_LOSS,
+    ClientRow,
+    EvaluationRow,
+    Rejection,
+    RoundRecord,
+    instruction,
+    tier_accuracy_key,
+)
+from fedqdnn.validation import one_line
 from strategies.aggregation import (
     ClientUpdate,
     State,
@@ -35,20 +54,11 @@ from strategies.aggregation import (
     validate_update,
 )
 from strategies.fedavg import PlainFedAvg
-from strategies.protocol import NodeRoute, RoundRecord, records_from_json, records_to_json
+from strategies.protocol import NodeRoute, records_from_json, records_to_json
 from strategies.records import to_arrayrecord, to_state
 from strategies.server_step import ServerStep
 
 log = logging.getLogger("fedqdnn")
-
-
-def _info(msg: Message) -> dict:
-    records = msg.content.config_records
-    return dict(records["info"]) if "info" in records else {}
-
-
-def _metrics(msg: Message) -> dict:
-    return dict(msg.content["metrics"])
 
 
 class FedQDNN(PlainFedAvg):
@@ -112,15 +122,13 @@ class FedQDNN(PlainFedAvg):
     ) -> list[Message]:
         """Messages to the devices drawn by a seeded sample (reproducible, unlike sampling
         Flower's random node IDs); each message names its device (``partition-id``)."""
-        assert self.route is not None
-        config["server-round"] = server_round
+        if self.route is None:
+            raise RuntimeError("FedQDNN samples devices, not nodes: call bind_nodes() first")
         chosen = select_partitions(self.route.devices, fraction, self.seed, server_round, salt)
         self._sent = []
         for pid, node in zip(chosen, self.route.nodes_for(chosen), strict=True):
-            device_config = ConfigRecord({**config, "partition-id": pid})
-            content = RecordDict(
-                {self.arrayrecord_key: arrays, self.configrecord_key: device_config}
-            )
+            device_config = ConfigRecord(instruction(dict(config), server_round, pid))
+            content = RecordDict({ARRAYS: arrays, CONFIG: device_config})
             message = Message(content=content, dst_node_id=node, message_type=message_type)
             self._sent.append((message, pid))
         return [message for message, _ in self._sent]
@@ -137,8 +145,6 @@ class FedQDNN(PlainFedAvg):
     ) -> Iterable[Message]:
         """Remember the global state the replies will be checked against, then sample."""
         self._global = to_state(arrays)
-        if self.route is None:
-            return super().configure_train(server_round, arrays, config, grid)
         return self._instructions(
             server_round, arrays, config, self.fraction_train, MessageType.TRAIN, 0
         )
@@ -147,34 +153,28 @@ class FedQDNN(PlainFedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Evaluation on a seeded sample of partitions (all by default)."""
-        if self.route is None:
-            return super().configure_evaluate(server_round, arrays, config, grid)
         return self._instructions(
             server_round, arrays, config, self.fraction_evaluate, MessageType.EVALUATE, 1
         )
 
-    def _parse(self, msg: Message) -> tuple[ClientUpdate | None, dict, str | None]:
-        """(update, report, reason-if-rejected) for one reply."""
+    def _parse(self, msg: Message) -> tuple[ClientUpdate | None, ClientRow | None, str | None]:
+        """(update, report, reason-if-rejected) for one reply; an offline or straggling
+        device gives (None, its report, None)."""
         if msg.has_error():
-            pid = self._device_of(msg)
-            reason = f"client error {msg.error.code}: {msg.error.reason[-200:]}"
-            return None, {"partition-id": pid}, reason
+            return None, None, f"client error {msg.error.code}: {msg.error.reason[-200:]}"
         try:
-            metrics, info = _metrics(msg), _info(msg)
-            if info.get("status", "trained") != "trained":
-                return None, {**info, **metrics}, None
-            arrays = to_state(msg.content["arrays"])
+            content = msg.content
+            row = ClientRow.model_validate({**content[INFO], **content[METRICS]})
+            if row.status != "trained":
+                return None, row, None
+            arrays = to_state(content[ARRAYS])
             if any(k.endswith(RANGE_SUFFIX) for k in arrays):  # 8-bit upload
                 arrays = dequantize_arrays(arrays, {k: v.dtype for k, v in self._global.items()})
-            update = ClientUpdate(
-                arrays,
-                int(metrics["num-examples"]),
-                tuple(int(b) for b in metrics["trained-modes"]),
-            )
+            update = ClientUpdate(arrays, row.num_examples, tuple(row.trained_modes or ()))
         except (KeyError, TypeError, ValueError) as err:
-            return None, {}, f"malformed reply: {err!r}"
-        report = {**info, **{k: v for k, v in metrics.items()}}
-        return update, report, validate_update(self._global, update, self.bit_modes)
+            detail = one_line(err) if isinstance(err, ValidationError) else repr(err)
+            return None, None, f"malformed reply: {detail}"
+        return update, row, validate_update(self._global, update, self.bit_modes)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -183,29 +183,28 @@ class FedQDNN(PlainFedAvg):
         record = self.rounds.setdefault(server_round, RoundRecord())
         valid: list[tuple[int, ClientUpdate]] = []
         for msg in replies:
-            update, report, reason = self._parse(msg)
-            if update is None and reason is None:  # offline or straggler: dropped, counted
-                record.dropped.append(report)
-                continue
+            update, row, reason = self._parse(msg)
             if reason is not None:
-                rejected = {"partition-id": report.get("partition-id"), "reason": reason}
-                record.rejected.append(rejected)
+                pid = row.partition_id if row is not None else self._device_of(msg)
+                record.rejected.append(Rejection(partition_id=pid, reason=reason))
                 log.warning("round %d: excluded reply (%s)", server_round, reason)
-                continue
-            valid.append((int(report.get("partition-id", len(valid))), update))
-            record.train.append(report)
+            elif update is None:  # offline or straggler: dropped, counted
+                record.dropped.append(row)
+            else:
+                valid.append((row.partition_id, update))
+                record.train.append(row)
         # Records in partition order: results cannot depend on the order replies arrived.
         for rows in (record.train, record.dropped, record.rejected):
             rows.sort(key=_partition_order)
-        counts = {"num-rejected": len(record.rejected), "num-dropped": len(record.dropped)}
+        counts = {NUM_REJECTED: len(record.rejected), NUM_DROPPED: len(record.dropped)}
         if not valid:
-            return None, MetricRecord({"num-valid": 0, **counts})
+            return None, MetricRecord({NUM_VALID: 0, **counts})
         # Sum in partition order: the result cannot depend on the order replies arrived.
         valid = [u for _, u in sorted(valid, key=lambda pair: pair[0])]
         new_state = self._aggregate(server_round, valid)
         examples = sum(u.num_examples for u in valid)
-        loss = sum(r["loss"] * r["num-examples"] for r in record.train) / examples
-        metrics = MetricRecord({"num-valid": len(valid), **counts, "train-loss": float(loss)})
+        loss = sum(r.loss * r.num_examples for r in record.train) / examples
+        metrics = MetricRecord({NUM_VALID: len(valid), **counts, TRAIN_LOSS: float(loss)})
         return to_arrayrecord(new_state), metrics
 
     def _aggregate(self, server_round: int, valid: list[ClientUpdate]) -> State:
@@ -262,25 +261,28 @@ class FedQDNN(PlainFedAvg):
             if msg.has_error():
                 pid = self._device_of(msg)
                 reason = msg.error.reason[-200:]
-                record.rejected.append({"partition-id": pid, "phase": "evaluate", "reason": reason})
+                record.rejected.append(Rejection(partition_id=pid, reason=reason, phase="evaluate"))
                 continue
-            record.evaluation.append({**_info(msg), **_metrics(msg)})
+            content = msg.content
+            record.evaluation.append(
+                EvaluationRow.model_validate({**content[INFO], **content[METRICS]})
+            )
         record.evaluation.sort(key=_partition_order)
         record.rejected.sort(key=_partition_order)
         if not record.evaluation:
             return None
-        out = {"accuracy": _weighted_accuracy(record.evaluation)}
-        for tier in sorted({e["tier"] for e in record.evaluation}):
-            rows = [e for e in record.evaluation if e["tier"] == tier]
-            out[f"accuracy-{tier}"] = _weighted_accuracy(rows)
+        out = {ACCURACY: _weighted_accuracy(record.evaluation)}
+        for tier in sorted({e.tier for e in record.evaluation}):
+            rows = [e for e in record.evaluation if e.tier == tier]
+            out[tier_accuracy_key(tier)] = _weighted_accuracy(rows)
         return MetricRecord(out)
 
 
-def _partition_order(row: dict) -> tuple:
-    pid = row.get("partition-id")
-    return (pid is None, pid if pid is not None else 0, str(row.get("reason", "")))
+def _partition_order(row: ClientRow | Rejection | EvaluationRow) -> tuple:
+    pid = row.partition_id
+    return (pid is None, pid if pid is not None else 0, getattr(row, "reason", ""))
 
 
-def _weighted_accuracy(rows: list[dict]) -> float:
-    n = sum(r["num-examples"] for r in rows)
-    return float(sum(r["accuracy"] * r["num-examples"] for r in rows) / max(1, n))
+def _weighted_accuracy(rows: list[EvaluationRow]) -> float:
+    n = sum(r.num_examples for r in rows)
+    return float(sum(r.accuracy * r.num_examples for r in rows) / max(1, n))

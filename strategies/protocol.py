@@ -8,12 +8,14 @@ results.json, and checkpoints those records. Every strategy the server runs impl
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
+
+from fedqdnn.schema import RoundRecord
 
 
 @dataclass(frozen=True)
@@ -36,24 +38,14 @@ class NodeRoute:
         return [self.pool[i % len(self.pool)] for i in range(len(chosen))]
 
 
-@dataclass
-class RoundRecord:
-    """What happened in one round: client reports, exclusions, per-device evaluation."""
-
-    train: list[dict] = field(default_factory=list)
-    rejected: list[dict] = field(default_factory=list)
-    dropped: list[dict] = field(default_factory=list)  # offline / straggler, by design
-    evaluation: list[dict] = field(default_factory=list)
-
-
 def records_to_json(rounds: Mapping[int, RoundRecord]) -> dict[str, dict]:
-    """Round records as JSON (round keys as strings)."""
-    return {str(r): asdict(v) for r, v in rounds.items()}
+    """Round records as JSON (round keys as strings, rows under their wire names)."""
+    return {str(r): v.model_dump(by_alias=True) for r, v in rounds.items()}
 
 
 def records_from_json(data: Mapping[str, dict]) -> dict[int, RoundRecord]:
     """Inverse of :func:`records_to_json`."""
-    return {int(r): RoundRecord(**v) for r, v in data.items()}
+    return {int(r): RoundRecord.model_validate(v) for r, v in data.items()}
 
 
 class ServerStrategy(Protocol):

@@ -408,8 +408,8 @@ def test_train_refuses_a_file_and_a_finished_result_before_training(tmp_path, ca
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["compare", "--strategies", "fedqdnn,magic"], "unknown strategy 'magic'"),
-        (["compare", "--strategies", ","], "--strategies ',' names no strategy"),
+        (["compare", "--arms", "fedqdnn,magic"], "unknown arm 'magic'"),
+        (["compare", "--arms", ","], "--arms ',' names no arm"),
         (["compare", "--seeds", "0,x"], "--seeds"),
         (["compare", "--seeds", ","], "--seeds is empty"),
         (["compare", "--seeds", "0,-1"], "seed = -1 is not allowed"),
@@ -431,7 +431,7 @@ def test_bad_compare_input_leaves_a_comparison_untouched(argv, needle, capsys, t
 
 def test_compare_refuses_a_finished_comparison(tmp_path, capsys):
     args = _finished_comparison(tmp_path)
-    code = _main(["compare", "--strategies", "fedqdnn", "--seeds", "0", *args])
+    code = _main(["compare", "--arms", "fedqdnn", "--seeds", "0", *args])
     err = _one_line(capsys)
     assert code == 2 and "already holds a comparison (comparison.json)" in err, err
     assert (tmp_path / "cmp" / "comparison.json").read_text() == OLD
@@ -449,6 +449,7 @@ def _edited(kind: str, edit: Callable[[dict], object]) -> Callable[[], str]:
         from tests.plot_data import comparison_at, results_at
 
         data = results_at(9, rounds=2) if kind == "results" else comparison_at(2, 9, 1, rounds=2)
+        data = data.to_json()
         edit(data)
         return json.dumps(data)
 
@@ -468,7 +469,11 @@ def _without_curve_times(result: dict) -> None:
 
 
 PLOT_CASES = {
-    "empty results": ("results.json", lambda: "{}", "lacks history, per_device, convergence"),
+    "empty results": (
+        "results.json",
+        lambda: "{}",
+        "lacks final, last_round, convergence, initial_accuracy_by_bits and 6 more keys",
+    ),
     "truncated results": (
         "results.json",
         lambda: '{"history": [{"round": 1, "central_acc',
@@ -477,14 +482,18 @@ PLOT_CASES = {
     "results of an older version": (
         "results.json",
         _edited("results", _as_older_version),
-        "lacks history[0].sim_elapsed_seconds, convergence",
+        "lacks convergence, history[0].sim_elapsed_seconds",
     ),
     "results with no rounds": (
         "results.json",
         _edited("results", lambda d: d.update(history=[])),
         "history = []: list should have at least 1 item",
     ),
-    "empty comparison": ("comparison.json", lambda: "{}", "lacks rows, curves, strategies, seeds"),
+    "empty comparison": (
+        "comparison.json",
+        lambda: "{}",
+        "lacks rows, curves, per_device, arms and 4 more keys",
+    ),
     "truncated comparison": ("comparison.json", lambda: '{"rows": [', "is not valid JSON"),
     "comparison without curve times": (
         "comparison.json",
@@ -494,7 +503,8 @@ PLOT_CASES = {
     "comparison with a curve one round short": (
         "comparison.json",
         _edited("comparison", lambda d: d["curves"]["s0/seed0"][0]["rounds"].pop()),
-        "has curves.s0/seed0[0]: rounds, sim_elapsed_seconds and accuracy_by_tier differ",
+        "has curves.s0/seed0[0]: rounds, sim_elapsed_seconds, central_accuracy_by_bits and "
+        "accuracy_by_tier differ",
     ),
     "comparison with no rows": (
         "comparison.json",

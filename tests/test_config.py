@@ -87,7 +87,7 @@ def test_strings_parse_once_into_typed_fields():
         ({"slowdown": "gpu:4:2"}, "slowdown entry 'gpu:4:2'"),
         ({"seed": 2**64}, "seed = 18446744073709551616"),
         ({"upload-bits": 16}, "upload-bits = 16"),
-        ({"server-strategy": "fedavg", "availability": True}, "identical replies"),
+        ({"aggregation": "fedavg", "availability": True}, "identical replies"),
         ({"dataset": "hf:"}, "dataset = 'hf:' is not allowed"),
         ({"dataset": "hf:a b"}, "or hf:<Hugging Face dataset>"),
         ({"partition": "natural"}, "partition = 'natural' needs partition-by"),

@@ -14,7 +14,7 @@ from fedqdnn.device import (
     load_state,
     modes_to_train,
     plan_round,
-    skipped_round_metrics,
+    skipped_round_report,
     train_round,
     trained_state,
 )
@@ -62,7 +62,7 @@ def test_offline_draw_matches_the_named_stream():
         plan = plan_round(cfg, device, 1, bytes_down=100)
         assert plan.status == expected, pid
         if expected == "offline":
-            assert skipped_round_metrics(cfg, device, plan)["bytes-down"] == 0
+            assert skipped_round_report(cfg, device, plan).bytes_down == 0
 
 
 def test_deadline_drops_the_lowest_mode_then_straggles():
@@ -75,7 +75,7 @@ def test_deadline_drops_the_lowest_mode_then_straggles():
     hopeless = CFG.replace(deadline_seconds=0.5 * per_mode)
     plan = plan_round(hopeless, device, 1, bytes_down=0)
     assert plan.status == "straggler" and plan.modes == (2,)
-    assert skipped_round_metrics(hopeless, device, plan)["sim-seconds"] == pytest.approx(per_mode)
+    assert skipped_round_report(hopeless, device, plan).sim_seconds == pytest.approx(per_mode)
 
 
 def test_train_round_uploads_shared_and_trained_entries_only():
@@ -87,10 +87,10 @@ def test_train_round_uploads_shared_and_trained_entries_only():
     assert plan.modes == (2, 4)
     assert not any(".bits32." in k for k in update.state)
     assert any(".bits2." in k for k in update.state) and "stem.weight" in update.state
-    m = update.metrics
-    assert m["trained-modes"] == [2, 4] and m["num-examples"] == len(device.y_train)
-    assert m["bytes-up"] == sum(v.nbytes for v in update.state.values())
-    assert np.isfinite(m["loss"]) and m["bytes-down"] == 1000
+    m = update.report
+    assert m.trained_modes == [2, 4] and m.num_examples == len(device.y_train)
+    assert m.bytes_up == sum(v.nbytes for v in update.state.values())
+    assert np.isfinite(m.loss) and m.bytes_down == 1000
 
     eight = CFG.replace(upload_bits=8)
     load_state(device.model, initial_model(CFG).state_dict())

@@ -7,7 +7,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from simulations.scenarios import preset_names
-from strategies.baselines import default_strategies
+from strategies.arms import default_arms
 from tests.e2e_helpers import BIN, run
 
 pytestmark = pytest.mark.e2e
@@ -18,12 +18,12 @@ def test_every_baseline_runs_and_plot_redraws(tmp_path):
     out = tmp_path / "cmp"
     # every default strategy, plus two variants whose code paths only they reach (server
     # optimizer state, shared-affine BN) -- on two rounds, so the server optimizer steps twice
-    strategies = [*default_strategies(), "server-momentum", "shared-affine-bn"]
+    strategies = [*default_arms(), "server-momentum", "shared-affine-bn"]
     code, log = run(
         [
             FEDQDNN,
             "compare",
-            "--strategies",
+            "--arms",
             ",".join(strategies),
             "--clients",
             "6",
@@ -40,9 +40,9 @@ def test_every_baseline_runs_and_plot_redraws(tmp_path):
     )
     assert code == 0, log[-3000:]
     result = json.loads((out / "comparison.json").read_text())
-    seen = {(r["strategy"], r["tier"]) for r in result["rows"]}
+    seen = {(r["arm"], r["tier"]) for r in result["rows"]}
     assert seen == {(s, t) for s in strategies for t in ("mcu-int2", "phone-npu-int4", "cpu-fp32")}
-    rows = {(r["strategy"], r["tier"]): r for r in result["rows"]}
+    rows = {(r["arm"], r["tier"]): r for r in result["rows"]}
     assert rows[("lowest-common", "cpu-fp32")]["bits"] == 2  # everyone deploys the lowest
     assert rows[("fp32-exclusive", "mcu-int2")]["bytes_per_round"] == 0  # never trains
     assert (
@@ -62,7 +62,7 @@ def test_uniform_fp32_fedqdnn_equals_flower_fedavg(tmp_path):
     # One round: both aggregate the same real replies (later rounds start from models that
     # differ by float rounding, which Adam amplifies for near-zero gradients).
     args = ["--scenario", "uniform-fp32", "--clients", "4", "--rounds", "1"]
-    for name, extra in (("ours", []), ("fedavg", ["--set", "server-strategy=fedavg"])):
+    for name, extra in (("ours", []), ("fedavg", ["--set", "aggregation=fedavg"])):
         code, log = run(
             [FEDQDNN, "simulate", *args, *extra, "--out", str(tmp_path / name)], timeout=300
         )

@@ -15,7 +15,6 @@ from matplotlib.patches import Patch
 
 from fedqdnn.cli import main
 from fedqdnn.config import FederatedConfig
-from fedqdnn.federated import report_plots
 from fedqdnn.federated.checkpoint import RunHistory
 from fedqdnn.federated.report import build_results
 from fedqdnn.federated.report_plots import (
@@ -25,7 +24,7 @@ from fedqdnn.federated.report_plots import (
     plot_results,
 )
 from fedqdnn.plotting import percent_text, pyplot, time_unit
-from simulations import compare_plots
+from fedqdnn.schema import COMPARISON_PLOTS, ROUND_PLOT, RUN_PLOTS, Curve
 from simulations.compare_plots import (
     Band,
     draw_curves,
@@ -116,14 +115,14 @@ def test_device_distribution_fixed_size_one_dot_per_device_legend_colours(run):
     assert tuple(fig.get_size_inches()) == (9, 4.2)  # the same at 9 and at 1,000 devices
     colours = assert_legends_match_marks(fig)
     assert set(colours) == set(TIERS) and len(set(colours.values())) == len(TIERS)
-    devices = run["per_device"]
+    devices = run.per_device
     ax = fig.axes[0]
     dots = [c for c in ax.collections if c.get_gid()]
     assert sum(len(c.get_offsets()) for c in dots) == len(devices)
     for dot in dots:  # each tier's dots are exactly its devices' accuracies
-        expected = sorted(d["accuracy"] for d in devices if d["tier"] == dot.get_gid())
+        expected = sorted(d.accuracy for d in devices if d.tier == dot.get_gid())
         assert sorted(dot.get_offsets()[:, 1]) == pytest.approx(expected)
-    counts = {t: sum(d["tier"] == t for d in devices) for t in TIERS}
+    counts = {t: sum(d.tier == t for d in devices) for t in TIERS}
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     for tier, (bits, *_) in TIERS.items():
         plural = "s" if counts[tier] != 1 else ""
@@ -137,16 +136,16 @@ def test_accuracy_curves_only_evaluated_rounds_and_convergence_stars(run, by_tim
     fig = draw_accuracy(run, by_time=by_time)
     assert tuple(fig.get_size_inches()) == (11, 4.2)
     assert_legends_match_marks(fig)
-    history = run["history"]
-    evaluated = [h for h in history if h["accuracy_by_tier"]]
-    assert [h["round"] for h in evaluated] == [*range(2, 21, 2)]  # every 2 rounds and the last
-    scale, unit = time_unit(history[-1]["sim_elapsed_seconds"]) if by_time else (1.0, "")
+    history = run.history
+    evaluated = [h for h in history if h.accuracy_by_tier]
+    assert [h.round for h in evaluated] == [*range(2, 21, 2)]  # every 2 rounds and the last
+    scale, unit = time_unit(history[-1].sim_elapsed_seconds) if by_time else (1.0, "")
     central_ax, tier_ax = fig.axes
-    expected_x = [(h["sim_elapsed_seconds"] if by_time else h["round"]) / scale for h in evaluated]
-    conv = run["convergence"]
+    expected_x = [(h.sim_elapsed_seconds if by_time else h.round) / scale for h in evaluated]
+    conv = run.convergence
     for ax, key_of, reached in (
-        (central_ax, lambda g: g.removesuffix("-bit"), conv["by_bits"]),
-        (tier_ax, lambda g: g, conv["by_tier"]),
+        (central_ax, lambda g: g.removesuffix("-bit"), conv.by_bits),
+        (tier_ax, lambda g: g, conv.by_tier),
     ):
         curves = [ln for ln in ax.get_lines() if ln.get_gid() and ln.get_marker() != "*"]
         stars = {ln.get_gid(): ln for ln in ax.get_lines() if ln.get_marker() == "*"}
@@ -156,10 +155,10 @@ def test_accuracy_curves_only_evaluated_rounds_and_convergence_stars(run, by_tim
             xs = xs[1:] if ax is central_ax else xs  # central curve starts at round / time 0
             assert xs == pytest.approx(expected_x)
             assert np.isfinite(line.get_ydata()).all()  # no None / NaN points
-            first = reached[key_of(line.get_gid())]["sim_seconds" if by_time else "round"]
+            first = getattr(reached[key_of(line.get_gid())], "sim_seconds" if by_time else "round")
             star = stars[line.get_gid()]
             assert star.get_xdata()[0] == pytest.approx(first / scale)
-            assert star.get_ydata()[0] >= conv["target_accuracy"]
+            assert star.get_ydata()[0] >= conv.target_accuracy
     assert central_ax.get_xlabel() == (f"simulated time ({unit})" if by_time else "round")
     pyplot().close(fig)
 
@@ -168,16 +167,16 @@ def test_sim_time_plot_means_per_tier_and_round_duration(run):
     fig = draw_sim_time(run)
     assert tuple(fig.get_size_inches()) == (11, 4.2)
     assert_legends_match_marks(fig)
-    history, ax = run["history"], fig.axes[0]
-    scale, _ = time_unit(max(h["sim_round_seconds"] for h in history))
+    history, ax = run.history, fig.axes[0]
+    scale, _ = time_unit(max(h.sim_round_seconds for h in history))
     lines = {ln.get_gid(): ln for ln in ax.get_lines() if ln.get_gid()}
-    cpu = [[c["sim-seconds"] for c in h["clients"] if c["tier"] == "cpu-fp32"] for h in history]
+    cpu = [[c.sim_seconds for c in h.clients if c.tier == "cpu-fp32"] for h in history]
     assert list(lines["cpu-fp32"].get_ydata()) == pytest.approx(
         [statistics.fmean(c) / scale for c in cpu]
     )
     duration = [ln for ln in ax.get_lines() if ln.get_label().startswith("round duration")][0]
     assert list(duration.get_ydata()) == pytest.approx(
-        [h["sim_round_seconds"] / scale for h in history]
+        [h.sim_round_seconds / scale for h in history]
     )
     pyplot().close(fig)
 
@@ -189,7 +188,7 @@ def test_run_without_client_records_draws_accuracy_per_round_only(tmp_path):
         r: {"accuracy-bits2": 0.3 + 0.2 * r, "accuracy-bits32": 0.4 + 0.2 * r} for r in (1, 2)
     }
     results = build_results(cfg, {}, history, 1.0)  # Flower's FedAvg records no clients
-    assert plot_results(tmp_path, results) == [tmp_path / report_plots.ROUND_PLOT]
+    assert plot_results(tmp_path, results) == [tmp_path / ROUND_PLOT]
     fig = draw_accuracy(results, by_time=False)
     assert len(fig.axes) == 1  # no device accuracy: the central panel alone
     assert_legends_match_marks(fig)
@@ -217,7 +216,7 @@ def drawn(request):
 
 def test_comparison_one_colour_per_strategy_in_every_plot_bounded_size(drawn):
     comparison, figures = drawn
-    names = list(comparison["strategies"])
+    names = list(comparison.arms)
     per_figure = []
     for fig in figures.values():
         width, height = fig.get_size_inches()
@@ -245,17 +244,16 @@ def _strategy_colours(fig, names) -> dict[str, tuple]:
 
 def test_comparison_values_bars_bands_and_tier_markers(drawn):
     comparison, figures = drawn
-    rows = comparison["rows"]
+    rows = comparison.rows
     for ax, tier in zip(figures["bars"].axes, TIERS, strict=True):
         bar = next(p for p in ax.patches if p.get_gid() == "s1")
-        accs = [r["accuracy"] for r in rows if r["strategy"] == "s1" and r["tier"] == tier]
+        accs = [r.accuracy for r in rows if r.arm == "s1" and r.tier == tier]
         assert bar.get_width() == pytest.approx(statistics.fmean(accs))
     for i, (ax, tier) in enumerate(zip(figures["rounds"].axes, TIERS, strict=True)):
         line = next(ln for ln in ax.get_lines() if ln.get_gid() == "s0")
         assert list(line.get_xdata()) == [*range(2, 21, 2)]  # evaluated rounds only
         round2 = [  # s0 trains one model per tier: run i is this tier's
-            comparison["curves"][f"s0/seed{s}"][i]["accuracy_by_tier"][1][tier]
-            for s in comparison["seeds"]
+            comparison.curves[f"s0/seed{s}"][i].accuracy_by_tier[1][tier] for s in comparison.seeds
         ]
         assert line.get_ydata()[0] == pytest.approx(statistics.fmean(round2))
     legend = next(g for g in figures["size"].legends if g.get_title().get_text().startswith("tier"))
@@ -267,31 +265,33 @@ def test_comparison_values_bars_bands_and_tier_markers(drawn):
 
 
 def _curve(accs, seconds, tier="t"):
-    return {"rounds": [1, 2, 3, 4], "sim_elapsed_seconds": seconds,
-            "accuracy_by_tier": [{tier: a} if a is not None else {} for a in accs]}  # fmt: skip
+    return Curve(participants="", rounds=[1, 2, 3, 4], sim_elapsed_seconds=seconds,
+                 central_accuracy_by_bits=[{}] * 4,
+                 accuracy_by_tier=[{tier: a} if a is not None else {} for a in accs])  # fmt: skip
 
 
 def test_seed_band_hand_computed():
-    result = {
-        "seeds": [0, 1],
-        "curves": {
+    result = comparison_at(1, 3, seeds=2, rounds=4)
+    result.curves.clear()
+    result.curves.update(
+        {
             "a/seed0": [
                 _curve([0.1, 0.2, 0.3, 0.4], [1, 2, 3, 4], tier="u"),  # another tier's run
                 _curve([None, 0.5, None, 0.8], [1, 2, 3, 4]),
             ],
             "a/seed1": [_curve([None, 0.7, None, None], [2, 4, 6, 8])],  # t not sampled in 4
-        },
-    }
+        }
+    )
     band = seed_band(result, "a", "t")
     assert band.rounds == [2]  # only rounds every seed evaluated
     assert band.mean == pytest.approx([0.6]) and band.seconds == pytest.approx([3.0])
     assert band.std == pytest.approx([math.sqrt((0.1**2 + 0.1**2) / 1)])  # sample std
-    result["curves"]["a/seed1"] = [_curve([None, 0.7, None, 1.0], [2, 4, 6, 8])]
+    result.curves["a/seed1"] = [_curve([None, 0.7, None, 1.0], [2, 4, 6, 8])]
     band = seed_band(result, "a", "t")
     assert band.rounds == [2, 4] and band.mean == pytest.approx([0.6, 0.9])
     assert band.seconds == pytest.approx([3.0, 6.0])
     assert seed_band(result, "a", "v") is None
-    assert seed_band({**result, "seeds": [0]}, "a", "t").std == [0.0, 0.0]
+    assert seed_band(result.model_copy(update={"seeds": [0]}), "a", "t").std == [0.0, 0.0]
 
 
 def test_strategies_sharing_a_run_are_named_where_one_line_hides_the_other():
@@ -306,17 +306,15 @@ def test_strategies_sharing_a_run_are_named_where_one_line_hides_the_other():
 
 
 PNGS = {
-    "results": [report_plots.DEVICE_PLOT, report_plots.ROUND_PLOT, report_plots.TIME_PLOT,
-                report_plots.SIM_TIME_PLOT],
-    "comparison": [compare_plots.TIER_PLOT, compare_plots.ROUND_PLOT, compare_plots.TIME_PLOT,
-                   compare_plots.SIZE_PLOT],
+    "results": [*RUN_PLOTS],
+    "comparison": [*COMPARISON_PLOTS],
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["results", "comparison"])
 def test_fedqdnn_plot_redraws_every_png_from_the_file(kind, tmp_path, capsys):
     data = results_at(9, rounds=4) if kind == "results" else comparison_at(2, 9, seeds=2, rounds=4)
-    (tmp_path / f"{kind}.json").write_text(json.dumps(data))
+    (tmp_path / f"{kind}.json").write_text(json.dumps(data.to_json()))
     assert main(["plot", str(tmp_path)]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / name) for name in PNGS[kind]]

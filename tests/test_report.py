@@ -3,7 +3,8 @@
 from fedqdnn.config import FederatedConfig
 from fedqdnn.federated.checkpoint import RunHistory
 from fedqdnn.federated.report import build_results
-from strategies.protocol import RoundRecord, records_from_json, records_to_json
+from fedqdnn.schema import ClientRow, EvaluationRow, Rejection, RoundRecord, RunResults
+from strategies.protocol import records_from_json, records_to_json
 
 CFG = FederatedConfig(num_clients=2, rounds=2, bits=(2, 32), tiers={"cpu-fp32": 1.0})
 
@@ -22,22 +23,38 @@ def _history() -> RunHistory:
 
 
 def _rounds() -> dict[int, RoundRecord]:
-    client = {"partition-id": 0, "tier": "cpu-fp32", "sim-seconds": 1.0}
+    client = ClientRow(
+        partition_id=0,
+        tier="cpu-fp32",
+        status="trained",
+        sim_seconds=1.0,
+        num_examples=8,
+        bytes_down=100,
+        loss=0.5,
+        trained_modes=[2, 32],
+    )
     last = RoundRecord(
         train=[client],
-        rejected=[{"partition-id": 1, "reason": "wrong keys"}],
+        rejected=[Rejection(partition_id=1, reason="wrong keys")],
         evaluation=[
-            {"partition-id": 1, "tier": "cpu-fp32", "bits": 32, "accuracy": 0.5,
-             "num-examples": 4},
-            {"partition-id": 0, "tier": "cpu-fp32", "bits": 32, "accuracy": 1.0,
-             "num-examples": 4},
+            EvaluationRow(partition_id=1, tier="cpu-fp32", bits=32, accuracy=0.5,
+                          num_examples=4, loss=1.0),
+            EvaluationRow(partition_id=0, tier="cpu-fp32", bits=32, accuracy=1.0,
+                          num_examples=4, loss=0.1),
         ],
     )  # fmt: skip
     return {1: RoundRecord(train=[client, client]), 2: last}
 
 
+def _json(results: RunResults) -> dict:
+    """results.json as written (and read back through the same model)."""
+    data = results.to_json()
+    assert RunResults.model_validate(data) == results
+    return data
+
+
 def test_results_from_a_hand_built_run():
-    results = build_results(CFG, _rounds(), _history(), wall_seconds=3.14159)
+    results = _json(build_results(CFG, _rounds(), _history(), wall_seconds=3.14159))
     assert results["final"] == {
         "accuracy_by_bits": {"2": 0.7, "32": 0.8},
         "accuracy_by_tier": {"cpu-fp32": 0.75},
@@ -54,10 +71,15 @@ def test_results_from_a_hand_built_run():
     assert first["train_loss"] == 1.5 and second["num_rejected"] == 1
     assert second["central_accuracy_by_bits"] == {"2": 0.7, "32": 0.8}
     assert results["wall_seconds"] == 3.14 and results["config"] == CFG.to_flat()
+    assert second["clients"] == [  # a device's reply under its wire names
+        {"partition-id": 0, "tier": "cpu-fp32", "status": "trained", "num-examples": 8,
+         "bytes-down": 100, "loss": 0.5, "trained-modes": [2, 32], "sim-seconds": 1.0}
+    ]  # fmt: skip
+    assert second["rejected"] == [{"partition-id": 1, "reason": "wrong keys"}]
 
 
 def test_results_without_round_records_flower_fedavg():
-    results = build_results(CFG, {}, _history(), 1.0)
+    results = _json(build_results(CFG, {}, _history(), 1.0))
     assert results["per_device"] == [] and results["history"][0]["num_trained"] is None
 
 
@@ -80,11 +102,12 @@ def test_cadence_window_means_and_convergence_hand_computed():
     }
 
     def evaluation(acc):
-        row = {"partition-id": 0, "tier": "cpu-fp32", "bits": 32, "num-examples": 4}
-        return [{**row, "accuracy": acc}]
+        row = {"partition_id": 0, "tier": "cpu-fp32", "bits": 32, "num_examples": 4, "loss": 0}
+        return [EvaluationRow(**row, accuracy=acc)]
 
     def trained(seconds):
-        return [{"partition-id": 0, "tier": "cpu-fp32", "sim-seconds": seconds}]
+        row = {"partition_id": 0, "tier": "cpu-fp32", "num_examples": 4, "bytes_down": 0}
+        return [ClientRow(**row, status="trained", sim_seconds=seconds)]
 
     rounds = {
         1: RoundRecord(train=trained(3.0)),
@@ -92,7 +115,7 @@ def test_cadence_window_means_and_convergence_hand_computed():
         3: RoundRecord(train=trained(2.0)),
         4: RoundRecord(train=trained(4.0), evaluation=evaluation(1.0)),
     }
-    results = build_results(cfg, rounds, history, 1.0)
+    results = _json(build_results(cfg, rounds, history, 1.0))
     final = results["final"]
     assert final["window_rounds"] == [2, 4]
     assert final["accuracy_by_bits"] == {"2": 0.7, "32": 0.8}  # (0.6+0.8)/2, (0.7+0.9)/2

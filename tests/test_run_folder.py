@@ -18,9 +18,10 @@ from fedqdnn.federated.run_folder import (
     holding,
 )
 from fedqdnn.files import NON_FINITE_KEY, dumps_strict, write_json
-from simulations.compare import _run, run_key
+from simulations.compare import _run, run_folder_name
 from simulations.scenarios import load_scenario
 from tests.e2e_helpers import REPO
+from tests.plot_data import results_at
 
 HOLD = """
 import sys, time
@@ -99,23 +100,24 @@ def test_strict_json_writes_null_for_non_finite_numbers_and_says_why(tmp_path):
 
 def test_a_comparison_reuses_finished_runs_resumes_unfinished_and_restarts_the_rest(tmp_path):
     cfg = load_scenario("three-tier").replace(rounds=3)
-    run_dir = tmp_path / "runs" / run_key(cfg)
+    run_dir = tmp_path / "runs" / run_folder_name(cfg)
     calls = []
+    results = results_at(3, rounds=3)
 
     def simulate_fn(cfg, out, resume=False, overwrite=False):
         calls.append((resume, overwrite))
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text('{"history": []}')
+        (out / "results.json").write_text(json.dumps(results.to_json()))
         (out / "model.safetensors").write_text("")
-        return {}
+        return results
 
     run_dir.mkdir(parents=True)  # a run killed before its first checkpoint
-    _run(cfg, tmp_path, simulate_fn, log=lambda m: None)
+    _run(cfg, tmp_path, simulate_fn)
     (run_dir / "results.json").unlink()
     (run_dir / "checkpoint").mkdir()
     (run_dir / "checkpoint" / "state.json").write_text('{"round": 2}')  # interrupted
-    _run(cfg, tmp_path, simulate_fn, log=lambda m: None)
-    _run(cfg, tmp_path, simulate_fn, log=lambda m: None)  # finished: reused
+    _run(cfg, tmp_path, simulate_fn)
+    assert _run(cfg, tmp_path, simulate_fn).results == results  # finished: reused
     assert calls == [(False, True), (True, False)]
 
 

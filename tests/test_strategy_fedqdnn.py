@@ -41,14 +41,14 @@ def _instruction(node: int = 1) -> Message:
     return Message(content=RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
 
 
-def _reply(pid: int, modes, n: int, fill: float, status="trained", arrays=None, **extra):
+def _reply(pid: int, modes, n: int, fill: float, status="trained", arrays=None):
     if arrays is None:
         arrays = {
             k: np.full_like(v, fill)
             for k, v in STATE.items()
             if ".bits" not in k or any(f".bits{b}." in k for b in modes)
         }
-    metrics = {"num-examples": n, "trained-modes": list(modes), "loss": 0.5, **extra}
+    metrics = {"num-examples": n, "bytes-down": 0, "trained-modes": list(modes), "loss": 0.5}
     content = {
         "metrics": MetricRecord(metrics),
         "info": ConfigRecord({"tier": "t", "partition-id": pid, "status": status}),
@@ -79,7 +79,7 @@ def test_aggregate_train_weights_shared_by_all_and_modes_by_their_trainers():
     # mean 5, var = (1 * (2 + 9) + 3 * (6 + 1)) / 4 = 8
     assert np.allclose(out[f"{BN}.bits2.running_var"], 8.0)
     assert metrics["num-valid"] == 2 and metrics["train-loss"] == 0.5
-    assert [r["partition-id"] for r in strategy.rounds[1].train] == [0, 1]
+    assert [r.partition_id for r in strategy.rounds[1].train] == [0, 1]
 
 
 def test_bad_replies_are_excluded_with_reasons_and_offline_ones_dropped():
@@ -96,12 +96,16 @@ def test_bad_replies_are_excluded_with_reasons_and_offline_ones_dropped():
         _reply(5, (8,), 1, 0.0),
     ]
     arrays, metrics = strategy.aggregate_train(2, replies)
-    reasons = [r["reason"] for r in strategy.rounds[2].rejected]
+    rejected = strategy.rounds[2].rejected
+    reasons = [r.reason for r in rejected]
     assert len(reasons) == 4
+    # in partition order; the client error names its device through its instruction (None here:
+    # the error replies to an instruction this strategy did not send)
+    assert [r.partition_id for r in rejected] == [1, 2, 5, None]
     assert any("non-finite" in r for r in reasons) and any("shape" in r for r in reasons)
     assert any("client error" in r and "boom" in r for r in reasons)
     assert any("not modes of the model" in r for r in reasons)
-    assert strategy.rounds[2].dropped[0]["status"] == "offline"
+    assert strategy.rounds[2].dropped[0].status == "offline"
     assert metrics["num-valid"] == 1 and metrics["num-rejected"] == 4
     assert np.allclose(arrays["stem.weight"].numpy(), 2.0)
 

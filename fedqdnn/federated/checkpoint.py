@@ -19,10 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.files import write_bytes_atomic, write_json
+from fedqdnn.schema import CHECKPOINT_STATE_FILE, model_file
 from fedqdnn.validation import one_line
 
-CHECKPOINT_DIR = "checkpoint"
-STATE_FILE = "state.json"
 FORMAT = 2
 READABLE_FORMATS = (1, 2)  # format 1 kept only the strategy's round records
 STRATEGY_PREFIX = "strategy/"  # strategy arrays (server optimizer moments) in the model file
@@ -77,7 +76,7 @@ def save_checkpoint(
     from safetensors.numpy import save
 
     directory.mkdir(parents=True, exist_ok=True)
-    model_name = f"model-round{server_round}.safetensors"
+    model_name = model_file(server_round)
     tensors = {k: np.require(v, requirements="C") for k, v in state.items()}
     tensors.update(
         {STRATEGY_PREFIX + k: np.require(v, requirements="C") for k, v in strategy_arrays.items()}
@@ -91,8 +90,8 @@ def save_checkpoint(
         "history": history.to_json(),
         "strategy": strategy,
     }
-    write_json(directory / STATE_FILE, payload, indent=None)
-    for old in directory.glob("model-round*.safetensors"):
+    write_json(directory / CHECKPOINT_STATE_FILE, payload, indent=None)
+    for old in directory.glob(model_file("*")):
         if old.name != model_name:
             old.unlink()
 
@@ -103,13 +102,13 @@ def load_checkpoint(directory: Path) -> Checkpoint:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    state_path = directory / STATE_FILE
+    state_path = directory / CHECKPOINT_STATE_FILE
     if not state_path.is_file():
-        raise CheckpointError(f"no checkpoint in {directory} (missing {STATE_FILE})")
+        raise CheckpointError(f"no checkpoint in {directory} (missing {CHECKPOINT_STATE_FILE})")
     try:
         payload = json.loads(state_path.read_text())
         check_state_schema(payload, state_path)
-        model_file = directory / payload["model_file"]
+        model_path = directory / payload["model_file"]
         server_round = int(payload["round"])
         if payload.get("format") not in READABLE_FORMATS:
             raise CheckpointError(
@@ -126,10 +125,10 @@ def load_checkpoint(directory: Path) -> Checkpoint:
             "plain file name inside the checkpoint directory"
         )
     try:
-        arrays = load_file(str(model_file))
+        arrays = load_file(str(model_path))
     except (SafetensorError, OSError) as err:
         raise CheckpointError(
-            f"checkpoint model {model_file} is not a readable safetensors "
+            f"checkpoint model {model_path} is not a readable safetensors "
             f"file ({err}); pickle and other formats are refused"
         ) from None
     if server_round < 0:

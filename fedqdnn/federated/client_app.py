@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedqdnn.accelerator import select_device
@@ -29,10 +29,23 @@ from fedqdnn.device import (
     evaluation_mode,
     load_state,
     plan_round,
-    skipped_round_metrics,
+    skipped_round_report,
     train_round,
 )
-from strategies.records import to_torch_state
+from fedqdnn.schema import (
+    ARRAYS,
+    CONFIG,
+    INFO,
+    METRICS,
+    PARTITION_ID,
+    DeviceInfo,
+    EvaluationReport,
+    Identity,
+    RoundStatus,
+    TrainReport,
+    read_instruction,
+)
+from strategies.records import to_arrayrecord, to_torch_state
 
 app = ClientApp()
 
@@ -70,11 +83,8 @@ def _parse(flat_items: tuple) -> FederatedConfig:
 def _config(msg: Message) -> tuple[FederatedConfig, int, int | None]:
     """The run config the server sent (parsed once per distinct config), the round, and the
     device the message is for (None when the server leaves it to the node: Flower's FedAvg)."""
-    flat = dict(msg.content["config"])
-    server_round = int(flat.pop("server-round", 0))
-    partition = flat.pop("partition-id", None)
-    cfg = _parse(tuple(sorted(flat.items())))
-    return cfg, server_round, None if partition is None else int(partition)
+    flat, server_round, partition = read_instruction(dict(msg.content[CONFIG]))
+    return _parse(tuple(sorted(flat.items()))), server_round, partition
 
 
 def _device(cfg: FederatedConfig, context: Context, partition: int | None) -> SimulatedDevice:
@@ -82,31 +92,30 @@ def _device(cfg: FederatedConfig, context: Context, partition: int | None) -> Si
     ``participants`` in order of their ``partition-id``)."""
     use_cpu_share()
     if partition is None:
-        partition = cfg.participant_ids[int(context.node_config["partition-id"])]
+        partition = cfg.participant_ids[int(context.node_config[PARTITION_ID])]
     return device_for(cfg, partition, _torch_device(cfg.device))
 
 
 def _reply(
     msg: Message,
-    device: SimulatedDevice,
-    status: str,
-    metrics: dict,
+    info: DeviceInfo,
+    metrics: TrainReport | EvaluationReport,
     arrays: dict[str, np.ndarray] | None = None,
 ) -> Message:
-    content = {
-        "metrics": MetricRecord(metrics),
-        "info": ConfigRecord(
-            {
-                "tier": device.tier,
-                "partition-id": device.partition_id,
-                "status": status,
-                "torch-device": str(device.x_train.device),
-            }
-        ),
-    }
+    content = {METRICS: MetricRecord(metrics.wire()), INFO: ConfigRecord(info.wire())}
     if arrays is not None:
-        content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+        content[ARRAYS] = to_arrayrecord(arrays)
     return Message(content=RecordDict(content), reply_to=msg)
+
+
+def _info(device: SimulatedDevice, status: RoundStatus | None = None) -> DeviceInfo:
+    torch_device = None if status is None else str(device.x_train.device)
+    return DeviceInfo(
+        tier=device.tier,
+        partition_id=device.partition_id,
+        status=status,
+        torch_device=torch_device,
+    )
 
 
 @app.train()
@@ -115,35 +124,34 @@ def train(msg: Message, context: Context) -> Message:
     entries, or with a status (offline, straggler) and no arrays."""
     cfg, rnd, partition = _config(msg)
     device = _device(cfg, context, partition)
-    arrays = msg.content["arrays"]
+    arrays = msg.content[ARRAYS]
     bytes_down = sum(np.dtype(a.dtype).itemsize * math.prod(a.shape) for a in arrays.values())
     plan = plan_round(cfg, device, rnd, bytes_down)
     if plan.status != "trained":
-        return _reply(msg, device, plan.status, skipped_round_metrics(cfg, device, plan))
+        report = skipped_round_report(cfg, device, plan)
+        return _reply(msg, _info(device, plan.status), report)
     load_state(device.model, to_torch_state(arrays))
     update = train_round(cfg, device, plan, rnd)
-    return _reply(msg, device, "trained", update.metrics, update.state)
+    return _reply(msg, _info(device, "trained"), update.report, update.state)
 
 
 @app.query()
 def identify(msg: Message, context: Context) -> Message:
     """Tell the server which partition this node simulates (node IDs are random per run)."""
-    reply = RecordDict(
-        {"info": ConfigRecord({"partition-id": int(context.node_config["partition-id"])})}
-    )
-    return Message(content=reply, reply_to=msg)
+    identity = Identity(partition_id=int(context.node_config[PARTITION_ID]))
+    return Message(content=RecordDict({INFO: ConfigRecord(identity.wire())}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate_local(msg: Message, context: Context) -> Message:
-    """Per-device accuracy: the global model at this device's top mode, on its local test split."""
+    """Per-device accuracy: the global model at the top mode this device trains (its
+    evaluation mode), on its local test split."""
     cfg, _, partition = _config(msg)
     device = _device(cfg, context, partition)
-    load_state(device.model, to_torch_state(msg.content["arrays"]))
+    load_state(device.model, to_torch_state(msg.content[ARRAYS]))
     bits = evaluation_mode(cfg, device)
     accuracy, loss = evaluate_locally(device, bits)
-    metrics = MetricRecord(
-        {"num-examples": len(device.y_test), "accuracy": accuracy, "loss": loss, "bits": bits}
+    report = EvaluationReport(
+        num_examples=len(device.y_test), accuracy=accuracy, loss=loss, bits=bits
     )
-    info = ConfigRecord({"tier": device.tier, "partition-id": device.partition_id})
-    return Message(content=RecordDict({"metrics": metrics, "info": info}), reply_to=msg)
+    return _reply(msg, _info(device), report)

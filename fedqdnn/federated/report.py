@@ -18,30 +18,25 @@ from fedqdnn.convergence import (
 )
 from fedqdnn.federated.checkpoint import RunHistory
 from fedqdnn.federated.report_plots import plot_results
-from fedqdnn.files import write_bytes_atomic, write_json
+from fedqdnn.files import read_json_checked, write_bytes_atomic, write_json
 from fedqdnn.provenance import versions
 from fedqdnn.round_plan import final_window
-from strategies.protocol import RoundRecord
-
-
-def _central(metrics) -> dict[str, float]:
-    return {
-        k.removeprefix("accuracy-bits"): float(v)
-        for k, v in metrics.items()
-        if k.startswith("accuracy-bits")
-    }
-
-
-def _tiers(metrics) -> dict[str, float]:
-    return {
-        k.removeprefix("accuracy-"): float(v)
-        for k, v in metrics.items()
-        if k.startswith("accuracy-") and not k.startswith("accuracy-bits")
-    }
-
-
-MODEL_FILE = "model.safetensors"
-FINAL_MODELS_DIR = "final-models"  # models of the final window's earlier rounds
+from fedqdnn.schema import (
+    ACCURACY,
+    RESULTS_FILE,
+    TRAIN_LOSS,
+    Convergence,
+    DeviceAccuracy,
+    EvaluationRow,
+    FinalAccuracy,
+    LastRound,
+    Reached,
+    RoundRecord,
+    RoundResult,
+    RunResults,
+    mode_accuracies,
+    tier_accuracies,
+)
 
 
 def save_model(path: Path, arrays, cfg: FederatedConfig) -> None:
@@ -64,7 +59,7 @@ def build_results(
     rounds: dict[int, RoundRecord],
     result: RunHistory,
     wall_seconds: float,
-) -> dict:
+) -> RunResults:
     """Assemble results.json from the strategy's round records (empty for Flower's FedAvg,
     which keeps none) and the run history.
 
@@ -79,102 +74,102 @@ def build_results(
     history = []
     elapsed = 0.0
     for rnd in range(1, cfg.rounds + 1):
-        record = rounds.get(rnd)
+        record = rounds.get(rnd, RoundRecord())
         fed = federated.get(rnd, {})
-        clients = record.train if record else []
-        dropped = record.dropped if record else []
         sim_round = simulated_round_seconds(
-            [c["sim-seconds"] for c in clients if "sim-seconds" in c],
-            sum(d.get("status") == "straggler" for d in dropped),
+            [c.sim_seconds for c in record.train if c.sim_seconds is not None],
+            sum(d.status == "straggler" for d in record.dropped),
             cfg.deadline_seconds,
         )
         elapsed += sim_round
         history.append(
-            {
-                "round": rnd,
-                "central_accuracy_by_bits": _central(central.get(rnd, {})),
-                "federated_accuracy": float(fed["accuracy"]) if "accuracy" in fed else None,
-                "accuracy_by_tier": _tiers(fed),
-                "train_loss": float(train[rnd]["train-loss"])
-                if rnd in train and "train-loss" in train[rnd]
-                else None,
-                "num_trained": len(record.train) if record else None,
-                "num_rejected": len(record.rejected) if record else 0,
-                "num_dropped": len(record.dropped) if record else 0,
-                "round_seconds": result.round_seconds.get(rnd),
-                "sim_round_seconds": round(sim_round, 6),
-                "sim_elapsed_seconds": round(elapsed, 6),
-                "deadline_seconds": cfg.deadline_seconds,
-                "clients": clients,
-                "rejected": record.rejected if record else [],
-                "dropped": dropped,
-            }
+            RoundResult(
+                round=rnd,
+                central_accuracy_by_bits=mode_accuracies(central.get(rnd, {})),
+                federated_accuracy=float(fed[ACCURACY]) if ACCURACY in fed else None,
+                accuracy_by_tier=tier_accuracies(fed),
+                train_loss=train.get(rnd, {}).get(TRAIN_LOSS),
+                num_trained=len(record.train) if rnd in rounds else None,
+                num_rejected=len(record.rejected),
+                num_dropped=len(record.dropped),
+                round_seconds=result.round_seconds.get(rnd),
+                sim_round_seconds=round(sim_round, 6),
+                sim_elapsed_seconds=round(elapsed, 6),
+                deadline_seconds=cfg.deadline_seconds,
+                clients=record.train,
+                rejected=record.rejected,
+                dropped=record.dropped,
+            )
         )
     window = final_window(cfg.rounds, cfg.evaluate_every, cfg.final_average)
     in_window = [history[r - 1] for r in window]
-    return {
-        "final": {
-            "accuracy_by_bits": mean_by_key([h["central_accuracy_by_bits"] for h in in_window]),
-            "accuracy_by_tier": mean_by_key([h["accuracy_by_tier"] for h in in_window]),
-            "federated_accuracy": window_mean([h["federated_accuracy"] for h in in_window]),
-            "window_rounds": window,
-        },
-        "last_round": {
-            "accuracy_by_bits": history[-1]["central_accuracy_by_bits"],
-            "accuracy_by_tier": history[-1]["accuracy_by_tier"],
-        },
-        "convergence": _convergence(cfg, history),
-        "initial_accuracy_by_bits": _central(central.get(0, {})),
-        "per_device": _per_device([rounds.get(r) for r in window]),
-        "history": history,
-        "config": cfg.to_flat(),
-        "seed": cfg.seed,
-        "versions": versions(),
-        "wall_seconds": round(wall_seconds, 2),
-    }
+    return RunResults(
+        final=FinalAccuracy(
+            accuracy_by_bits=mean_by_key([h.central_accuracy_by_bits for h in in_window]),
+            accuracy_by_tier=mean_by_key([h.accuracy_by_tier for h in in_window]),
+            federated_accuracy=window_mean([h.federated_accuracy for h in in_window]),
+            window_rounds=window,
+        ),
+        last_round=LastRound(
+            accuracy_by_bits=history[-1].central_accuracy_by_bits,
+            accuracy_by_tier=history[-1].accuracy_by_tier,
+        ),
+        convergence=_convergence(cfg, history),
+        initial_accuracy_by_bits=mode_accuracies(central.get(0, {})),
+        per_device=_per_device([rounds.get(r) for r in window]),
+        history=history,
+        config=cfg.to_flat(),
+        seed=cfg.seed,
+        versions=versions(),
+        wall_seconds=round(wall_seconds, 2),
+    )
 
 
-def _per_device(records: list[RoundRecord | None]) -> list[dict]:
+def _per_device(records: list[RoundRecord | None]) -> list[DeviceAccuracy]:
     """Each device's accuracy: the mean over the window's evaluations that included it."""
-    rows: dict[int, list[dict]] = {}
+    rows: dict[int, list[EvaluationRow]] = {}
     for record in records:
         for e in record.evaluation if record else []:
-            rows.setdefault(int(e["partition-id"]), []).append(e)
+            rows.setdefault(e.partition_id, []).append(e)
     return [
-        {
-            "client": pid,
-            "tier": evals[-1]["tier"],
-            "bits": int(evals[-1]["bits"]),
-            "accuracy": statistics.fmean(float(e["accuracy"]) for e in evals),
-            "num_examples": int(evals[-1]["num-examples"]),
-        }
+        DeviceAccuracy(
+            client=pid,
+            tier=evals[-1].tier,
+            bits=evals[-1].bits,
+            accuracy=statistics.fmean(e.accuracy for e in evals),
+            num_examples=evals[-1].num_examples,
+        )
         for pid, evals in sorted(rows.items())
     ]
 
 
-def _convergence(cfg: FederatedConfig, history: list[dict]) -> dict:
+def _convergence(cfg: FederatedConfig, history: list[RoundResult]) -> Convergence:
     """First evaluated round / simulated time reaching the target, per tier and per mode."""
     target = cfg.target_accuracy
 
-    def first(series) -> dict:
-        by_round = [(h["round"], series(h)) for h in history]
-        by_time = [(h["sim_elapsed_seconds"], series(h)) for h in history]
-        return {
-            "round": first_reaching(by_round, target),
-            "sim_seconds": first_reaching(by_time, target),
-        }
+    def first(series) -> Reached:
+        by_round = [(h.round, series(h)) for h in history]
+        by_time = [(h.sim_elapsed_seconds, series(h)) for h in history]
+        return Reached(
+            round=first_reaching(by_round, target), sim_seconds=first_reaching(by_time, target)
+        )
 
-    tiers = sorted({t for h in history for t in h["accuracy_by_tier"]})
-    modes = sorted({b for h in history for b in h["central_accuracy_by_bits"]}, key=int)
-    return {
-        "target_accuracy": target,
-        "by_tier": {t: first(lambda h, t=t: h["accuracy_by_tier"].get(t)) for t in tiers},
-        "by_bits": {b: first(lambda h, b=b: h["central_accuracy_by_bits"].get(b)) for b in modes},
-    }
+    tiers = sorted({t for h in history for t in h.accuracy_by_tier})
+    modes = sorted({b for h in history for b in h.central_accuracy_by_bits}, key=int)
+    return Convergence(
+        target_accuracy=target,
+        by_tier={t: first(lambda h, t=t: h.accuracy_by_tier.get(t)) for t in tiers},
+        by_bits={b: first(lambda h, b=b: h.central_accuracy_by_bits.get(b)) for b in modes},
+    )
 
 
-def write_results(out: Path, results: dict) -> None:
+def write_results(out: Path, results: RunResults) -> None:
     """results.json plus the plots of :mod:`fedqdnn.federated.report_plots`."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", results)
+    write_json(out / RESULTS_FILE, results.to_json())
     plot_results(out, results)
+
+
+def read_results(path: Path) -> RunResults:
+    """results.json, checked: one-line ``ValueError`` naming what is missing or wrong."""
+    return RunResults.model_validate(read_json_checked(path, RunResults))

@@ -13,9 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
 
-from fedqdnn.files import read_json_checked
 from fedqdnn.plotting import (
     TARGET_COLOR,
     Style,
@@ -29,146 +27,94 @@ from fedqdnn.plotting import (
     save,
     time_unit,
 )
+from fedqdnn.schema import (
+    DEVICE_PLOT,
+    ROUND_PLOT,
+    SIM_TIME_PLOT,
+    TIME_PLOT,
+    RoundResult,
+    RunResults,
+)
 
-DEVICE_PLOT = "device_accuracy_by_tier.png"
-ROUND_PLOT = "accuracy_per_round.png"
-TIME_PLOT = "accuracy_vs_sim_time.png"
-SIM_TIME_PLOT = "sim_time_per_round.png"
 JITTER_SEED = 0  # the dots' horizontal spread: the same picture on every redraw
-
-
-# ---------------------------------------------------------------- what the plots read
-
-
-class Client(BaseModel):
-    tier: str
-    sim_seconds: float = Field(alias="sim-seconds")
-
-
-class Dropped(BaseModel):
-    tier: str
-    status: str | None = None
-
-
-class Round(BaseModel):
-    round: int
-    central_accuracy_by_bits: dict[str, float]
-    accuracy_by_tier: dict[str, float]
-    sim_round_seconds: float
-    sim_elapsed_seconds: float
-    deadline_seconds: float
-    clients: list[Client]
-    dropped: list[Dropped]
-
-
-class Device(BaseModel):
-    client: int
-    tier: str
-    bits: int
-    accuracy: float
-
-
-class Reached(BaseModel):
-    round: int | None
-    sim_seconds: float | None
-
-
-class Convergence(BaseModel):
-    target_accuracy: float
-    by_tier: dict[str, Reached]
-    by_bits: dict[str, Reached]
-
-
-class Final(BaseModel):
-    window_rounds: list[int]
-
-
-class Results(BaseModel):
-    """The keys of results.json that the plots read (others are ignored)."""
-
-    history: list[Round] = Field(min_length=1)
-    per_device: list[Device]
-    convergence: Convergence
-    final: Final
-
-
-def read_results(path: Path) -> dict:
-    """results.json, checked: one-line ``ValueError`` naming what is missing or wrong."""
-    return read_json_checked(path, Results)
 
 
 # ---------------------------------------------------------------- series and styles
 
 
-def tier_bits(results: dict) -> dict[str, str]:
+def tier_bits(results: RunResults) -> dict[str, str]:
     """Each tier's evaluated mode(s) as text ("2-bit"), from the per-device rows."""
     bits: dict[str, set[int]] = {}
-    for d in results["per_device"]:
-        bits.setdefault(d["tier"], set()).add(d["bits"])
+    for d in results.per_device:
+        bits.setdefault(d.tier, set()).add(d.bits)
     return {t: "/".join(map(str, sorted(b))) + "-bit" for t, b in bits.items()}
 
 
-def tier_styles(results: dict) -> dict[str, Style]:
+def tier_styles(results: RunResults) -> dict[str, Style]:
     """One colour per tier for every plot of the run: low-bit tiers first, then by name."""
-    history = results["history"]
-    names = {d["tier"] for d in results["per_device"]}
-    names |= {t for h in history for t in h["accuracy_by_tier"]}
-    names |= {c["tier"] for h in history for c in h["clients"] + h["dropped"]}
+    history = results.history
+    names = {d.tier for d in results.per_device}
+    names |= {t for h in history for t in h.accuracy_by_tier}
+    names |= {c.tier for h in history for c in h.clients + h.dropped}
     low_bits: dict[str, int] = {}
-    for d in results["per_device"]:
-        low_bits[d["tier"]] = min(d["bits"], low_bits.get(d["tier"], d["bits"]))
+    for d in results.per_device:
+        low_bits[d.tier] = min(d.bits, low_bits.get(d.tier, d.bits))
     return categorical_styles(sorted(names, key=lambda t: (low_bits.get(t, 1 << 30), t)))
 
 
-def mode_styles(results: dict) -> dict[str, Style]:
+def mode_styles(results: RunResults) -> dict[str, Style]:
     """One colour per bit mode, low to high on a sequential map."""
-    modes = {b for h in results["history"] for b in h["central_accuracy_by_bits"]}
+    modes = {b for h in results.history for b in h.central_accuracy_by_bits}
     return ordered_styles(sorted(modes, key=int))
 
 
-def evaluated_series(history: list[dict], field: str, key: str, x: str) -> tuple[list, list]:
+def evaluated_series(history: list[RoundResult], field: str, key: str, x: str) -> tuple[list, list]:
     """(x, accuracy) at the rounds where ``key`` was evaluated (no gaps, no None)."""
-    points = [(h[x], h[field][key]) for h in history if h[field].get(key) is not None]
+    points = [
+        (getattr(h, x), getattr(h, field)[key])
+        for h in history
+        if getattr(h, field).get(key) is not None
+    ]
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _with_start(results: dict, key: str, xs: list, ys: list) -> tuple[list, list]:
+def _with_start(results: RunResults, key: str, xs: list, ys: list) -> tuple[list, list]:
     """Prepend the untrained model's central accuracy at round 0 / time 0 when recorded."""
-    start = results.get("initial_accuracy_by_bits", {}).get(key)
+    start = results.initial_accuracy_by_bits.get(key)
     return ([0, *xs], [start, *ys]) if start is not None else (xs, ys)
 
 
 # ---------------------------------------------------------------- the plots
 
 
-def plot_results(out: Path, results: dict) -> list[Path]:
+def plot_results(out: Path, results: RunResults) -> list[Path]:
     """Draw the plots of a run into ``out``; returns their paths. A run without client records
     (Flower's own FedAvg keeps none) has only the accuracy per round."""
     paths = []
-    if results["per_device"]:
+    if results.per_device:
         paths.append(save(draw_device_accuracy(results), out / DEVICE_PLOT))
     paths.append(save(draw_accuracy(results, by_time=False), out / ROUND_PLOT))
-    if any(h["clients"] for h in results["history"]):  # no client records: no simulated time
+    if any(h.clients for h in results.history):  # no client records: no simulated time
         paths.append(save(draw_accuracy(results, by_time=True), out / TIME_PLOT))
         paths.append(save(draw_sim_time(results), out / SIM_TIME_PLOT))
     return paths
 
 
-def draw_device_accuracy(results: dict):
+def draw_device_accuracy(results: RunResults):
     """Box (quartiles, whiskers to 1.5 IQR) and one dot per device, per tier."""
     from matplotlib.patches import Patch
 
     plt = pyplot()
-    devices = results["per_device"]
+    devices = results.per_device
     styles = tier_styles(results)
-    tiers = [t for t in styles if any(d["tier"] == t for d in devices)]
+    tiers = [t for t in styles if any(d.tier == t for d in devices)]
     bits = tier_bits(results)
     rng = np.random.default_rng(JITTER_SEED)
     fig, ax = plt.subplots(figsize=(9, 4.2), layout="constrained")
     handles = []
     for i, tier in enumerate(tiers):
         color = styles[tier].color
-        accs = [d["accuracy"] for d in devices if d["tier"] == tier]
+        accs = [d.accuracy for d in devices if d.tier == tier]
         box = ax.boxplot(
             [accs],
             positions=[i],
@@ -195,12 +141,12 @@ def draw_device_accuracy(results: dict):
         dots.set_gid(tier)
         label = f"{tier} ({bits[tier]}, {len(accs)} device{'s' * (len(accs) != 1)})"
         handles.append(Patch(facecolor=(*color[:3], 0.18), edgecolor=color, label=label))
-    handles.append(mark_target(ax, results["convergence"]["target_accuracy"]))
+    handles.append(mark_target(ax, results.convergence.target_accuracy))
     ax.set_xticks(range(len(tiers)), [f"{t}\n{bits[t]}" for t in tiers])
     if len(tiers) > 4:
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     percent_axis(ax.yaxis)
-    window = results["final"]["window_rounds"]
+    window = results.final.window_rounds
     rounds = f"round {window[0]}" if len(window) == 1 else f"rounds {window[0]}–{window[-1]}"
     ax.set(
         ylabel="accuracy on the device's local test split",
@@ -218,18 +164,18 @@ def draw_device_accuracy(results: dict):
     return fig
 
 
-def draw_accuracy(results: dict, by_time: bool):
+def draw_accuracy(results: RunResults, by_time: bool):
     """Central accuracy per bit mode (left) and device accuracy per tier (right), at the
     evaluated rounds, against the round or the simulated wall clock; the target marked and
     each curve's first crossing of it as a star (its round / time in the legend)."""
     plt = pyplot()
-    history = results["history"]
-    conv = results["convergence"]
+    history = results.history
+    conv = results.convergence
     x = "sim_elapsed_seconds" if by_time else "round"
-    scale, unit = time_unit(max(h["sim_elapsed_seconds"] for h in history)) if by_time else (1, "")
-    panels = [("central_accuracy_by_bits", mode_styles(results), conv["by_bits"])]
-    if any(h["accuracy_by_tier"] for h in history):
-        panels.append(("accuracy_by_tier", tier_styles(results), conv["by_tier"]))
+    scale, unit = time_unit(max(h.sim_elapsed_seconds for h in history)) if by_time else (1, "")
+    panels = [("central_accuracy_by_bits", mode_styles(results), conv.by_bits)]
+    if any(h.accuracy_by_tier for h in history):
+        panels.append(("accuracy_by_tier", tier_styles(results), conv.by_tier))
     fig, axes = plt.subplots(
         1,
         len(panels),
@@ -250,7 +196,8 @@ def draw_accuracy(results: dict, by_time: bool):
                 xs, ys = _with_start(results, key, xs, ys)
             else:
                 series, name = key, f"{key} ({bits[key]})" if key in bits else key
-            first = reached.get(key, {}).get("sim_seconds" if by_time else "round")
+            mark = reached.get(key)
+            first = None if mark is None else (mark.sim_seconds if by_time else mark.round)
             where = _reached_text(first, by_time, scale, unit)
             ax.plot(
                 np.divide(xs, scale),
@@ -275,7 +222,7 @@ def draw_accuracy(results: dict, by_time: bool):
                     gid=series,
                     zorder=4,
                 )
-        mark_target(ax, conv["target_accuracy"])
+        mark_target(ax, conv.target_accuracy)
         percent_axis(ax.yaxis)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
@@ -286,7 +233,7 @@ def draw_accuracy(results: dict, by_time: bool):
     axes[0][0].set(ylabel="accuracy", title="Central test set, per bit mode")
     if len(panels) > 1:
         axes[0][1].set_title("Devices evaluated that round, per tier (local test)")
-    evaluated = sum(bool(h["central_accuracy_by_bits"] or h["accuracy_by_tier"]) for h in history)
+    evaluated = sum(bool(h.central_accuracy_by_bits or h.accuracy_by_tier) for h in history)
     against = "simulated wall-clock time" if by_time else "round"
     fig.suptitle(
         f"Accuracy against {against} at the {evaluated} evaluated rounds of {len(history)}; "
@@ -301,25 +248,25 @@ def _reached_text(first: float | None, by_time: bool, scale: float, unit: str) -
     return f"target at {first / scale:.3g} {unit}" if by_time else f"target at round {first:.0f}"
 
 
-def draw_sim_time(results: dict):
+def draw_sim_time(results: RunResults):
     """Mean simulated client time per tier per round, the round's simulated duration (slowest
     trained device, or the deadline when a straggler held the round) and stragglers (x)."""
     plt = pyplot()
-    history = results["history"]
-    scale, unit = time_unit(max(h["sim_round_seconds"] for h in history))
+    history = results.history
+    scale, unit = time_unit(max(h.sim_round_seconds for h in history))
     fig, ax = plt.subplots(figsize=(11, 4.2), layout="constrained")
     marker = marker_for(len(history))
     for tier, style in tier_styles(results).items():
         rounds, seconds = [], []
         for h in history:
-            times = [c["sim-seconds"] for c in h["clients"] if c["tier"] == tier]
+            times = [c.sim_seconds for c in h.clients if c.tier == tier]
             if times:
-                rounds.append(h["round"])
+                rounds.append(h.round)
                 seconds.append(sum(times) / len(times) / scale)
         stragglers = [
-            h["round"]
+            h.round
             for h in history
-            if any(d["tier"] == tier and d.get("status") == "straggler" for d in h["dropped"])
+            if any(d.tier == tier and d.status == "straggler" for d in h.dropped)
         ]
         label = tier + (f" ({len(stragglers)} rounds with stragglers: x)" if stragglers else "")
         ax.plot(rounds, seconds, color=style.color, marker=marker, ms=3, label=label, gid=tier)
@@ -332,15 +279,15 @@ def draw_sim_time(results: dict):
             clip_on=False,
         )
     ax.plot(
-        [h["round"] for h in history],
-        [h["sim_round_seconds"] / scale for h in history],
+        [h.round for h in history],
+        [h.sim_round_seconds / scale for h in history],
         color="black",
         ls=":",
         lw=1.5,
         zorder=3,
         label="round duration (slowest trained\ndevice, or the deadline if one straggled)",
     )
-    deadline = history[0]["deadline_seconds"]
+    deadline = history[0].deadline_seconds
     if deadline:
         ax.axhline(deadline / scale, ls="--", color=TARGET_COLOR, lw=1, label="deadline")
     round_axis(ax)

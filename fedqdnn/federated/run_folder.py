@@ -24,30 +24,39 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fedqdnn.config import FederatedConfig, from_flat
-from fedqdnn.federated.checkpoint import CHECKPOINT_DIR, STATE_FILE, CheckpointError
-from fedqdnn.federated.report import FINAL_MODELS_DIR, MODEL_FILE
-from fedqdnn.federated.report_plots import DEVICE_PLOT, ROUND_PLOT, SIM_TIME_PLOT, TIME_PLOT
+from fedqdnn.federated.checkpoint import CheckpointError
 from fedqdnn.files import write_json
 from fedqdnn.provenance import versions
+from fedqdnn.schema import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_STATE_FILE,
+    COMPARISON_CSV,
+    COMPARISON_FILE,
+    COMPARISON_PLOTS,
+    FINAL_MODELS_DIR,
+    LOCK_FILE,
+    MODEL_FILE,
+    RESULTS_FILE,
+    RUN_FILE,
+    RUN_PLOTS,
+)
 
-RUN_PLOTS = (DEVICE_PLOT, ROUND_PLOT, TIME_PLOT, SIM_TIME_PLOT)
-RUN_FILE = "run.json"
-LOCK_FILE = ".fedqdnn.lock"
-RESULTS_FILE = "results.json"
-COMPARISON_FILE = "comparison.json"
 # Everything a run, a training job or a comparison writes at the top of its folder; the
 # comparison's cache of runs (runs/) is kept: each run there is keyed by its whole config.
-OUTPUTS = (
-    RUN_FILE,
-    RESULTS_FILE,
-    MODEL_FILE,
-    CHECKPOINT_DIR,
-    FINAL_MODELS_DIR,
-    *RUN_PLOTS,
-    COMPARISON_FILE,
-    "comparison.csv",
-    "per_tier_accuracy.png",  # simulations/compare_plots.py (the others share run plot names)
-    "accuracy_vs_size.png",
+OUTPUTS = tuple(
+    dict.fromkeys(
+        (
+            RUN_FILE,
+            RESULTS_FILE,
+            MODEL_FILE,
+            CHECKPOINT_DIR,
+            FINAL_MODELS_DIR,
+            *RUN_PLOTS,
+            COMPARISON_FILE,
+            COMPARISON_CSV,
+            *COMPARISON_PLOTS,
+        )
+    )
 )
 
 
@@ -58,7 +67,7 @@ class FolderError(ValueError):
 def checkpoint_round(out: Path) -> int | None:
     """Round of the checkpoint in ``out`` (None: none, or unreadable)."""
     try:
-        return int(json.loads((out / CHECKPOINT_DIR / STATE_FILE).read_text())["round"])
+        return int(json.loads((out / CHECKPOINT_DIR / CHECKPOINT_STATE_FILE).read_text())["round"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -72,7 +81,7 @@ def holding(out: Path) -> str | None:
         return f"a comparison ({COMPARISON_FILE})"
     if (out / RESULTS_FILE).is_file():
         return f"a finished run ({RESULTS_FILE})"
-    if (out / CHECKPOINT_DIR / STATE_FILE).is_file():
+    if (out / CHECKPOINT_DIR / CHECKPOINT_STATE_FILE).is_file():
         rnd = checkpoint_round(out)
         return "an unfinished run" + (f" (checkpoint of round {rnd})" if rnd is not None else "")
     return None

@@ -31,32 +31,33 @@ from flwr.app import (
 from flwr.serverapp import Grid, ServerApp
 
 from fedqdnn.accelerator import model_device, select_device
-from fedqdnn.config import FederatedConfig, ServerStrategy, from_flat
+from fedqdnn.config import Aggregation, FederatedConfig, from_flat
 from fedqdnn.device import initial_model, run_data
 from fedqdnn.federated.checkpoint import (
-    CHECKPOINT_DIR,
     Checkpoint,
     CheckpointError,
     RunHistory,
     check_matches,
     save_checkpoint,
 )
-from fedqdnn.federated.report import (
-    FINAL_MODELS_DIR,
-    MODEL_FILE,
-    build_results,
-    save_model,
-    write_results,
-)
+from fedqdnn.federated.report import build_results, save_model, write_results
 from fedqdnn.federated.run_folder import claim, run_identity
 from fedqdnn.models import QuantizableModel
 from fedqdnn.policies import ServerOptimizer
 from fedqdnn.round_plan import evaluation_rounds, final_window
+from fedqdnn.schema import (
+    CHECKPOINT_DIR,
+    FINAL_MODELS_DIR,
+    INFO,
+    MODEL_FILE,
+    Identity,
+    mode_accuracy_key,
+    model_file,
+)
 from fedqdnn.training import evaluate
 from strategies.fedavg import PlainFedAvg
 from strategies.fedqdnn import FedQDNN
-from strategies.protocol import NodeRoute
-from strategies.protocol import ServerStrategy as StrategyProtocol
+from strategies.protocol import NodeRoute, ServerStrategy
 from strategies.records import to_state, to_torch_state
 from strategies.server_step import ServerStep
 
@@ -120,12 +121,12 @@ def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
 
 
 def _central_metrics(accuracy: dict[int, float]) -> dict[str, float]:
-    return {f"accuracy-bits{b}": a for b, a in accuracy.items()}
+    return {mode_accuracy_key(b): a for b, a in accuracy.items()}
 
 
-def make_strategy(cfg: FederatedConfig) -> StrategyProtocol:
+def make_strategy(cfg: FederatedConfig) -> ServerStrategy:
     """FedQDNN, or Flower's plain FedAvg (identical reply keys only, e.g. uniform-fp32)."""
-    if cfg.server_strategy == ServerStrategy.FEDAVG:
+    if cfg.aggregation == Aggregation.FEDAVG:
         return PlainFedAvg(cfg.num_nodes, cfg.fraction_train, cfg.fraction_evaluate)
     step = (
         None
@@ -163,7 +164,7 @@ def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
     for reply in grid.send_and_receive(queries, timeout=REPLY_TIMEOUT):
         if reply.has_error():
             raise RuntimeError(f"a node failed to identify itself: {reply.error.reason[-300:]}")
-        index = int(reply.content["info"]["partition-id"])
+        index = Identity.model_validate(dict(reply.content[INFO])).partition_id
         mapping[cfg.participant_ids[index]] = reply.metadata.src_node_id
     return mapping
 
@@ -254,7 +255,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
                 history.evaluate_metrics_clientapp[rnd] = dict(federated)
             accuracy = central(rnd)
         if rnd in window and rnd != cfg.rounds:  # the last round's model is model.safetensors
-            save_model(out / FINAL_MODELS_DIR / f"model-round{rnd}.safetensors", arrays, cfg)
+            save_model(out / FINAL_MODELS_DIR / model_file(rnd), arrays, cfg)
         history.round_seconds[rnd] = round(time.perf_counter() - round_start, 3)
         round_ended(rnd, accuracy)
         if cfg.checkpoint_every and (rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds):

@@ -9,7 +9,6 @@ the output folder (:mod:`fedqdnn.federated.run_folder`). ``fedqdnn simulate`` ru
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -21,13 +20,13 @@ from fedqdnn.accelerator import release_cuda_memory, select_device
 from fedqdnn.config import FederatedConfig
 from fedqdnn.device import check_fleet, initial_model, run_data
 from fedqdnn.federated.checkpoint import (
-    CHECKPOINT_DIR,
     Checkpoint,
     CheckpointError,
     check_matches,
     checkpoint_config,
     load_checkpoint,
 )
+from fedqdnn.federated.report import read_results
 from fedqdnn.federated.resources import (
     available_memory_bytes,
     check_client_resources,
@@ -36,13 +35,13 @@ from fedqdnn.federated.resources import (
     client_fit_problem,
 )
 from fedqdnn.federated.run_folder import (
-    RESULTS_FILE,
     check_belongs,
     check_folder,
     claim,
     run_identity,
 )
 from fedqdnn.federated.server_app import RoundEnd, RunSpec, build_app
+from fedqdnn.schema import CHECKPOINT_DIR, RESULTS_FILE, RunResults
 
 
 def simulate(
@@ -57,7 +56,7 @@ def simulate(
     overwrite: bool = False,
     folder_claimed: bool = False,
     log: Callable[[str], None] | None = None,
-) -> dict:
+) -> RunResults:
     """Run ``cfg`` (one virtual SuperNode per participating partition); return results.json.
 
     ``ray_address`` (or ``RAY_ADDRESS``) joins an existing Ray cluster instead of starting
@@ -199,7 +198,7 @@ def _run_engine(
     cpus_per_client: float,
     gpus_per_client: float,
     verbose: bool,
-) -> dict:
+) -> RunResults:
     from flwr.simulation import run_simulation  # importing flwr resets its logger level
 
     if not verbose:  # at least ERROR (the supervised child silences it entirely)
@@ -227,4 +226,4 @@ def _run_engine(
         release_cuda_memory()  # the server's model and test set (client actors have ended)
     if not results_file.exists():
         raise RuntimeError(f"the simulation wrote no results to {results_file}; see the log")
-    return json.loads(results_file.read_text())
+    return read_results(results_file)

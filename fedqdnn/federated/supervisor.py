@@ -43,6 +43,7 @@ import fedqdnn
 
 if TYPE_CHECKING:  # the CLI imports this module first thing: keep it light
     from fedqdnn.config import FederatedConfig
+    from fedqdnn.schema import RunResults
 
 RAY_CONNECT_SECONDS = 30.0
 POLL_SECONDS = 0.2
@@ -107,7 +108,7 @@ def simulate_supervised(
     resume: bool = False,
     overwrite: bool = False,
     **options: object,
-) -> dict:
+) -> RunResults:
     """:func:`~fedqdnn.federated.simulation.simulate` in a supervised child process: the same
     checks (all before the child starts), the same results.json. ``options`` are simulate()'s
     keyword arguments (``ray_address``, ``cpus_per_client``, ``gpus_per_client``,
@@ -135,7 +136,10 @@ def simulate_supervised(
         progress = _supervise(spec, lock_fd, _Progress(rounds_done=done), cfg.rounds, out)
     if progress.error is not None:
         raise (ValueError if progress.exit_code == 2 else RuntimeError)(progress.error)
-    return json.loads((out / "results.json").read_text())
+    from fedqdnn.federated.report import read_results
+    from fedqdnn.schema import RESULTS_FILE
+
+    return read_results(out / RESULTS_FILE)
 
 
 def _supervise(spec: dict, lock_fd: int, progress: _Progress, rounds: int, out: Path) -> _Progress:

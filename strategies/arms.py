@@ -1,8 +1,11 @@
-"""FedQDNN and the baselines it is judged against, as run plans in one harness.
+"""The arms of a comparison: FedQDNN and the baselines, ablations, references and variants it is
+judged against, as run plans in one harness.
 
-Every strategy runs on the same partitions, tiers and seeds; a strategy is one declaration: a set of
-config changes (typed policy values: what clients train, the BN, the loss), which devices take
-part (all, FP32-capable only, or one run per tier) and how its model reaches each device
+An *arm* is what ``fedqdnn compare --arms`` names; it is not a Flower strategy (the server-side
+classes in this package) nor the config's ``aggregation`` choice. Every arm runs on the same
+partitions, tiers and seeds; an arm is one declaration: a set of config changes (typed policy
+values: what clients train, the BN, the loss), which devices take part (all, FP32-capable
+only, or one run per tier) and how its model reaches each device
 (:class:`~fedqdnn.policies.Deploy`, applied by :mod:`fedqdnn.deployment`).
 """
 
@@ -19,7 +22,7 @@ from fedqdnn.quant import FULL_PRECISION
 
 
 class Kind(StrEnum):
-    """What a strategy is in a comparison (variants are opt-in: --strategies NAME,...)."""
+    """What an arm is in a comparison (variants are opt-in: --arms NAME,...)."""
 
     METHOD = "method"
     BASELINE = "baseline"
@@ -29,7 +32,7 @@ class Kind(StrEnum):
 
 
 class Participation(StrEnum):
-    """Which devices train a strategy's model(s)."""
+    """Which devices train an arm's model(s)."""
 
     ALL = "all"  # one run, every device
     FP32_CAPABLE = "fp32-capable"  # one run, devices that run FP32 (the others only receive)
@@ -37,8 +40,8 @@ class Participation(StrEnum):
 
 
 @dataclass(frozen=True)
-class StrategySpec:
-    """One strategy of the comparison."""
+class Arm:
+    """One arm of the comparison."""
 
     name: str
     description: str
@@ -51,7 +54,7 @@ class StrategySpec:
         FederatedConfig().replace(**self.changes)  # a mistyped key or value fails at import
 
     def plan(self, cfg: FederatedConfig) -> list[tuple[FederatedConfig, list[int]]]:
-        """(run config, devices served by that run's model) for every run this strategy needs."""
+        """(run config, devices served by that run's model) for every run this arm needs."""
         base = cfg.replace(**self.changes)
         tiers = assign_profiles(cfg.num_clients, cfg.tiers, cfg.seed)
         everyone = list(range(cfg.num_clients))
@@ -78,15 +81,15 @@ SHARED_AFFINE_BN = {"bn": BNLayout.SHARED_AFFINE}
 FP32_LOSS_WEIGHT = {"mode_weights": "32:2"}
 WEIGHT_BY_MODES = {"shared_weighting": SharedWeighting.EXAMPLES_X_MODES}
 
-STRATEGIES: dict[str, StrategySpec] = {
+ARMS: dict[str, Arm] = {
     s.name: s
     for s in (
-        StrategySpec(
+        Arm(
             "fedqdnn",
             "one Quantizable DNN; each device trains every mode it can run",
             kind=Kind.METHOD,
         ),
-        StrategySpec(
+        Arm(
             "fp32-exclusive",
             "FedAvg over FP32-capable devices only; others get the FP32 model after "
             "post-training quantization to their mode (BN recalibrated on local data)",
@@ -95,38 +98,38 @@ STRATEGIES: dict[str, StrategySpec] = {
             participation=Participation.FP32_CAPABLE,
             kind=Kind.BASELINE,
         ),
-        StrategySpec(
+        Arm(
             "lowest-common",
             "every device trains and deploys the fleet's lowest mode",
             {"train_modes": TrainModes.LOWEST_COMMON},
             deploy=Deploy.LOWEST_COMMON,
             kind=Kind.BASELINE,
         ),
-        StrategySpec(
+        Arm(
             "per-tier",
             "one dedicated quantized model per tier, trained by that tier only",
             {"train_modes": TrainModes.TOP},
             participation=Participation.PER_TIER,
             kind=Kind.BASELINE,
         ),
-        StrategySpec(
+        Arm(
             "shared-bn",
             "ablation: one BN shared by all modes, as trained",
             {"bn": BNLayout.SHARED},
         ),
-        StrategySpec(
+        Arm(
             "shared-bn-recal",
             "ablation: shared BN, statistics recalibrated per mode (federated pooling)",
             {"bn": BNLayout.SHARED},
             deploy=Deploy.RECALIBRATE,
         ),
-        StrategySpec("no-consistency", "ablation: no KL term (plain CE sum)", {"kd_weight": 0.0}),
-        StrategySpec(
+        Arm("no-consistency", "ablation: no KL term (plain CE sum)", {"kd_weight": 0.0}),
+        Arm(
             "top-only",
             "ablation: each device trains only its top mode",
             {"train_modes": TrainModes.TOP},
         ),
-        StrategySpec(
+        Arm(
             "fp32-all-reference",
             "reference, not deployable on this fleet: FP32 FedAvg on all clients, every device "
             "evaluated at FP32 (the yardstick of the targets)",
@@ -134,61 +137,61 @@ STRATEGIES: dict[str, StrategySpec] = {
             deploy=Deploy.FP32,
             kind=Kind.REFERENCE,
         ),
-        StrategySpec(
+        Arm(
             "shared-affine-bn",
             "variant: BN statistics per mode, one affine shared by all modes (FjORD)",
             SHARED_AFFINE_BN,
             kind=Kind.VARIANT,
         ),
-        StrategySpec(
+        Arm(
             "mode-state-carry",
             "variant: a mode's BN/clip state blended with its previous value by data (decay 0.5)",
             {"mode_state_decay": 0.5},
             kind=Kind.VARIANT,
         ),
-        StrategySpec(
+        Arm(
             "server-momentum",
             "variant: FedAvgM on the shared weights (server momentum 0.9)",
             {"server_optimizer": ServerOptimizer.FEDAVGM, "server_momentum": 0.9},
             kind=Kind.VARIANT,
         ),
-        StrategySpec(
+        Arm(
             "server-adam",
             "variant: FedAdam on the shared weights (eta 0.01)",
             {"server_optimizer": ServerOptimizer.FEDADAM, "server_lr": 0.01},
             kind=Kind.VARIANT,
         ),
-        StrategySpec(
+        Arm(
             "weight-by-modes",
             "variant: shared weights averaged by examples x modes trained",
             WEIGHT_BY_MODES,
             kind=Kind.VARIANT,
         ),
-        StrategySpec(
+        Arm(
             "fp32-loss-weight",
             "variant: the FP32 mode's loss term weighted 2",
             FP32_LOSS_WEIGHT,
             kind=Kind.VARIANT,
         ),
-        StrategySpec(
+        Arm(
             "ascending",
             "variant: low-bit modes lead, the FP32 mode joins from round 30",
             {"mode_start": "32:30"},
             kind=Kind.VARIANT,
         ),
-        StrategySpec(
+        Arm(
             "affine+fp32-weight",
             "variant: shared-affine BN and the FP32 mode's loss term weighted 2",
             {**SHARED_AFFINE_BN, **FP32_LOSS_WEIGHT},
             kind=Kind.VARIANT,
         ),
-        StrategySpec(
+        Arm(
             "affine+fp32-weight+by-modes",
             "variant: shared-affine BN, FP32 loss weight 2, shared weights by examples x modes",
             {**SHARED_AFFINE_BN, **FP32_LOSS_WEIGHT, **WEIGHT_BY_MODES},
             kind=Kind.VARIANT,
         ),
-        StrategySpec(
+        Arm(
             "teacher-next",
             "variant: each mode distils from the next mode up (Any-Precision)",
             {"teacher": "next"},
@@ -198,13 +201,13 @@ STRATEGIES: dict[str, StrategySpec] = {
 }
 
 
-def default_strategies() -> list[str]:
-    """What ``fedqdnn compare`` runs without --strategies: everything but the variants."""
-    return [name for name, spec in STRATEGIES.items() if spec.kind != Kind.VARIANT]
+def default_arms() -> list[str]:
+    """What ``fedqdnn compare`` runs without --arms: everything but the variants."""
+    return [name for name, spec in ARMS.items() if spec.kind != Kind.VARIANT]
 
 
-def get_strategy(name: str) -> StrategySpec:
-    """Look up a strategy; one-line error naming the allowed ones."""
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; allowed: {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]
+def get_arm(name: str) -> Arm:
+    """Look up an arm; one-line error naming the allowed ones."""
+    if name not in ARMS:
+        raise ValueError(f"unknown arm {name!r}; allowed: {', '.join(ARMS)}")
+    return ARMS[name]
