@@ -143,9 +143,9 @@ class FederatedConfig(BaseModel):
         description="hardware profile -> share of the fleet, e.g. 'cpu-fp32:0.5,mcu-int2:0.5'",
     )
     num_clients: NonNegativeInt = Field(
-        10, description="devices in the fleet (0 with partition = natural: one per id)"
+        9, description="devices in the fleet (0 with partition = natural: one per id)"
     )
-    rounds: RoundCount = Field(15, description="federated rounds")
+    rounds: RoundCount = Field(12, description="federated rounds")
     fraction_train: Fraction = Field(1.0, description="share of devices sampled to train")
     fraction_evaluate: Fraction = Field(1.0, description="share of devices sampled to evaluate")
     local_epochs: EpochCount = Field(2, description="local epochs per round")
@@ -159,7 +159,9 @@ class FederatedConfig(BaseModel):
         0.9, description="accuracy whose first crossing per tier is reported (rounds, time)"
     )
     loss: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
-    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(batch_size=32, cosine=False))
+    optim: OptimConfig = Field(
+        default_factory=lambda: OptimConfig(batch_size=32, lr=0.002, cosine=False)
+    )
     train_modes: TrainModes = Field(
         TrainModes.AFFORDABLE, description="which modes a device trains"
     )

@@ -13,10 +13,14 @@ from simulations.scenarios import load_scenario, preset_names
 from tests.e2e_helpers import REPO
 
 
-def test_pyproject_flower_config_equals_default_scenario():
+def test_one_set_of_defaults_the_default_scenario_the_config_and_the_flower_app():
+    """The default scenario is the config's defaults (a field default that drifted from the
+    preset fails here), and the Flower app config in pyproject.toml lists exactly those
+    values, every key written out (so `flwr run --run-config` can override any of them)."""
+    assert load_scenario("three-tier") == FederatedConfig()
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     config.pop("out-dir")
-    assert from_flat(config) == load_scenario("three-tier")
+    assert config == FederatedConfig().to_flat()
 
 
 def test_flat_round_trip():
@@ -48,7 +52,7 @@ def test_strings_parse_once_into_typed_fields():
     assert cfg.train_modes is TrainModes.TOP
     # the loss and optimizer settings are the objects centralized training uses
     assert cfg.loss == ConsistencyConfig(1.0, 0.25, 1.0, Teacher.TOP)
-    assert cfg.optim == OptimConfig(Optimizer.SGD, 0.001, 0.9, 0.0, 16, False)
+    assert cfg.optim == OptimConfig(Optimizer.SGD, 0.002, 0.9, 0.0, 16, False)  # lr: the default
     assert cfg.to_flat()["slowdown"] == "cpu-fp32:4:8,mcu-int2:6:2.5"
     assert cfg.to_flat()["participants"] == "0,3,7"
     research = from_flat({"mode-weights": "32:2", "mode-start": "32:40", "bn": "shared-affine"})
