@@ -221,7 +221,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         help="join an existing Ray cluster (default: $RAY_ADDRESS, else a private local one)",
     )
     _add_resource_flags(p)
-    p.add_argument("--verbose", action="store_true", help="show Flower and Ray logs (default: off)")
+    p.add_argument(
+        "--verbose", action="store_true", help="also show Flower's and Ray's logs (default: off)"
+    )
     p.add_argument(
         "--resume",
         type=Path,
@@ -382,9 +384,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         cpus_per_client=args.cpus_per_client,
         gpus_per_client=args.gpus_per_client,
     )
-    result = run_comparison(
-        cfg, names, seeds, args.out, simulate_fn, log=_progress, overwrite=args.overwrite
-    )
+    result = run_comparison(cfg, names, seeds, args.out, simulate_fn, overwrite=args.overwrite)
     print(summary_table(result))
     print(convergence_table(result))
     print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
@@ -443,10 +443,6 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``fedqdnn`` argument parser with every subcommand."""
     parser = _Parser(prog="fedqdnn", description=__doc__.splitlines()[0])
@@ -461,10 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedqdnn`` console script."""
+    from fedqdnn.console import setup_console
     from fedqdnn.federated.supervisor import Interrupted, interruptible
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_console(verbose=getattr(args, "verbose", False))  # progress and warnings on stderr
     try:
         with interruptible():
             return int(args.handler(args) or 0)

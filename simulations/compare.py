@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fedqdnn.config import FederatedConfig
+from fedqdnn.console import logger
 from fedqdnn.deployment import DeviceResult, accuracy_by_tier, evaluate_devices
 from fedqdnn.device import build_model_for
 from fedqdnn.federated.checkpoint import CheckpointError
@@ -47,6 +48,8 @@ CSV_FIELDS = (
     "sim_seconds_per_round",
 )
 
+log = logger(__name__)  # progress lines ("[1/8] fedqdnn seed 0 ...", "reusing ...")
+
 
 def run_key(cfg: FederatedConfig) -> str:
     """Stable directory name of one Flower run."""
@@ -54,19 +57,19 @@ def run_key(cfg: FederatedConfig) -> str:
     return digest[:12]
 
 
-def _run(cfg: FederatedConfig, out: Path, simulate_fn, log) -> dict:
+def _run(cfg: FederatedConfig, out: Path, simulate_fn) -> dict:
     """The run of ``cfg``: reused when finished, resumed from its checkpoint when interrupted,
     else (run again) from the start."""
     run_dir = out / "runs" / run_key(cfg)
     kept = checkpoint_round(run_dir)
     if (run_dir / "results.json").exists() and (run_dir / MODEL_FILE).exists():
-        log(f"    reusing {run_dir.name}")
+        log.info("    reusing %s", run_dir.name)
     elif kept is not None:
-        log(f"    resuming {run_dir.name} after round {kept}")
+        log.info("    resuming %s after round %d", run_dir.name, kept)
         try:
             simulate_fn(cfg, run_dir, resume=True)
         except CheckpointError as err:
-            log(f"    its checkpoint is unusable ({err}); running {run_dir.name} again")
+            log.info("    its checkpoint is unusable (%s); running %s again", err, run_dir.name)
             simulate_fn(cfg, run_dir, overwrite=True)
     else:
         simulate_fn(cfg, run_dir, overwrite=True)  # nothing finished there
@@ -113,13 +116,13 @@ def _to_target(res: dict, tier: str, deployed_bits: int) -> dict:
     return res["convergence"]["by_tier"].get(tier, {"round": None, "sim_seconds": None})
 
 
-def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn, log) -> dict:
+def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn) -> dict:
     """Run one strategy at one seed; per-tier rows and its accuracy curves."""
     spec = get_strategy(name)
     window_states: list[dict[int, dict]] = []
     run_results, run_of_device = [], {}
     for run_cfg, devices in spec.plan(cfg):
-        res = _run(run_cfg, out, simulate_fn, log)
+        res = _run(run_cfg, out, simulate_fn)
         for k, state in enumerate(_window_states(res)):
             if k == len(window_states):
                 window_states.append({})
@@ -188,7 +191,6 @@ def run_comparison(
     seeds: Sequence[int],
     out: Path,
     simulate_fn: Callable[..., dict] | None = None,
-    log: Callable[[str], None] = print,
     overwrite: bool = False,
 ) -> dict:
     """Every strategy x seed; writes comparison.json/.csv and plots; returns the JSON.
@@ -205,7 +207,7 @@ def run_comparison(
     for seed in seeds:
         cfg.replace(seed=seed)
     with claim(Path(out), overwrite=overwrite):
-        return _compare(cfg, strategies, seeds, Path(out), simulate_fn, log)
+        return _compare(cfg, strategies, seeds, Path(out), simulate_fn)
 
 
 def _compare(
@@ -214,7 +216,6 @@ def _compare(
     seeds: Sequence[int],
     out: Path,
     simulate_fn: Callable[..., dict] | None,
-    log: Callable[[str], None],
 ) -> dict:
     if simulate_fn is None:  # each run in a supervised child: Ctrl-C ends it at once
         from fedqdnn.federated.supervisor import simulate_supervised as simulate_fn
@@ -223,8 +224,9 @@ def _compare(
     jobs = [(seed, name) for seed in seeds for name in strategies]
     work = [_work(cfg.replace(seed=seed), name) for seed, name in jobs]
     for i, ((seed, name), done) in enumerate(zip(jobs, itertools.accumulate(work), strict=True)):
-        log(f"[{i + 1}/{len(jobs)}] {name} seed {seed}{_eta(started, done - work[i], sum(work))}")
-        part = compare_one(cfg.replace(seed=seed), name, out, simulate_fn, log)
+        eta = _eta(started, done - work[i], sum(work))
+        log.info("[%d/%d] %s seed %d%s", i + 1, len(jobs), name, seed, eta)
+        part = compare_one(cfg.replace(seed=seed), name, out, simulate_fn)
         rows += part["rows"]
         curves[f"{name}/seed{seed}"] = part["curves"]
         devices[f"{name}/seed{seed}"] = part["per_device"]

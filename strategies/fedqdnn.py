@@ -9,7 +9,6 @@ shapes) are excluded, counted and logged with the reason; a round never crashes 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -38,8 +37,6 @@ from strategies.fedavg import PlainFedAvg
 from strategies.protocol import NodeRoute, RoundRecord, records_from_json, records_to_json
 from strategies.records import to_arrayrecord, to_state
 from strategies.server_step import ServerStep
-
-log = logging.getLogger("fedqdnn")
 
 
 def _info(msg: Message) -> dict:
@@ -190,7 +187,6 @@ class FedQDNN(PlainFedAvg):
             if reason is not None:
                 rejected = {"partition-id": report.get("partition-id"), "reason": reason}
                 record.rejected.append(rejected)
-                log.warning("round %d: excluded reply (%s)", server_round, reason)
                 continue
             valid.append((int(report.get("partition-id", len(valid))), update))
             record.train.append(report)
