@@ -225,7 +225,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         help="join an existing Ray cluster (default: $RAY_ADDRESS, else a private local one)",
     )
     _add_resource_flags(p)
-    p.add_argument("--verbose", action="store_true", help="show Flower and Ray logs (default: off)")
+    p.add_argument(
+        "--verbose", action="store_true", help="also show Flower's and Ray's logs (default: off)"
+    )
     p.add_argument(
         "--resume",
         type=Path,
@@ -451,10 +453,6 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``fedqdnn`` argument parser with every subcommand."""
     parser = _Parser(prog="fedqdnn", description=__doc__.splitlines()[0])
@@ -469,10 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedqdnn`` console script."""
+    from fedqdnn.console import setup_console
     from fedqdnn.federated.supervisor import Interrupted, interruptible
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_console(verbose=getattr(args, "verbose", False))  # progress and warnings on stderr
     try:
         with interruptible():
             return int(args.handler(args) or 0)

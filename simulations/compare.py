@@ -15,7 +15,6 @@ import hashlib
 import io
 import itertools
 import json
-import logging
 import math
 import statistics
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fedqdnn.config import FederatedConfig
+from fedqdnn.console import logger
 from fedqdnn.deployment import DeviceResult, accuracy_by_tier, evaluate_devices
 from fedqdnn.device import build_model_for
 from fedqdnn.federated.checkpoint import CheckpointError
@@ -52,9 +52,9 @@ from fedqdnn.schema import (
 from fedqdnn.tables import markdown_table, mean_std_cell
 from strategies.arms import ARMS, get_arm
 
-log = logging.getLogger("fedqdnn.compare")
-
 CSV_FIELDS = tuple(ArmRow.model_fields)
+
+log = logger(__name__)  # progress lines ("[1/8] fedqdnn seed 0 ...", "reusing ...")
 
 
 def run_folder_name(cfg: FederatedConfig) -> str:

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from fedqdnn.config import FederatedConfig
+from fedqdnn.console import setup_console
 from fedqdnn.schema import Comparison
 from fedqdnn.tables import markdown_table, mean_cell
 from simulations.compare import run_comparison
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("results/sweep"))
     args = parser.parse_args()
+    setup_console()  # the comparisons' progress lines on stderr
     base = load_scenario(args.scenario)
     if args.rounds:
         base = base.replace(rounds=args.rounds)

@@ -9,7 +9,6 @@ shapes) are excluded, counted and logged with the reason; a round never crashes 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -57,8 +56,6 @@ from strategies.fedavg import PlainFedAvg
 from strategies.protocol import NodeRoute, records_from_json, records_to_json
 from strategies.records import to_arrayrecord, to_state
 from strategies.server_step import ServerStep
-
-log = logging.getLogger("fedqdnn")
 
 
 class FedQDNN(PlainFedAvg):
@@ -187,7 +184,6 @@ class FedQDNN(PlainFedAvg):
             if reason is not None:
                 pid = row.partition_id if row is not None else self._device_of(msg)
                 record.rejected.append(Rejection(partition_id=pid, reason=reason))
-                log.warning("round %d: excluded reply (%s)", server_round, reason)
             elif update is None:  # offline or straggler: dropped, counted
                 record.dropped.append(row)
             else:

@@ -1,6 +1,7 @@
 """End to end: every baseline, every preset, FedAvg equivalence and fault injection."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,10 @@ from tests.e2e_helpers import BIN, run
 
 pytestmark = pytest.mark.e2e
 FEDQDNN = str(BIN / "fedqdnn")
+EXCLUDED = re.compile(
+    r"^round (?P<round>\d+)/3: excluded \d+ repl(y|ies) \(partitions? (?P<pids>[\d, ]+)\): "
+    r"(?P<reason>.+)$"
+)
 
 
 def test_every_baseline_runs_and_plot_redraws(tmp_path):
@@ -142,3 +147,19 @@ def test_fault_injection_excludes_and_counts_bad_replies(tmp_path):
     assert sum(h["num_rejected"] for h in history) == len(reasons) > 0
     assert all(("non-finite" in r) or ("shape" in r) or ("client error" in r) for r in reasons)
     assert all(h["num_trained"] + h["num_rejected"] + h["num_dropped"] == 6 for h in history)
+    # the console names every excluded reply and its reason (sent over the supervisor's pipe)
+    printed = {}
+    for line in log.splitlines():
+        found = EXCLUDED.match(line)
+        if found:
+            for pid in found["pids"].split(", "):
+                printed[int(found["round"]), int(pid)] = found["reason"]
+    recorded = {
+        (h["round"], r["partition-id"]): r["reason"] for h in history for r in h["rejected"]
+    }
+    assert printed.keys() == recorded.keys(), log[-3000:]
+    for key, reason in recorded.items():
+        if "\n" in reason:  # a client's crash: Flower's traceback, shown by its last line
+            assert printed[key] == "client error 2: injected fault: client crashed", printed[key]
+        else:
+            assert printed[key] == reason

@@ -2,6 +2,7 @@
 silently, --overwrite removes only what fedqdnn wrote, a checkpoint belongs to its run."""
 
 import json
+import logging
 import math
 import os
 import signal
@@ -98,7 +99,9 @@ def test_strict_json_writes_null_for_non_finite_numbers_and_says_why(tmp_path):
     assert json.loads(dumps_strict({"x": 1.0})) == {"x": 1.0}  # nothing to record: no key
 
 
-def test_a_comparison_reuses_finished_runs_resumes_unfinished_and_restarts_the_rest(tmp_path):
+def test_a_comparison_reuses_finished_runs_resumes_unfinished_and_restarts_the_rest(
+    tmp_path, caplog
+):
     cfg = load_scenario("three-tier").replace(rounds=3)
     run_dir = tmp_path / "runs" / run_folder_name(cfg)
     calls = []
@@ -116,9 +119,14 @@ def test_a_comparison_reuses_finished_runs_resumes_unfinished_and_restarts_the_r
     (run_dir / "results.json").unlink()
     (run_dir / "checkpoint").mkdir()
     (run_dir / "checkpoint" / "state.json").write_text('{"round": 2}')  # interrupted
-    _run(cfg, tmp_path, simulate_fn)
-    assert _run(cfg, tmp_path, simulate_fn).results == results  # finished: reused
+    with caplog.at_level(logging.INFO, logger="fedqdnn"):
+        _run(cfg, tmp_path, simulate_fn)
+        assert _run(cfg, tmp_path, simulate_fn).results == results  # finished: reused
     assert calls == [(False, True), (True, False)]
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("fedqdnn.simulations.compare", f"    resuming {run_dir.name} after round 2"),
+        ("fedqdnn.simulations.compare", f"    reusing {run_dir.name}"),
+    ]
 
 
 def test_lock_file_names_its_holder_while_held(tmp_path):

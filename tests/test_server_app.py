@@ -1,4 +1,7 @@
-"""The ServerApp's own work, without Flower's engine: central evaluation, reply exchange."""
+"""The ServerApp's own work, without Flower's engine: central evaluation, reply exchange, the
+per-round warnings."""
+
+import logging
 
 import numpy as np
 import torch
@@ -7,11 +10,12 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedqdnn.config import FederatedConfig
 from fedqdnn.device import initial_model, run_data
-from fedqdnn.federated.server_app import central_evaluator, exchange
+from fedqdnn.federated.server_app import central_evaluator, exchange, round_warnings
 from fedqdnn.training import evaluate, fit
+from fedqdnn.schema import ClientRow, Rejection, RoundRecord
 
 
-def test_central_evaluation_of_modes_at_once_equals_one_after_another():
+def test_central_evaluation_of_modes_at_once_equals_one_after_another(caplog):
     cfg = FederatedConfig(dataset="digits", bits="2,4,8,32", rounds=1)
     torch.set_num_threads(1)  # as the ServerApp
     model = initial_model(cfg)
@@ -21,8 +25,13 @@ def test_central_evaluation_of_modes_at_once_equals_one_after_another():
     arrays = ArrayRecord(model.state_dict())
     expected = {b: evaluate(model, data.x_test, data.y_test, b)[0] for b in cfg.bits}
     fresh = initial_model(cfg)  # the evaluator loads the arrays into its own copies
-    got = central_evaluator(cfg, fresh, log=lambda message: None)(1, arrays)
+    with caplog.at_level(logging.INFO, logger="fedqdnn"):
+        got = central_evaluator(cfg, fresh)(1, arrays)
     assert got == expected
+    shown = "  ".join(f"{b}-bit {a:.3f}" for b, a in expected.items())
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("fedqdnn.federated.server_app", logging.INFO, f"round 1/1: central accuracy {shown}")
+    ]
     assert len(set(got.values())) > 1  # the modes really differ
     assert all(0.0 <= a <= 1.0 for a in got.values()) and np.isfinite(list(got.values())).all()
 
@@ -59,3 +68,41 @@ def test_exchange_keeps_asking_until_every_reply_arrived(monkeypatch):
     replies = exchange(grid, messages, poll_seconds=0.001)
     assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2"]
     assert grid.pulls == 5  # two empty pulls, then one reply per pull
+
+
+# A crashed client's reason as the strategy records it (Flower wraps the ClientApp's error).
+CRASH = (
+    'client error 2: actor.py", line 65, in run\n    raise ClientAppException(str(ex)) from ex\n'
+    "flwr.clientapp.client_app.ClientAppException: \nException ClientAppException occurred. "
+    "Message: injected fault: client crashed'>"
+)
+
+
+def _dropped(pid: int, status: str) -> ClientRow:
+    return ClientRow(partition_id=pid, tier="t", status=status, num_examples=1, bytes_down=0)
+
+
+def test_round_warnings_name_the_excluded_replies_and_the_dropped_devices():
+    cfg = FederatedConfig(dataset="digits", rounds=12, deadline_seconds=12.0)
+    shape = "stem.weight has shape (289,), expected (32, 1, 3, 3)"
+    record = RoundRecord(
+        rejected=[
+            Rejection(partition_id=4, reason=shape),
+            Rejection(partition_id=5, reason=CRASH),
+            Rejection(partition_id=7, reason=CRASH),
+            Rejection(partition_id=None, reason="malformed reply: KeyError('loss')"),
+        ],
+        dropped=[_dropped(p, "offline") for p in range(10, 18)]
+        + [_dropped(3, "straggler"), _dropped(9, "straggler")],
+    )
+    assert round_warnings(2, cfg, record) == [
+        f"round 2/12: excluded 1 reply (partition 4): {shape}",
+        "round 2/12: excluded 2 replies (partitions 5, 7): client error 2: injected fault: "
+        "client crashed",
+        "round 2/12: excluded 1 reply (partition ?): malformed reply: KeyError('loss')",
+        "round 2/12: dropped 8 offline devices (partitions 10, 11, 12, 13, 14, 15, ...)",
+        "round 2/12: dropped 2 stragglers (partitions 3, 9) cut by the 12 s deadline",
+    ]
+    trained = _dropped(0, "trained")
+    assert round_warnings(2, cfg, RoundRecord(train=[trained])) == []
+    assert round_warnings(2, cfg, None) == []  # Flower's FedAvg keeps no records

@@ -1,6 +1,8 @@
 """Supervision without Flower: signals become one exception, a run's whole process session is
-ended however its processes behave, and resources are checked before Ray."""
+ended however its processes behave, the child's log records reach the parent's loggers, and
+resources are checked before Ray."""
 
+import logging
 import os
 import signal
 import subprocess
@@ -18,13 +20,15 @@ from fedqdnn.federated.resources import (
 )
 from fedqdnn.federated.supervisor import (
     Interrupted,
+    _follow,
     _innermost_line,
+    _Progress,
     end_session,
     interruptible,
     session_members,
 )
 from simulations.scenarios import load_scenario
-from tests.e2e_helpers import free_port
+from tests.e2e_helpers import REPO, free_port
 
 # A session as a Ray run makes one: a leader, a child that ignores SIGTERM, and a child that
 # moved to its own process group (killpg of the leader's group misses it).
@@ -53,6 +57,44 @@ def test_end_session_leaves_no_process_of_the_session():
     assert end_session(proc) == []
     assert session_members(proc.pid) == []
     assert proc.returncode == -signal.SIGKILL
+
+
+# A supervised child's logging, as _child_main sets it up, over the fd given in argv[1].
+LOGGING_CHILD = """
+import logging, sys
+from fedqdnn.federated.supervisor import EventPipe, log_to_pipe
+pipe = EventPipe(int(sys.argv[1]))
+log_to_pipe(pipe)
+log = logging.getLogger("fedqdnn.federated.server_app")
+log.warning("round %d/%d: excluded 1 reply (partition %d): %s", 1, 12, 4, "NaN")
+log.info("round 1/12: central accuracy 2-bit 0.500")
+log.debug("below INFO: not sent")
+pipe.send(round=1)
+logging.getLogger("fedqdnn").info("x" * 100000)  # longer than a pipe holds at once
+"""
+
+
+def test_a_record_logged_in_the_child_is_handled_by_the_parents_logger_of_its_name(caplog):
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOGGING_CHILD, str(write_fd)], pass_fds=(write_fd,), cwd=REPO
+    )
+    os.close(write_fd)
+    progress = _Progress()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="fedqdnn"):
+            _follow(proc, read_fd, progress, None)
+    finally:
+        os.close(read_fd)
+        proc.wait()
+    assert proc.returncode == 0
+    server = "fedqdnn.federated.server_app"
+    assert [(r.name, r.levelno, r.levelname, r.getMessage()) for r in caplog.records] == [
+        (server, logging.WARNING, "WARNING", "round 1/12: excluded 1 reply (partition 4): NaN"),
+        (server, logging.INFO, "INFO", "round 1/12: central accuracy 2-bit 0.500"),
+        ("fedqdnn", logging.INFO, "INFO", "x" * 100000),
+    ]
+    assert progress.rounds_done == 1 and progress.error is None
 
 
 def test_first_signal_raises_interrupted_and_later_ones_are_ignored():

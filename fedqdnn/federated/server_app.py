@@ -4,17 +4,21 @@ A run is described by a :class:`RunSpec` (config, output folder, optional checkp
 resume, optional per-round hook). ``flwr run`` uses the module-level :data:`app`, which builds
 the spec from ``context.run_config``; the in-process simulation runner builds its own app with
 :func:`build_app` (its contexts carry no run config).
+
+Progress goes to this module's logger (:mod:`fedqdnn.console`): per round the central
+accuracy, and warnings for the replies excluded and the devices dropped, all from the
+strategy's round record (:func:`round_warnings`).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedqdnn.accelerator import model_device, select_device
 from fedqdnn.config import Aggregation, FederatedConfig, from_flat
+from fedqdnn.console import setup_console
 from fedqdnn.device import initial_model, run_data
 from fedqdnn.federated.checkpoint import (
     Checkpoint,
@@ -50,7 +55,10 @@ from fedqdnn.schema import (
     FINAL_MODELS_DIR,
     INFO,
     MODEL_FILE,
+    ClientRow,
     Identity,
+    Rejection,
+    RoundRecord,
     mode_accuracy_key,
     model_file,
 )
@@ -63,10 +71,9 @@ from strategies.server_step import ServerStep
 
 OUT_DIR_KEY = "out-dir"
 REPLY_TIMEOUT = 3600.0  # seconds to wait for a round's replies (as Strategy.start)
+NAMED_PARTITIONS = 6  # a warning names at most this many partitions, then "..."
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,13 +93,12 @@ class RunSpec:
     out: Path
     resume: Checkpoint | None = None
     on_round_end: Callable[[RoundEnd], None] | None = None
-    log: Callable[[str], None] = field(default=_log)
     # seconds between checks for replies; Flower's grids check every 0.1 s, the in-memory grid
     # of a simulation is cheap to ask more often (a round waits for replies twice)
     reply_poll_seconds: float = 0.1
 
 
-def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
+def central_evaluator(cfg: FederatedConfig, model: QuantizableModel):
     """Every bit mode of the global model on the held-out test set (on the model's device).
 
     Clients wait while the server evaluates, so the modes are evaluated at once, each on its
@@ -102,6 +108,10 @@ def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
     data = run_data(cfg)
     x_test, y_test = data.x_test.to(model_device(model)), data.y_test.to(model_device(model))
     copies = {bits: copy.deepcopy(model) for bits in cfg.bits}
+    # torch imports some modules on first use; do that here, not in several threads at once
+    # (a concurrent first import has failed with a partially initialised torch._inductor)
+    for bits, replica in copies.items():
+        evaluate(replica, x_test[:2], y_test[:2], bits)
     threads = min(len(copies), len(os.sched_getaffinity(0)))
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> dict[int, float]:
@@ -114,7 +124,7 @@ def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
         with ThreadPoolExecutor(threads) as pool:
             accuracy = dict(zip(cfg.bits, pool.map(accuracy_at, cfg.bits), strict=True))
         shown = "  ".join(f"{b}-bit {a:.3f}" for b, a in accuracy.items())
-        log(f"round {server_round}/{cfg.rounds}: central accuracy {shown}")
+        log.info("round %d/%d: central accuracy %s", server_round, cfg.rounds, shown)
         return accuracy
 
     return evaluate_fn
@@ -122,6 +132,57 @@ def central_evaluator(cfg: FederatedConfig, model: QuantizableModel, log=_log):
 
 def _central_metrics(accuracy: dict[int, float]) -> dict[str, float]:
     return {mode_accuracy_key(b): a for b, a in accuracy.items()}
+
+
+def round_warnings(rnd: int, cfg: FederatedConfig, record: RoundRecord | None) -> list[str]:
+    """What a user must know of round ``rnd`` beyond its accuracy, from its record: the
+    replies excluded (one line per reason, naming the partitions) and the devices dropped
+    (one line per status: offline, or stragglers cut by the deadline). None when the
+    strategy keeps no records (Flower's FedAvg)."""
+    if record is None:
+        return []
+    where = f"round {rnd}/{cfg.rounds}"
+    lines = []
+    for reason, pids in _grouped(record.rejected, lambda r: _concise_reason(r.reason)).items():
+        lines.append(f"{where}: excluded {_count(pids, 'reply', 'replies')}: {reason}")
+    for status, pids in _grouped(record.dropped, lambda r: str(r.status)).items():
+        if status == "straggler":
+            cut = f"cut by the {cfg.deadline_seconds:g} s deadline"
+            lines.append(f"{where}: dropped {_count(pids, 'straggler', 'stragglers')} {cut}")
+        else:
+            lines.append(
+                f"{where}: dropped {_count(pids, f'{status} device', f'{status} devices')}"
+            )
+    return lines
+
+
+def _grouped(rows: list[ClientRow] | list[Rejection], label: Callable) -> dict[str, list]:
+    """Partition ids of ``rows`` by their label, in order of first appearance."""
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(label(row), []).append(row.partition_id)
+    return groups
+
+
+def _count(pids: list, one: str, many: str) -> str:
+    """``1 reply (partition 4)``, ``2 replies (partitions 5, 7)``, ``9 replies (partitions
+    0, 1, 2, 3, 4, 5, ...)``: the count, and the partitions while they are few."""
+    named = ", ".join("?" if p is None else str(p) for p in pids[:NAMED_PARTITIONS])
+    if len(pids) == 1:
+        return f"1 {one} (partition {named})"
+    more = ", ..." if len(pids) > NAMED_PARTITIONS else ""
+    return f"{len(pids)} {many} (partitions {named}{more})"
+
+
+def _concise_reason(reason: object) -> str:
+    """A reason in one line: a client error keeps its code and the last line of Flower's
+    wrapped traceback, whose tail is the ClientApp's message."""
+    lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else "?"
+    head = lines[0].split(":", 1)[0]  # "client error 2"
+    tail = lines[-1].rsplit("Message: ", 1)[-1].removesuffix("'>")
+    return f"{head}: {tail}"
 
 
 def make_strategy(cfg: FederatedConfig) -> ServerStrategy:
@@ -203,18 +264,18 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
     A resumed run continues after its checkpoint's round and ends exactly as an
     uninterrupted run would.
     """
-    cfg, out, log = spec.config, spec.out, spec.log
+    cfg, out = spec.config, spec.out
     started = time.perf_counter()
     torch.set_num_threads(1)
     model = initial_model(cfg)
     strategy = make_strategy(cfg)
     arrays = ArrayRecord(model.state_dict())
-    evaluate_fn = central_evaluator(cfg, model.to(select_device(cfg.device)), log)
+    evaluate_fn = central_evaluator(cfg, model.to(select_device(cfg.device)))
     history, first = RunHistory(), 1
     if spec.resume is not None:
         arrays, history, first = _restore(cfg, spec.resume, model)
         strategy.load_state_dict(spec.resume.strategy, spec.resume.strategy_arrays)
-        log(f"resuming after round {first - 1}")
+        log.info("resuming after round %d", first - 1)
     strategy.bind_nodes(node_route(grid, cfg))
 
     def central(server_round: int) -> dict[int, float]:
@@ -241,6 +302,8 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
                 f"{replies[0].error.reason.strip().splitlines()[-1][:300]}"
             )
         new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+        for line in round_warnings(rnd, cfg, strategy.rounds.get(rnd)):
+            log.warning(line)
         if new_arrays is not None:
             arrays = new_arrays
         if train_metrics is not None:
@@ -310,6 +373,7 @@ def main(grid: Grid, context: Context) -> None:
     flat = dict(context.run_config)
     out = Path(str(flat.pop(OUT_DIR_KEY, "outputs/flwr-run")))
     spec = RunSpec(from_flat(flat), out)
+    setup_console(verbose=True)  # fedqdnn's lines on stderr; Flower's logs are Flower's
     # one run per folder, never over a finished one (fedqdnn.federated.run_folder)
     with claim(out, identity=run_identity(spec.config, run_data(spec.config).fingerprint)):
         wait_for_nodes(grid, spec.config.num_nodes)

@@ -55,7 +55,6 @@ def simulate(
     on_round_end: Callable[[RoundEnd], None] | None = None,
     overwrite: bool = False,
     folder_claimed: bool = False,
-    log: Callable[[str], None] | None = None,
 ) -> RunResults:
     """Run ``cfg`` (one virtual SuperNode per participating partition); return results.json.
 
@@ -63,8 +62,8 @@ def simulate(
     a local one. ``resume`` continues the run in ``out`` from its checkpoint; a folder holding
     a run is otherwise refused unless ``overwrite``. The folder is locked for the run unless
     the caller already holds it (``folder_claimed``). ``on_round_end`` is called in this
-    process after every round; ``log`` receives the server's progress lines (default:
-    stderr). Raises RuntimeError if the run produced no results.
+    process after every round. The server's progress lines go to the ``fedqdnn`` loggers
+    (:mod:`fedqdnn.console`). Raises RuntimeError if the run produced no results.
     """
     ray_address = ray_address or os.environ.get("RAY_ADDRESS")
     out = Path(out)
@@ -90,7 +89,6 @@ def simulate(
             checkpoint,
             on_round_end,
             reply_poll_seconds=0.005,  # an in-memory grid: cheap to ask for replies often
-            **({"log": log} if log else {}),
         )
         return _run_engine(spec, ray_address, cpus_per_client, gpus_per_client, verbose)
 

@@ -13,7 +13,9 @@ session (Ray's GCS, raylet, agents and workers all join that session) and only s
 * the child dies with its supervisor (``PR_SET_PDEATHSIG``), so a run never outlives the
   process that holds its folder's lock;
 * the child reports over a pipe, one JSON object per line: ``{"ray": "connecting"}``,
-  ``{"ray": "connected"}``, ``{"log": "..."}`` (a progress line, printed here),
+  ``{"ray": "connected"}``, ``{"log": "...", "level": 30, "name": "fedqdnn..."}`` (a record
+  of the child's fedqdnn loggers, sent by :class:`PipeHandler` and handled here by the logger
+  of that name, so the console handler of :mod:`fedqdnn.console` prints it),
   ``{"round": k}`` after every round, and ``{"error": "...", "exit": 1 | 2}`` before it
   exits on an error. Its own output (Ray's and Flower's logs) is discarded unless
   ``verbose``, so a failure is one line.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import select
 import signal
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import fedqdnn
+from fedqdnn.console import ROOT, quiet_engines
 
 if TYPE_CHECKING:  # the CLI imports this module first thing: keep it light
     from fedqdnn.config import FederatedConfig
@@ -222,11 +226,22 @@ def _note(event: dict, progress: _Progress) -> None:
     elif event.get("ray") == "connected":
         progress.connected = True
     elif "log" in event:
-        print(event["log"], file=sys.stderr, flush=True)
+        relay(event)
     elif "round" in event:
         progress.rounds_done = int(event["round"])
     elif "error" in event:
         progress.error, progress.exit_code = str(event["error"]), int(event.get("exit", 1))
+
+
+def relay(event: dict) -> None:
+    """Hand a ``{"log": ...}`` event to the logger it came from, in this process."""
+    level = int(event.get("level", logging.INFO))
+    name = str(event.get("name", ROOT))
+    record = logging.makeLogRecord(
+        {"name": name, "levelno": level, "levelname": logging.getLevelName(level)}
+        | {"msg": str(event["log"])}
+    )
+    logging.getLogger(name).handle(record)
 
 
 def _status(returncode: int) -> str:
@@ -273,6 +288,44 @@ def end_session(proc: subprocess.Popen) -> list[int]:
 # ---------------------------------------------------------------- the child
 
 
+class EventPipe:
+    """The child's end of the events pipe: whole JSON lines, one writer at a time (the
+    ServerApp runs in its own thread)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+
+    def send(self, **event: object) -> None:
+        data = memoryview((json.dumps(event) + "\n").encode())
+        with self._lock:
+            while data:
+                data = data[os.write(self.fd, data) :]
+
+
+class PipeHandler(logging.Handler):
+    """Sends each record over the events pipe: message (with any traceback), level, name."""
+
+    def __init__(self, pipe: EventPipe) -> None:
+        super().__init__()
+        self.pipe = pipe
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.pipe.send(log=self.format(record), level=record.levelno, name=record.name)
+        except Exception:  # noqa: BLE001 (logging's rule: a failed record never raises)
+            self.handleError(record)
+
+
+def log_to_pipe(pipe: EventPipe) -> None:
+    """Every fedqdnn record of INFO and above goes over ``pipe`` only (not to this process's
+    stderr, which is discarded unless verbose and would double each line if not)."""
+    root = logging.getLogger(ROOT)
+    root.handlers = [PipeHandler(pipe)]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
 def _innermost_line(err: BaseException) -> str:
     """The last line of the innermost cause's message (Flower wraps engine errors)."""
     while err.__cause__ is not None:
@@ -284,23 +337,18 @@ def _innermost_line(err: BaseException) -> str:
 def _child_main(argv: list[str]) -> None:
     """Entry point of the supervised child: connect Ray, run, report, exit at once."""
     spec = json.loads(argv[1])
-    events = int(spec["events_fd"])
-
-    def emit(**event: object) -> None:
-        os.write(events, (json.dumps(event) + "\n").encode())
-
+    pipe = EventPipe(int(spec["events_fd"]))
+    emit = pipe.send
+    log_to_pipe(pipe)
     code = 0
     try:
         from fedqdnn.config import from_flat
         from fedqdnn.federated.simulation import connect_ray, simulate
 
         options = spec["options"]
-        if not options.get("verbose"):  # the supervisor prints the one line, no log dumps
-            import logging
+        import flwr.simulation  # noqa: F401 (importing flwr resets its logger level)
 
-            import flwr.simulation  # noqa: F401 (importing flwr resets its logger level)
-
-            logging.getLogger("flwr").setLevel(logging.CRITICAL + 1)
+        quiet_engines(bool(options.get("verbose")))  # the supervisor prints the one line
         cfg = from_flat(spec["config"])
         emit(ray="connecting")
         connect_ray(
@@ -316,7 +364,6 @@ def _child_main(argv: list[str]) -> None:
             resume=bool(spec["resume"]),
             folder_claimed=True,
             on_round_end=lambda end: emit(round=end.server_round),
-            log=lambda line: emit(log=line),
             **options,
         )
     except (ValueError, FileNotFoundError) as err:

@@ -1,0 +1,160 @@
+"""Why does the mode that the fewest devices train lose? Diagnostics of one finished run.
+
+Three measurements on a run folder (``fedqdnn simulate`` output, or a run in a comparison's
+``runs/`` cache), none of which changes the run:
+
+1. **Statistics or weights?** The run's final-window models deployed as trained (each mode's
+   BN statistics as the federation aggregated them) against the same weights with each
+   mode's statistics re-estimated on the pooled training data of every device that runs it
+   (an oracle for the statistics; :attr:`~fedqdnn.policies.Deploy.RECALIBRATE`). If the
+   oracle closes a tier's gap, the statistics, not the weights, were the problem.
+2. **Swings against trainers.** Per evaluated round: each tier's device accuracy and how
+   many devices trained each mode in that round (from results.json).
+3. **Interference.** From the final model, replay rounds with the run's own seeded samples:
+   every sampled device trains as in the run, then the server aggregates (a) all updates, as
+   FedQDNN does, and (b) only the updates of the devices that trained the mode under study
+   (the shared weights then move with that mode's trainers alone). The mode's loss and
+   accuracy on the central test set before and after each say what the other devices' shared
+   updates do to it.
+
+    python -m simulations.diagnose RUN_DIR [--mode 32] [--replays 10] --out diagnosis.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+from fedqdnn.fleet import build_model_for, run_data
+
+from fedqdnn.config import FederatedConfig, from_flat
+from fedqdnn.deployment import accuracy_by_tier, evaluate_devices
+from fedqdnn.device import device_for, load_state, plan_round, train_round
+from fedqdnn.federated.report import load_model_state, read_results
+from fedqdnn.files import write_json
+from fedqdnn.policies import Deploy
+from fedqdnn.round_plan import select_partitions
+from fedqdnn.schema import FINAL_MODELS_DIR, MODEL_FILE, RESULTS_FILE, RunResults, model_file
+from fedqdnn.training import evaluate
+from strategies.aggregation import ClientUpdate, aggregate
+
+State = dict[str, np.ndarray]
+
+
+def window_states(run_dir: Path, results: RunResults) -> list[State]:
+    """The models of the run's final window, oldest first."""
+    last = len(results.history)
+    return [
+        load_model_state(
+            run_dir / (MODEL_FILE if r == last else f"{FINAL_MODELS_DIR}/{model_file(r)}")
+        )
+        for r in results.final.window_rounds
+    ]
+
+
+def statistics_or_weights(cfg: FederatedConfig, states: list[State]) -> dict:
+    """Per-tier accuracy of the window's models as trained and with oracle statistics."""
+    out = {}
+    for policy in (Deploy.TOP, Deploy.RECALIBRATE):
+        per_model = [
+            accuracy_by_tier(
+                evaluate_devices(cfg, dict.fromkeys(range(cfg.num_clients), s), policy)
+            )
+            for s in states
+        ]
+        out[policy.value] = {
+            tier: statistics.fmean(m[tier] for m in per_model) for tier in per_model[0]
+        }
+    return out
+
+
+def swings_and_trainers(results: RunResults) -> list[dict]:
+    """Per evaluated round: tier accuracy and the number of devices that trained each mode."""
+    rows = []
+    for h in results.history:
+        if not h.accuracy_by_tier:
+            continue
+        trainers: dict[str, int] = {}
+        for c in h.clients:
+            for bits in c.trained_modes or ():
+                trainers[str(bits)] = trainers.get(str(bits), 0) + 1
+        rows.append(
+            {"round": h.round, "accuracy_by_tier": h.accuracy_by_tier, "trainers": trainers}
+        )
+    return rows
+
+
+def _loss_and_accuracy(model, state: State, bits: int, x: torch.Tensor, y: torch.Tensor):
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    accuracy, loss = evaluate(model, x, y, bits)
+    return {"loss": loss, "accuracy": accuracy}
+
+
+def interference(cfg: FederatedConfig, state: State, mode: int, replays: int) -> dict:
+    """Replay ``replays`` rounds (the run's last ones, same seeded samples) from ``state``:
+    the studied mode on the central test set before, after FedQDNN's aggregation of every
+    update, and after aggregating the updates of that mode's trainers only."""
+    data = run_data(cfg)
+    model = build_model_for(cfg)
+    rows = []
+    for rnd in range(cfg.rounds - replays + 1, cfg.rounds + 1):
+        chosen = select_partitions(cfg.participant_ids, cfg.fraction_train, cfg.seed, rnd, 0)
+        updates: list[ClientUpdate] = []
+        for pid in chosen:
+            device = device_for(cfg, pid)
+            plan = plan_round(cfg, device, rnd, bytes_down=0)
+            if plan.status != "trained":
+                continue
+            load_state(device.model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+            update = train_round(cfg, device, plan, rnd)
+            updates.append(ClientUpdate(update.state, len(device.y_train), plan.modes))
+        trainers = [u for u in updates if mode in u.trained_modes]
+        row = {"round": rnd, "devices": len(updates), "trainers": len(trainers)}
+        row["before"] = _loss_and_accuracy(model, state, mode, data.x_test, data.y_test)
+        for name, group in (("all", updates), ("trainers_only", trainers)):
+            if group:
+                new = aggregate(state, group, [u.num_examples for u in group], None)
+                row[name] = _loss_and_accuracy(model, new, mode, data.x_test, data.y_test)
+        rows.append(row)
+    return {"mode": mode, "rounds": rows, "summary": _summary(rows)}
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Mean change of the studied mode's loss and accuracy per aggregation, over the replays
+    where its trainers were sampled."""
+    both = [r for r in rows if "trainers_only" in r]
+    out = {"replays_with_trainers": len(both)}
+    for name in ("all", "trainers_only"):
+        for metric in ("loss", "accuracy"):
+            deltas = [r[name][metric] - r["before"][metric] for r in both]
+            out[f"{name}_{metric}_change"] = statistics.fmean(deltas) if deltas else None
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--mode", type=int, default=32, help="the mode under study (default: 32)")
+    parser.add_argument("--replays", type=int, default=10, help="rounds replayed (default: 10)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results = read_results(args.run_dir / RESULTS_FILE)
+    cfg = from_flat(results.config)
+    states = window_states(args.run_dir, results)
+    report = {
+        "run": str(args.run_dir),
+        "config": results.config,
+        "deployed_by_tier": statistics_or_weights(cfg, states),
+        "per_round": swings_and_trainers(results),
+        "interference": interference(cfg, states[-1], args.mode, args.replays),
+    }
+    write_json(args.out, report)
+    print(report["deployed_by_tier"], report["interference"]["summary"], sep="\n")
+
+
+if __name__ == "__main__":
+    main()
