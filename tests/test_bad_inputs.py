@@ -482,7 +482,7 @@ PLOT_CASES = {
     "results with no rounds": (
         "results.json",
         _edited("results", lambda d: d.update(history=[])),
-        "history = []: list should have at least 1 item",
+        "is invalid: history = [] is not allowed: list should have at least 1 item",
     ),
     "empty comparison": ("comparison.json", lambda: "{}", "lacks rows, curves, strategies, seeds"),
     "truncated comparison": ("comparison.json", lambda: '{"rows": [', "is not valid JSON"),
@@ -494,12 +494,12 @@ PLOT_CASES = {
     "comparison with a curve one round short": (
         "comparison.json",
         _edited("comparison", lambda d: d["curves"]["s0/seed0"][0]["rounds"].pop()),
-        "has curves.s0/seed0[0]: rounds, sim_elapsed_seconds and accuracy_by_tier differ",
+        "is not allowed: rounds, sim_elapsed_seconds and accuracy_by_tier differ",
     ),
     "comparison with no rows": (
         "comparison.json",
         _edited("comparison", lambda d: d.update(rows=[])),
-        "rows = []: list should have at least 1 item",
+        "is invalid: rows = [] is not allowed: list should have at least 1 item",
     ),
 }
 
