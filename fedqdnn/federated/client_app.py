@@ -12,16 +12,16 @@ a status (offline, straggler). It computes on the torch device ``device`` select
 from __future__ import annotations
 
 import functools
-import math
 import os
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedqdnn.accelerator import select_device
 from fedqdnn.config import FederatedConfig, from_flat
+from fedqdnn.costs import array_bytes
 from fedqdnn.device import (
     SimulatedDevice,
     device_for,
@@ -32,7 +32,7 @@ from fedqdnn.device import (
     skipped_round_metrics,
     train_round,
 )
-from strategies.records import to_torch_state
+from strategies.records import to_arrayrecord, to_torch_state
 
 app = ClientApp()
 
@@ -105,7 +105,7 @@ def _reply(
         ),
     }
     if arrays is not None:
-        content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+        content["arrays"] = to_arrayrecord(arrays)
     return Message(content=RecordDict(content), reply_to=msg)
 
 
@@ -116,7 +116,7 @@ def train(msg: Message, context: Context) -> Message:
     cfg, rnd, partition = _config(msg)
     device = _device(cfg, context, partition)
     arrays = msg.content["arrays"]
-    bytes_down = sum(np.dtype(a.dtype).itemsize * math.prod(a.shape) for a in arrays.values())
+    bytes_down = array_bytes(arrays)
     plan = plan_round(cfg, device, rnd, bytes_down)
     if plan.status != "trained":
         return _reply(msg, device, plan.status, skipped_round_metrics(cfg, device, plan))
