@@ -25,7 +25,7 @@ Four figures, each measured side by side in one run:
     reported next to it: on a shared machine it shows how much parallelism was there to get.
 ``peak_rss_ratio_1000_vs_10_clients``
     Peak memory of the whole process tree (driver, Ray's GCS/raylet and every worker: RSS
-    summed over all descendants, sampled from /proc) for 1,000 virtual clients divided by that
+    summed over all descendants, sampled with psutil) for 1,000 virtual clients divided by that
     for 10, with 10 clients sampled per round in both (``fraction-train`` =
     ``fraction-evaluate`` = 10 / clients), one round, two actors, MNIST-1D (8,000 training
     samples: 8 per client at 1,000 clients). PSS (shared pages split between processes) is
