@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.process_tree import REPO, run_child  # noqa: E402
+from benchmarks.workloads import steady_round_seconds  # noqa: E402
 from fedqdnn.files import write_json  # noqa: E402
 from fedqdnn.provenance import versions  # noqa: E402
 
@@ -60,12 +60,7 @@ def _config(preset: str, rounds: int, per_round: int) -> dict:
 
 def _figures(record: dict, per_round: int) -> dict:
     stamps = {int(k): v for k, v in record.get("round_stamps", {}).items()}
-    rounds = sorted(r for r in stamps if r > 0)
-    steady = (
-        statistics.median(stamps[r] - stamps[r - 1] for r in rounds[1:])
-        if len(rounds) > 1
-        else None
-    )
+    steady = steady_round_seconds(record)
     return {
         "clients_per_round": per_round,
         "startup_seconds": round(stamps[0], 2) if 0 in stamps else None,

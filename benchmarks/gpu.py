@@ -34,9 +34,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import torch  # noqa: E402
 
 from benchmarks.process_tree import run_child  # noqa: E402
-from benchmarks.sim_overhead import steady_round_seconds  # noqa: E402
 from benchmarks.step_time import measure, step_ratios  # noqa: E402
-from benchmarks.workloads import throughput_config  # noqa: E402
+from benchmarks.workloads import steady_round_seconds, throughput_config  # noqa: E402
 from fedqdnn.accelerator import cuda_unavailable_reason, describe, select_device  # noqa: E402
 from fedqdnn.files import write_json  # noqa: E402
 from fedqdnn.models import build_model  # noqa: E402

@@ -1,5 +1,5 @@
 """Measure a workload in a fresh process tree: wall time, peak memory and CPU of the whole
-tree (driver, Ray's GCS and raylet, every worker), sampled from /proc; killed on timeout.
+tree (driver, Ray's GCS and raylet, every worker), sampled with psutil; killed on timeout.
 
 Every measured run is a child process started in its own session, so the tree can be ended
 whole; children start their own local Ray (``RAY_ADDRESS=local``), never someone else's.
@@ -7,6 +7,7 @@ whole; children start their own local Ray (``RAY_ADDRESS=local``), never someone
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,59 +18,44 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from fedqdnn.provenance import load_average_1min
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD_TIMEOUT_S = 420.0
 SAMPLE_INTERVAL_S = 0.5
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> tuple[int, int, float] | None:
-    """(ppid, start time in ticks, cpu seconds) of ``pid`` from /proc, or None if gone."""
+def _tree(root: psutil.Process) -> list[psutil.Process]:
+    """``root`` and everything below it (empty once ``root`` is gone)."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _cpu_seconds(process: psutil.Process) -> float | None:
+    """User plus system CPU seconds of ``process`` (not of its children), None if gone."""
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
         return None
-    fields = text.rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state): ppid = field 4, utime/stime = 14/15, starttime = 22
-    return int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / _TICKS
+    return times.user + times.system
 
 
-def _descendants(root: int) -> dict[int, tuple[int, float]]:
-    """{pid: (start ticks, cpu seconds)} of ``root`` and everything below it."""
-    children: dict[int, list[int]] = {}
-    info: dict[int, tuple[int, float]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        st = _stat(int(entry.name))
-        if st is None:
-            continue
-        children.setdefault(st[0], []).append(int(entry.name))
-        info[int(entry.name)] = (st[1], st[2])
-    out, stack = {}, [root]
-    while stack:
-        pid = stack.pop()
-        if pid in info:
-            out[pid] = info[pid]
-            stack.extend(children.get(pid, []))
-    return out
-
-
-def _label(pid: int, previous: str | None) -> str:
+def _label(process: psutil.Process, previous: str | None) -> str:
     """Short name of a process: Ray's title (``ray::ClientAppActor``), else the program or
     python script name. A worker that was once a ClientAppActor keeps that name."""
     try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+        args = process.cmdline() or [""]
+    except psutil.Error:
         return previous or "?"
-    first = args[0].decode(errors="replace")
+    first = args[0]
     if first.startswith("ray::"):
         label = first.split()[0].split(".")[0]
     elif "python" in Path(first).name and len(args) > 1:
-        script = next((a.decode() for a in args[1:] if a.endswith(b".py")), "")
+        script = next((a for a in args[1:] if a.endswith(".py")), "")
         label = Path(script).name or Path(first).name
     else:
         label = Path(first).name
@@ -78,30 +64,28 @@ def _label(pid: int, previous: str | None) -> str:
     return label
 
 
-def _rss(pid: int) -> int:
+def _rss(process: psutil.Process) -> int:
     try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
+        return process.memory_info().rss
+    except psutil.Error:
         return 0
 
 
-def _pss(pid: int) -> int:
+def _pss(process: psutil.Process) -> int:
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, IndexError, ValueError):
-        pass
-    return 0
+        return process.memory_full_info().pss
+    except (psutil.Error, AttributeError):  # gone, or no PSS on this system
+        return 0
 
 
 class TreeSampler(threading.Thread):
-    """Samples the memory of a process tree until stopped; remembers every pid it saw."""
+    """Samples the memory of a process tree until stopped; remembers every process it saw."""
 
     def __init__(self, root: int, pss: bool) -> None:
         super().__init__(daemon=True)
-        self.root, self.pss = root, pss
-        self.seen: dict[int, tuple[int, float]] = {}  # pid -> (start ticks, last cpu seconds)
+        self.root, self.pss = psutil.Process(root), pss
+        self.seen: dict[int, psutil.Process] = {}  # pid -> the process (pid reuse is checked)
+        self.cpu: dict[int, float] = {}  # pid -> CPU seconds when last sampled
         self.labels: dict[int, str] = {}  # pid -> what it is (driver, ray::ClientAppActor, ...)
         self.peak_rss = self.peak_pss = self.peak_procs = self.samples = 0
         self._stop_event = threading.Event()
@@ -112,17 +96,22 @@ class TreeSampler(threading.Thread):
             self._stop_event.wait(SAMPLE_INTERVAL_S)
 
     def sample(self) -> None:
-        tree = _descendants(self.root)
+        tree = {}
+        for process in _tree(self.root):
+            cpu = _cpu_seconds(process)
+            if cpu is not None:
+                tree[process.pid], self.cpu[process.pid] = process, cpu
         if not tree:
             return
         self.seen.update(tree)
-        for pid in tree:
-            self.labels[pid] = "driver" if pid == self.root else _label(pid, self.labels.get(pid))
+        for pid, process in tree.items():
+            previous = self.labels.get(pid)
+            self.labels[pid] = "driver" if process == self.root else _label(process, previous)
         self.samples += 1
         self.peak_procs = max(self.peak_procs, len(tree))
-        self.peak_rss = max(self.peak_rss, sum(_rss(p) for p in tree))
+        self.peak_rss = max(self.peak_rss, sum(_rss(p) for p in tree.values()))
         if self.pss:
-            self.peak_pss = max(self.peak_pss, sum(_pss(p) for p in tree))
+            self.peak_pss = max(self.peak_pss, sum(_pss(p) for p in tree.values()))
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -130,29 +119,24 @@ class TreeSampler(threading.Thread):
 
     def cpu_seconds(self) -> float:
         """CPU seconds of the tree (each process as last sampled)."""
-        return sum(cpu for _, cpu in self.seen.values())
+        return sum(self.cpu.values())
 
     def cpu_by_label(self) -> dict[str, float]:
         """CPU seconds per kind of process, largest first."""
         out: dict[str, float] = {}
-        for pid, (_, cpu) in self.seen.items():
+        for pid, cpu in self.cpu.items():
             label = self.labels.get(pid, "?")
             out[label] = out.get(label, 0.0) + cpu
         return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
     def kill_leftovers(self, grace: float) -> int:
-        """SIGKILL processes of this tree still alive after ``grace`` s (same pid AND start)."""
-        deadline = time.monotonic() + grace
-        while True:
-            alive = [p for p, (t, _) in self.seen.items() if (st := _stat(p)) and st[1] == t]
-            if not alive or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        for pid in alive:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        """SIGKILL the processes of this tree still alive after ``grace`` s. The root is left
+        to its Popen, which reaps it (psutil would take its exit status)."""
+        others = [p for p in self.seen.values() if p != self.root]
+        _, alive = psutil.wait_procs(others, timeout=grace)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
         return len(alive)
 
 
@@ -233,7 +217,7 @@ class Child:
             "peak_processes": sampler.peak_procs,
             "peak_tree_rss_mb": round(sampler.peak_rss / 2**20, 1),
             "tree_cpu_seconds": round(sampler.cpu_seconds(), 2),
-            "driver_cpu_seconds": round(sampler.seen.get(proc.pid, (0, 0.0))[1], 2),
+            "driver_cpu_seconds": round(sampler.cpu.get(proc.pid, 0.0), 2),
             "cpu_seconds_by_process": sampler.cpu_by_label(),
             "leftover_processes_killed": leftovers,
         }

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -25,87 +24,24 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.process_tree import run_child  # noqa: E402
+from benchmarks.workloads import bare_rounds, steady_round_seconds  # noqa: E402
 from fedqdnn.files import write_json  # noqa: E402
 from fedqdnn.provenance import versions  # noqa: E402
 
 
 def _bare_phases(cfg) -> dict[str, float]:
-    """Seconds per round of each phase, the rounds' work done here sequentially."""
-    import numpy as np
-    import torch
+    """Seconds per round of each phase, the rounds' work done here sequentially, one thread."""
+    from fedqdnn.device import device_for
 
-    from fedqdnn.device import (
-        device_for,
-        evaluate_locally,
-        evaluation_mode,
-        initial_model,
-        load_state,
-        plan_round,
-        run_data,
-        train_round,
-    )
-    from fedqdnn.federated.checkpoint import RunHistory, save_checkpoint
-    from fedqdnn.round_plan import evaluation_rounds, select_partitions
-    from fedqdnn.training import evaluate
-    from strategies.aggregation import ClientUpdate, aggregate, validate_update
-
-    torch.set_num_threads(1)
-    data = run_data(cfg)
-    model = initial_model(cfg)
-    state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
-    bytes_down = int(sum(v.nbytes for v in state.values()))
-    evaluated = set(evaluation_rounds(cfg.rounds, cfg.evaluate_every))
-    phases = dict.fromkeys(
-        ("local_training", "device_evaluation", "aggregation", "central_evaluation",
-         "checkpoint"), 0.0)  # fmt: skip
-    devices = sorted(cfg.participant_ids)
-    for pid in devices:  # build every device once, as warm workers have
+    for pid in sorted(cfg.participant_ids):  # build every device once, as warm workers have
         device_for(cfg, pid)
-    with tempfile.TemporaryDirectory() as tmp:
-        for rnd in range(1, cfg.rounds + 1):
-            torch_state = {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}
-            updates = []
-            started = time.perf_counter()
-            for pid in select_partitions(devices, cfg.fraction_train, cfg.seed, rnd, 0):
-                device = device_for(cfg, pid)
-                plan = plan_round(cfg, device, rnd, bytes_down)
-                load_state(device.model, torch_state)
-                upload = train_round(cfg, device, plan, rnd)
-                arrays = {k: np.array(v, copy=True) for k, v in upload.state.items()}
-                updates.append(ClientUpdate(arrays, len(device.y_train), plan.modes))
-            phases["local_training"] += time.perf_counter() - started
-            started = time.perf_counter()
-            valid = [u for u in updates if validate_update(state, u, cfg.bits) is None]
-            state = {k: np.require(v, requirements="C") for k, v in aggregate(state, valid).items()}
-            phases["aggregation"] += time.perf_counter() - started
-            if rnd in evaluated:
-                torch_state = {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}
-                started = time.perf_counter()
-                for pid in select_partitions(devices, cfg.fraction_evaluate, cfg.seed, rnd, 1):
-                    device = device_for(cfg, pid)
-                    load_state(device.model, torch_state)
-                    evaluate_locally(device, evaluation_mode(cfg, device))
-                phases["device_evaluation"] += time.perf_counter() - started
-                started = time.perf_counter()
-                load_state(model, torch_state)
-                for bits in cfg.bits:
-                    evaluate(model, data.x_test, data.y_test, bits)
-                phases["central_evaluation"] += time.perf_counter() - started
-            if cfg.checkpoint_every and rnd % cfg.checkpoint_every == 0:
-                started = time.perf_counter()
-                save_checkpoint(Path(tmp), rnd, state, RunHistory(), {}, {}, cfg.to_flat())
-                phases["checkpoint"] += time.perf_counter() - started
+    phases = bare_rounds(cfg, client_threads=1, checkpoints=True)["phase_seconds"]
     return {k: round(v / cfg.rounds, 4) for k, v in phases.items()}
 
 
 def _flower_round(cfg, cpus: float, work: Path, name: str) -> float | None:
     spec = {"kind": "flower", "config": cfg.to_flat(), "cpus_per_client": cpus}
-    record = run_child(name, {**spec, "out_dir": str(work / name)}, work)
-    stamps = {int(k): v for k, v in record.get("round_stamps", {}).items()}
-    if len(stamps) < 3:
-        return None
-    # rounds 2..R: the first round also builds data, partitions and models in the workers
-    return statistics.fmean(stamps[r] - stamps[r - 1] for r in sorted(stamps)[2:])
+    return steady_round_seconds(run_child(name, {**spec, "out_dir": str(work / name)}, work))
 
 
 def run(scenario: str, rounds: int, out: Path | None) -> dict:
@@ -131,7 +67,7 @@ def run(scenario: str, rounds: int, out: Path | None) -> dict:
             "bare_seconds_per_round": "each phase's seconds over all rounds / rounds, one "
             "thread, this process (device evaluation and central evaluation only in evaluated "
             "rounds, checkpoints every checkpoint-every rounds: amortized)",
-            "flower_round_seconds_*": "mean seconds per round of the real simulation over "
+            "flower_round_seconds_*": "median seconds per round of the real simulation over "
             "rounds 2..R (server hook timestamps)",
         },
         "seconds": round(time.perf_counter() - started, 1),

@@ -25,7 +25,7 @@ Four figures, each measured side by side in one run:
     reported next to it: on a shared machine it shows how much parallelism was there to get.
 ``peak_rss_ratio_1000_vs_10_clients``
     Peak memory of the whole process tree (driver, Ray's GCS/raylet and every worker: RSS
-    summed over all descendants, sampled from /proc) for 1,000 virtual clients divided by that
+    summed over all descendants, sampled with psutil) for 1,000 virtual clients divided by that
     for 10, with 10 clients sampled per round in both (``fraction-train`` =
     ``fraction-evaluate`` = 10 / clients), one round, two actors, MNIST-1D (8,000 training
     samples: 8 per client at 1,000 clients). PSS (shared pages split between processes) is
@@ -60,7 +60,11 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.process_tree import Child, run_child  # noqa: E402
-from benchmarks.workloads import memory_config, timing_config  # noqa: E402
+from benchmarks.workloads import (  # noqa: E402
+    memory_config,
+    steady_round_seconds,
+    timing_config,
+)
 from fedqdnn.files import write_json  # noqa: E402
 
 TARGETS = {
@@ -88,16 +92,6 @@ def _problems(spec: dict, record: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- analysis
-
-
-def steady_round_seconds(record: dict) -> float | None:
-    """Median seconds per round over rounds 2..R from the round timestamps (the median
-    resists the load spikes of a shared machine; round 1 also builds data and models)."""
-    stamps = record.get("round_stamps") or {}
-    last = record["rounds"]
-    if last < 2 or any(r not in stamps for r in range(1, last + 1)):
-        return None
-    return statistics.median(stamps[r] - stamps[r - 1] for r in range(2, last + 1))
 
 
 def _round(x: float | None, digits: int = 3) -> float | None:

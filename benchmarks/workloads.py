@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -70,17 +71,27 @@ def throughput_config(device: str, rounds: int = 4, num_clients: int = 40):
     )
 
 
-def bare_rounds(cfg) -> dict:
-    """The Flower round's work, sequentially in this process; timestamps after each round.
+PHASES = ("local_training", "device_evaluation", "aggregation", "central_evaluation", "checkpoint")
 
-    Per client: load the global state, plan and train the round as the ClientApp does, take
-    the upload, validate and aggregate; then each client's local evaluation and the server's
-    evaluation of every mode. Client work uses the torch threads a ClientApp would use here
-    (``OMP_NUM_THREADS``); server work uses 1, as the ServerApp does.
+
+def bare_rounds(cfg, client_threads: int = 1, checkpoints: bool = False) -> dict:
+    """The Flower round's work, sequentially in this process: timestamps after each round and
+    the seconds of each phase summed over the rounds.
+
+    As the apps do it: the server evaluates the round-0 model first; every round, the devices
+    of FedQDNN's seeded sample (fraction-train) load the global state, plan the round and, if
+    the plan trains, train as the ClientApp does; the server validates and aggregates the
+    uploads; in evaluated rounds (evaluate-every) the devices sampled for evaluation
+    (fraction-evaluate) evaluate locally and the server evaluates every mode; with
+    ``checkpoints``, the server's checkpoint (checkpoint-every) into a temporary folder.
+    Client work uses ``client_threads`` torch threads, server work 1, as the apps do.
     """
+    import tempfile
+
     import numpy as np
     import torch
 
+    from fedqdnn.costs import array_bytes
     from fedqdnn.device import (
         device_for,
         evaluate_locally,
@@ -91,16 +102,20 @@ def bare_rounds(cfg) -> dict:
         run_data,
         train_round,
     )
+    from fedqdnn.federated.checkpoint import RunHistory, save_checkpoint
+    from fedqdnn.round_plan import evaluation_rounds, select_partitions
     from fedqdnn.training import evaluate
     from strategies.aggregation import ClientUpdate, aggregate, validate_update
 
-    client_threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
     start = time.perf_counter()
     torch.set_num_threads(1)
     data = run_data(cfg)
     server_model = initial_model(cfg)  # the ServerApp's own round-0 model
     state = {k: v.detach().cpu().numpy().copy() for k, v in server_model.state_dict().items()}
-    bytes_down = int(sum(v.nbytes for v in state.values()))
+    bytes_down = array_bytes(state)
+    devices = sorted(cfg.participant_ids)
+    evaluated = set(evaluation_rounds(cfg.rounds, cfg.evaluate_every))
+    phases = dict.fromkeys(PHASES, 0.0)
 
     def torch_state(global_state) -> dict:
         return {k: torch.from_numpy(np.asarray(v)) for k, v in global_state.items()}
@@ -110,41 +125,67 @@ def bare_rounds(cfg) -> dict:
         load_state(server_model, torch_state(global_state))
         return {b: evaluate(server_model, data.x_test, data.y_test, b)[0] for b in cfg.bits}
 
-    stamps = {}
     accuracy = central_eval(state)  # the ServerApp evaluates round 0 first, too
-    stamps[0] = time.perf_counter() - start
-    clients = range(cfg.num_clients)  # fraction-train = fraction-evaluate = 1
+    stamps = {0: time.perf_counter() - start}
     rejected = 0
-    for rnd in range(1, cfg.rounds + 1):
-        torch.set_num_threads(client_threads)
-        updates = []
-        for pid in clients:
-            device = device_for(cfg, pid)
-            plan = plan_round(cfg, device, rnd, bytes_down)
-            load_state(device.model, torch_state(state))
-            upload = train_round(cfg, device, plan, rnd)
-            # copies: the upload shares memory with the model, which the next client trains
-            arrays = {k: np.array(v, copy=True) for k, v in upload.state.items()}
-            update = ClientUpdate(arrays, len(device.y_train), plan.modes)
-            if validate_update(state, update, cfg.bits) is None:
-                updates.append(update)
-            else:
-                rejected += 1
-        # as FedQDNN's to_arrayrecord: 0-d results (num_batches_tracked) become arrays again
-        state = {k: np.require(v, requirements="C") for k, v in aggregate(state, updates).items()}
-        for pid in clients:  # federated evaluation: each device at its top mode
-            device = device_for(cfg, pid)
-            load_state(device.model, torch_state(state))
-            evaluate_locally(device, evaluation_mode(cfg, device))
-        accuracy = central_eval(state)
-        stamps[rnd] = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="fedqdnn-bare-") as tmp:
+        for rnd in range(1, cfg.rounds + 1):
+            started = time.perf_counter()
+            torch.set_num_threads(client_threads)
+            updates = []
+            for pid in select_partitions(devices, cfg.fraction_train, cfg.seed, rnd, 0):
+                device = device_for(cfg, pid)
+                plan = plan_round(cfg, device, rnd, bytes_down)
+                if plan.status != "trained":  # offline or a straggler: no upload
+                    continue
+                load_state(device.model, torch_state(state))
+                upload = train_round(cfg, device, plan, rnd)
+                # copies: the upload shares memory with the model, which the next client trains
+                arrays = {k: np.array(v, copy=True) for k, v in upload.state.items()}
+                updates.append(ClientUpdate(arrays, len(device.y_train), plan.modes))
+            phases["local_training"] += time.perf_counter() - started
+            started = time.perf_counter()
+            valid = [u for u in updates if validate_update(state, u, cfg.bits) is None]
+            rejected += len(updates) - len(valid)
+            # as FedQDNN's to_arrayrecord: 0-d results (num_batches_tracked) become arrays again
+            state = {k: np.require(v, requirements="C") for k, v in aggregate(state, valid).items()}
+            phases["aggregation"] += time.perf_counter() - started
+            if rnd in evaluated:
+                started = time.perf_counter()
+                torch.set_num_threads(client_threads)
+                for pid in select_partitions(devices, cfg.fraction_evaluate, cfg.seed, rnd, 1):
+                    device = device_for(cfg, pid)  # each device at its top mode
+                    load_state(device.model, torch_state(state))
+                    evaluate_locally(device, evaluation_mode(cfg, device))
+                phases["device_evaluation"] += time.perf_counter() - started
+                started = time.perf_counter()
+                accuracy = central_eval(state)
+                phases["central_evaluation"] += time.perf_counter() - started
+            every = cfg.checkpoint_every
+            if checkpoints and every and (rnd % every == 0 or rnd == cfg.rounds):
+                started = time.perf_counter()
+                save_checkpoint(Path(tmp), rnd, state, RunHistory(), {}, {}, cfg.to_flat())
+                phases["checkpoint"] += time.perf_counter() - started
+            stamps[rnd] = time.perf_counter() - start
     return {
         "seconds": time.perf_counter() - start,
         "round_stamps": stamps,
+        "phase_seconds": phases,
         "client_torch_threads": client_threads,
         "final_accuracy_by_bits": {str(b): a for b, a in accuracy.items()},
         "rejected": rejected,
     }
+
+
+def steady_round_seconds(record: dict) -> float | None:
+    """Median seconds per round over rounds 2..R of a run's round timestamps (the median
+    resists the load spikes of a shared machine; round 1 also builds data and models); None
+    with under two rounds or a round's timestamp missing."""
+    stamps = {int(k): v for k, v in (record.get("round_stamps") or {}).items()}
+    last = record["rounds"]
+    if last < 2 or any(r not in stamps for r in range(1, last + 1)):
+        return None
+    return statistics.median(stamps[r] - stamps[r - 1] for r in range(2, last + 1))
 
 
 def flower_rounds(cfg, out_dir: str, cpus_per_client: float, gpus_per_client: float = 0.0) -> dict:
@@ -187,7 +228,8 @@ def run_spec(spec_file: Path) -> None:
 
     cfg = from_flat(spec["config"])
     if spec["kind"] == "bare":
-        result = bare_rounds(cfg)
+        threads = max(1, int(float(os.environ.get("OMP_NUM_THREADS", "1"))))
+        result = bare_rounds(cfg, client_threads=threads)
     else:
         result = flower_rounds(
             cfg, spec["out_dir"], spec["cpus_per_client"], spec.get("gpus_per_client", 0.0)

@@ -6,16 +6,20 @@ transfer = 8 * (bytes_down / downlink + bytes_up / uplink) / 1e6  (bandwidth in 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from fedqdnn.hardware import HardwareProfile
 
 
-def array_bytes(arrays: Mapping[str, np.ndarray]) -> int:
-    """Exact payload bytes of a dict of arrays (as sent: dtype size x elements)."""
-    return int(sum(np.asarray(a).nbytes for a in arrays.values()))
+def array_bytes(arrays: Mapping[str, Any]) -> int:
+    """Exact payload bytes of named arrays (as sent: dtype size x elements). Anything with a
+    numpy ``dtype`` and a ``shape`` counts: numpy arrays, and Flower's ``Array`` without
+    decoding it."""
+    return sum(np.dtype(a.dtype).itemsize * math.prod(a.shape) for a in arrays.values())
 
 
 def training_ms_per_sample(profile: HardwareProfile, bits: int) -> float:

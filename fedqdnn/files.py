@@ -18,6 +18,10 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 NON_FINITE_KEY = "non_finite_values"  # {json path: "nan" | "inf" | "-inf"} of nulls written
 
@@ -79,6 +83,8 @@ def read_json_checked(path: Path, schema: object) -> dict:
     pydantic validates, e.g. a model of the keys the reader needs). Returns the data as read."""
     from pydantic import TypeAdapter, ValidationError
 
+    from fedqdnn.validation import one_line
+
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -87,29 +93,23 @@ def read_json_checked(path: Path, schema: object) -> dict:
     try:
         TypeAdapter(schema).validate_python(data)
     except ValidationError as err:
-        raise ValueError(f"{path} {_problems(err.errors(include_url=False))}") from None
+        raise ValueError(f"{path} {_problems(err, one_line(err, _location))}") from None
     return data
 
 
-def _problems(errors: list[dict]) -> str:
+def _problems(err: ValidationError, first: str) -> str:
     """pydantic errors as one phrase: the missing keys (one example per key, not one per list
-    item or dict entry), else the first bad value and why."""
+    item or dict entry), else the ``first`` error as :func:`~fedqdnn.validation.one_line` says
+    it."""
     missing: dict[tuple, str] = {}
-    for e in errors:
+    for e in err.errors(include_url=False):
         if e["type"] == "missing":
             missing.setdefault((e["loc"][0], e["loc"][-1]), _location(e["loc"]))
     if missing:
         shown = ", ".join(list(missing.values())[:4])
         more = f" and {len(missing) - 4} more keys" if len(missing) > 4 else ""
         return f"lacks {shown}{more} (written by another fedqdnn version? run it again)"
-    first = errors[0]
-    reason = first["msg"].removeprefix("Value error, ")
-    reason = reason[:1].lower() + reason[1:]
-    if first["type"] == "value_error":  # a check across fields: the value is the whole entry
-        return f"has {_location(first['loc'])}: {reason}"
-    value = repr(first["input"])
-    value = value if len(value) <= 40 else value[:37] + "..."
-    return f"has {_location(first['loc'])} = {value}: {reason}"
+    return f"is invalid: {first}"
 
 
 def _location(loc: tuple) -> str:

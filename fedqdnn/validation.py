@@ -58,6 +58,9 @@ def _sample_count(value: int) -> int:
 SampleCount = Annotated[int, _Number, Field(ge=0), AfterValidator(_sample_count)]
 
 
+VALUE_CHARS = 60  # a longer value is cut: the line names the key, it need not print it all
+
+
 def one_line(
     err: ValidationError, key_of: Callable[[tuple], str] = lambda loc: ".".join(map(str, loc))
 ) -> str:
@@ -73,7 +76,9 @@ def one_line(
         return reason
     if first["type"] == "missing":
         return f"{key_of(loc)} is missing"
-    return f"{key_of(loc)} = {first['input']!r} is not allowed: {reason}"
+    value = repr(first["input"])
+    value = value if len(value) <= VALUE_CHARS else value[: VALUE_CHARS - 3] + "..."
+    return f"{key_of(loc)} = {value} is not allowed: {reason}"
 
 
 def parse_mode_pairs(spec: object) -> object:

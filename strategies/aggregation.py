@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedqdnn.bitmodes import mode_of_state_key
+from fedqdnn.state_check import mismatch
 
 State = dict[str, np.ndarray]
 
@@ -77,16 +78,12 @@ def validate_update(
     if unknown:
         return f"trained modes {unknown} are not modes of the model {sorted(known)}"
     expected = expected_keys(state, update.trained_modes)
-    got = set(update.arrays)
-    if got != expected:
-        missing, extra = sorted(expected - got), sorted(got - expected)
-        return f"wrong keys: missing {missing[:3]}, unexpected {extra[:3]}"
-    for key in expected:
-        value, ref = np.asarray(update.arrays[key]), state[key]
-        if value.shape != ref.shape:
-            return f"{key} has shape {value.shape}, expected {ref.shape}"
-        if value.dtype.kind != ref.dtype.kind:
-            return f"{key} has dtype {value.dtype}, expected {ref.dtype}"
+    reference = {k: v for k, v in state.items() if k in expected}
+    problem = mismatch(update.arrays, reference, same_kind=True)
+    if problem is not None:
+        return problem
+    for key in reference:
+        value = np.asarray(update.arrays[key])
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             return f"{key} holds non-finite values"
     return None

@@ -487,7 +487,7 @@ PLOT_CASES = {
     "results with no rounds": (
         "results.json",
         _edited("results", lambda d: d.update(history=[])),
-        "history = []: list should have at least 1 item",
+        "is invalid: history = [] is not allowed: list should have at least 1 item",
     ),
     "empty comparison": (
         "comparison.json",
@@ -503,13 +503,13 @@ PLOT_CASES = {
     "comparison with a curve one round short": (
         "comparison.json",
         _edited("comparison", lambda d: d["curves"]["s0/seed0"][0]["rounds"].pop()),
-        "has curves.s0/seed0[0]: rounds, sim_elapsed_seconds, central_accuracy_by_bits and "
+        "is not allowed: rounds, sim_elapsed_seconds, central_accuracy_by_bits and "
         "accuracy_by_tier differ",
     ),
     "comparison with no rows": (
         "comparison.json",
         _edited("comparison", lambda d: d.update(rows=[])),
-        "rows = []: list should have at least 1 item",
+        "is invalid: rows = [] is not allowed: list should have at least 1 item",
     ),
 }
 

@@ -4,8 +4,8 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.e2e_helpers import BIN, free_port, run
@@ -16,13 +16,10 @@ pytestmark = pytest.mark.e2e
 def _superlinks_of(flwr_home) -> list[int]:
     """PIDs of flower-superlink processes whose command line names ``flwr_home``."""
     pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError):
-            continue
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
         if "flower-superlink" in cmdline and str(flwr_home) in cmdline:
-            pids.append(int(proc.name))
+            pids.append(proc.pid)
     return pids
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from fedqdnn.federated.run_folder import checkpoint_round
@@ -35,10 +36,9 @@ OURS = re.compile(rf"^(round \d+/{ROUNDS}: central accuracy .*|resuming after ro
 
 def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return state != "Z"
 
 
 class Simulation:
@@ -65,11 +65,10 @@ class Simulation:
 
     def processes(self) -> set[int]:
         """Live processes of this run: the CLI's session and its child's session (Ray)."""
-        children = [
-            int(p.name)
-            for p in Path("/proc").iterdir()
-            if p.name.isdigit() and _parent(int(p.name)) == self.proc.pid
-        ]
+        try:
+            children = [child.pid for child in psutil.Process(self.proc.pid).children()]
+        except psutil.NoSuchProcess:
+            children = []
         found = set(session_members(self.proc.pid))
         for child in children:
             found |= set(session_members(child))
@@ -100,13 +99,6 @@ class Simulation:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _check_stopped(sim: Simulation, code: int, seconds: float, name: str, out: Path) -> int:

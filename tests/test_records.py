@@ -5,6 +5,7 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord
 
+from fedqdnn.costs import array_bytes
 from strategies.records import decode_array, to_arrayrecord, to_state, to_torch_state
 
 ARRAYS = {
@@ -56,3 +57,11 @@ def test_torch_state_is_writable_and_equal():
     assert all(np.array_equal(tensors[k].numpy(), state[k]) for k in state)
     tensors["w"].add_(1.0)  # a model may keep and change what it loads
     assert tensors["w"].dtype == torch.float32 and tensors["n"].dtype == torch.int64
+
+
+def test_array_bytes_counts_a_record_as_its_arrays_without_decoding():
+    record = to_arrayrecord(ARRAYS)
+    # in the order of ARRAYS: 120 float32, one int64, 11 float16, 256 uint8, 6 float64, none,
+    # 12 float32, 4 float32
+    expected = 120 * 4 + 8 + 11 * 2 + 256 + 6 * 8 + 0 + 12 * 4 + 4 * 4
+    assert array_bytes(record) == array_bytes(ARRAYS) == expected

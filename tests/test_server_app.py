@@ -11,8 +11,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedqdnn.config import FederatedConfig
 from fedqdnn.device import initial_model, run_data
 from fedqdnn.federated.server_app import central_evaluator, exchange, round_warnings
-from fedqdnn.training import evaluate, fit
 from fedqdnn.schema import ClientRow, Rejection, RoundRecord
+from fedqdnn.training import evaluate, fit
 
 
 def test_central_evaluation_of_modes_at_once_equals_one_after_another(caplog):

@@ -1,11 +1,15 @@
 """Server optimizers on the shared weights: Flower's math, checked against the formulas, and
 FedQDNN's optional per-mode carry and weighting, checked by hand."""
 
+import flwr
 import numpy as np
 import pytest
+from flwr.app import ArrayRecord
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi
 
 from fedqdnn.policies import ServerOptimizer
 from strategies.aggregation import ClientUpdate, aggregate
+from strategies.flower_optimizer import FEDAVGM_ATTRIBUTES, FEDOPT_ATTRIBUTES, FlowerOptimizer
 from strategies.server_step import ServerStep
 
 W = "w"
@@ -66,3 +70,82 @@ def test_mode_carry_and_shared_weights_hand_computed():
     assert carried["shared"][0] == pytest.approx((2 * 1 + 1 * 4) / 3)
     # the previous global value joins with weight 4: (4*10 + 1*1 + 3*4) / 8
     assert carried["m.bits2.weight"][0] == pytest.approx(53 / 8)
+
+
+# ---- Flower's internals that strategies/flower_optimizer.py relies on (fail loudly on upgrade)
+
+CURRENT = {"a": np.array([1.0, 2.0], np.float32), "b": np.array([[3.0]], np.float32)}
+AVERAGE = {"a": np.array([0.5, 2.5], np.float32), "b": np.array([[2.0]], np.float32)}
+DELTA = {k: AVERAGE[k] - CURRENT[k] for k in CURRENT}  # what the clients moved: -g
+
+
+def _relied_on(strategy, attribute: str, what: str):
+    """``strategy.attribute``, failing with the attribute and the Flower version if absent."""
+    name = type(strategy).__name__
+    assert hasattr(strategy, attribute), (
+        f"flwr {flwr.__version__}: {name} has no attribute {attribute!r} ({what}), which "
+        "strategies/flower_optimizer.py reads and writes; adapt it to this Flower version"
+    )
+    return getattr(strategy, attribute)
+
+
+def _expect(strategy, attribute: str, got: dict, want: dict) -> None:
+    name = type(strategy).__name__
+    problem = f"flwr {flwr.__version__}: {name}.{attribute} no longer holds what "
+    problem += "strategies/flower_optimizer.py expects"
+    assert list(got) == list(want), f"{problem}: keys {list(got)}, expected {list(want)}"
+    for k in want:
+        assert np.shape(got[k]) == want[k].shape, f"{problem}: {k!r} {np.shape(got[k])}"
+        assert np.allclose(got[k], want[k], rtol=1e-6), f"{problem}: {k!r} {got[k]} != {want[k]}"
+
+
+@pytest.mark.parametrize(
+    ("cls", "attributes"),
+    [(FedAvgM, FEDAVGM_ATTRIBUTES)]
+    + [(c, FEDOPT_ATTRIBUTES) for c in (FedAdam, FedYogi, FedAdagrad)],
+)
+def test_flower_strategies_have_the_attributes_relied_on(cls, attributes):
+    strategy = cls()
+    for attribute in attributes:
+        assert _relied_on(strategy, attribute, "unset before the first round") is None
+
+
+def test_flower_fedavgm_keeps_weights_and_momentum_where_relied_on():
+    optimizer = FlowerOptimizer(ServerOptimizer.FEDAVGM, lr=0.5, momentum=0.9)
+    strategy = optimizer.strategy
+    assert isinstance(strategy, FedAvgM)
+    new = optimizer.step(1, CURRENT, AVERAGE)
+    # first round: momentum = pseudo-gradient g = current - average; new = current - 0.5 g
+    want_new = {k: CURRENT[k] + 0.5 * DELTA[k] for k in CURRENT}
+    _expect(strategy, "step result", new, want_new)
+    current = _relied_on(strategy, "current_arrays", "the global weights, an ArrayRecord")
+    assert isinstance(current, ArrayRecord), f"flwr {flwr.__version__}: {type(current)}"
+    _expect(strategy, "current_arrays", {k: v.numpy() for k, v in current.items()}, want_new)
+    vector = _relied_on(strategy, "momentum_vector", "a list of arrays in key order")
+    assert isinstance(vector, list), f"flwr {flwr.__version__}: momentum_vector {type(vector)}"
+    gradient = {k: -d for k, d in DELTA.items()}
+    _expect(strategy, "momentum_vector", dict(zip(CURRENT, vector, strict=False)), gradient)
+    assert list(optimizer.moments()) == ["momentum"]
+    _expect(strategy, "momentum", optimizer.moments()["momentum"], gradient)
+
+
+@pytest.mark.parametrize(
+    ("kind", "beta_1", "v_t"),
+    [
+        (ServerOptimizer.FEDADAM, 0.9, lambda d: 0.01 * d**2),  # beta_2 0.99
+        (ServerOptimizer.FEDYOGI, 0.9, lambda d: 0.01 * d**2),  # v0 = 0: -(1-b2) d^2 sign(-d^2)
+        (ServerOptimizer.FEDADAGRAD, 0.0, lambda d: d**2),
+    ],
+)
+def test_flower_fedopt_keeps_weights_and_moments_where_relied_on(kind, beta_1, v_t):
+    optimizer = FlowerOptimizer(kind, lr=0.1, momentum=0.0)
+    strategy = optimizer.strategy
+    optimizer.step(1, CURRENT, AVERAGE)
+    current = _relied_on(strategy, "current_arrays", "the global weights, a dict of arrays")
+    _expect(strategy, "current_arrays", current, CURRENT)  # set by us, read by Flower's step
+    want_m = {k: (1 - beta_1) * d for k, d in DELTA.items()}
+    want_v = {k: v_t(d) for k, d in DELTA.items()}
+    _expect(strategy, "m_t", _relied_on(strategy, "m_t", "first moment by key"), want_m)
+    _expect(strategy, "v_t", _relied_on(strategy, "v_t", "second moment by key"), want_v)
+    assert list(optimizer.moments()) == ["m_t", "v_t"]
+    _expect(strategy, "m_t", optimizer.moments()["m_t"], want_m)

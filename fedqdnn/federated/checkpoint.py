@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.files import write_bytes_atomic, write_json
 from fedqdnn.schema import CHECKPOINT_STATE_FILE, model_file
+from fedqdnn.state_check import mismatch
 from fedqdnn.validation import one_line
 
 FORMAT = 2
@@ -157,18 +158,9 @@ def load_checkpoint(directory: Path) -> Checkpoint:
 
 def check_matches(arrays: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
     """Refuse arrays whose keys, shapes or dtypes differ from the model's."""
-    missing = sorted(set(reference) - set(arrays))
-    extra = sorted(set(arrays) - set(reference))
-    if missing or extra:
-        raise CheckpointError(
-            f"checkpoint does not match the model: missing {missing[:3]}, unexpected {extra[:3]}"
-        )
-    for key, ref in reference.items():
-        if arrays[key].shape != ref.shape or arrays[key].dtype != ref.dtype:
-            raise CheckpointError(
-                f"checkpoint does not match the model: {key} is {arrays[key].dtype}"
-                f"{list(arrays[key].shape)}, the model needs {ref.dtype}{list(ref.shape)}"
-            )
+    problem = mismatch(arrays, reference)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint does not match the model: {problem}")
 
 
 # ---------------------------------------------------------------- validation of a state

@@ -12,7 +12,6 @@ a status (offline, straggler). It computes on the torch device ``device`` select
 from __future__ import annotations
 
 import functools
-import math
 import os
 
 import numpy as np
@@ -22,6 +21,7 @@ from flwr.clientapp import ClientApp
 
 from fedqdnn.accelerator import select_device
 from fedqdnn.config import FederatedConfig, from_flat
+from fedqdnn.costs import array_bytes
 from fedqdnn.device import (
     SimulatedDevice,
     device_for,
@@ -125,7 +125,7 @@ def train(msg: Message, context: Context) -> Message:
     cfg, rnd, partition = _config(msg)
     device = _device(cfg, context, partition)
     arrays = msg.content[ARRAYS]
-    bytes_down = sum(np.dtype(a.dtype).itemsize * math.prod(a.shape) for a in arrays.values())
+    bytes_down = array_bytes(arrays)
     plan = plan_round(cfg, device, rnd, bytes_down)
     if plan.status != "trained":
         report = skipped_round_report(cfg, device, plan)

@@ -21,10 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
     Context,
@@ -66,7 +64,7 @@ from fedqdnn.training import evaluate
 from strategies.fedavg import PlainFedAvg
 from strategies.fedqdnn import FedQDNN
 from strategies.protocol import NodeRoute, ServerStrategy
-from strategies.records import to_state, to_torch_state
+from strategies.records import to_arrayrecord, to_state, to_torch_state
 from strategies.server_step import ServerStep
 
 OUT_DIR_KEY = "out-dir"
@@ -254,7 +252,7 @@ def _restore(
     reference = {k: v.cpu().numpy() for k, v in model.state_dict().items()}
     check_matches(checkpoint.arrays, reference)
     arrays = checkpoint.arrays
-    record = ArrayRecord({k: Array(np.require(arrays[k], requirements="C")) for k in reference})
+    record = to_arrayrecord({k: arrays[k] for k in reference})
     return record, checkpoint.history, checkpoint.round + 1
 
 

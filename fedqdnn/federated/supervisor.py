@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
+
 import fedqdnn
 from fedqdnn.console import ROOT, quiet_engines
 
@@ -250,19 +252,20 @@ def _status(returncode: int) -> str:
     return f"exit status {returncode} before finishing; rerun with --verbose for the log"
 
 
-def session_members(sid: int) -> list[int]:
-    """Live (not zombie) processes of session ``sid``, from /proc."""
+def _session_processes(sid: int) -> list[psutil.Process]:
+    """Live (not zombie) processes of session ``sid``. A session, not a parent, because Ray's
+    daemons re-parent to init; psutil has no session field, so ``os.getsid`` asks."""
     members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":  # fields 3 (state) and 6 (session)
-            members.append(int(entry.name))
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError):  # gone meanwhile (ProcessLookupError), or hidden
+            if os.getsid(process.pid) == sid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(process)
     return members
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of the live (not zombie) processes of session ``sid``."""
+    return [process.pid for process in _session_processes(sid)]
 
 
 def end_session(proc: subprocess.Popen) -> list[int]:
@@ -271,17 +274,20 @@ def end_session(proc: subprocess.Popen) -> list[int]:
     sid = proc.pid
     deadline = time.monotonic() + KILL_WAIT_SECONDS
     while True:
-        members = session_members(sid) if os.path.isdir("/proc") else []
-        for pid in members:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        members = _session_processes(sid)
+        for member in members:
+            with contextlib.suppress(psutil.Error):  # gone, or its pid reused meanwhile
+                member.kill()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(sid, signal.SIGKILL)
+        # Popen reaps its own child (psutil would take its exit status); the rest are waited
+        # for until they are gone (or zombies of a parent that is dying too).
+        psutil.wait_procs([m for m in members if m.pid != proc.pid], timeout=POLL_SECONDS)
         if proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=POLL_SECONDS)
         if (not members and proc.poll() is not None) or time.monotonic() > deadline:
-            return members
+            return [member.pid for member in members]
         time.sleep(0.05)
 
 
