@@ -190,6 +190,7 @@ def steady_round_seconds(record: dict) -> float | None:
 
 def flower_rounds(cfg, out_dir: str, cpus_per_client: float, gpus_per_client: float = 0.0) -> dict:
     """The real simulation; timestamps from the server's per-round hook."""
+    from fedqdnn.federated.resources import Resources
     from fedqdnn.federated.simulation import simulate
 
     stamps: dict[int, float] = {}
@@ -201,22 +202,19 @@ def flower_rounds(cfg, out_dir: str, cpus_per_client: float, gpus_per_client: fl
     results = simulate(
         cfg,
         Path(out_dir),
-        cpus_per_client=cpus_per_client,
-        gpus_per_client=gpus_per_client,
+        Resources(cpus_per_client, gpus_per_client),
         on_round_end=on_round_end,
     )
-    history = results.get("history", [])
+    history = results.history
     return {
         "seconds": time.perf_counter() - start,
         "round_stamps": stamps,
-        "round_seconds_in_results": [h.get("round_seconds") for h in history],
-        "server_wall_seconds": results.get("wall_seconds"),
-        "clients_per_round": [len(h.get("clients", [])) for h in history],
-        "rejected": sum(len(h.get("rejected", [])) for h in history),
-        "final_accuracy_by_bits": results.get("final", {}).get("accuracy_by_bits"),
-        "client_torch_devices": sorted(
-            {str(c.get("torch-device")) for h in history for c in h.get("clients", [])}
-        ),
+        "round_seconds_in_results": [h.round_seconds for h in history],
+        "server_wall_seconds": results.wall_seconds,
+        "clients_per_round": [len(h.clients) for h in history],
+        "rejected": sum(len(h.rejected) for h in history),
+        "final_accuracy_by_bits": results.final.accuracy_by_bits,
+        "client_torch_devices": sorted({str(c.torch_device) for h in history for c in h.clients}),
     }
 
 

@@ -308,14 +308,13 @@ def scenario_config(args: argparse.Namespace):
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    import os
-
-    from fedqdnn.federated.simulation import check_resources, load_resume
+    from fedqdnn.federated.resources import checked_resources
+    from fedqdnn.federated.simulation import load_resume
     from fedqdnn.federated.supervisor import simulate_supervised
 
-    ray_address = args.ray_address or os.environ.get("RAY_ADDRESS")
-    check_resources(ray_address, args.cpus_per_client, args.gpus_per_client)  # before the data
-    out = args.out
+    # checked once, before the data is loaded
+    resources = checked_resources(args.cpus_per_client, args.gpus_per_client, args.ray_address)
+    out, checkpoint = args.out, None
     if args.resume is not None:
         given = [
             f
@@ -324,18 +323,17 @@ def _run_simulate(args: argparse.Namespace) -> int:
         ] + (["set"] if args.set else [])
         if given:
             raise ValueError(f"--resume takes the run's own config and folder; drop --{given[0]}")
-        cfg, _ = load_resume(args.resume)
+        cfg, checkpoint = load_resume(args.resume)
         out = args.resume
     else:
         cfg = scenario_config(args)
     results = simulate_supervised(
         cfg,
         out,
-        resume=args.resume is not None,
+        resources,
+        resume=checkpoint is not None,
+        checkpoint=checkpoint,
         overwrite=args.overwrite,
-        ray_address=ray_address,
-        cpus_per_client=args.cpus_per_client,
-        gpus_per_client=args.gpus_per_client,
         verbose=args.verbose,
     )
     print(format_federated_table(results))
@@ -363,7 +361,7 @@ def format_federated_table(results: RunResults) -> str:
 def _run_compare(args: argparse.Namespace) -> int:
     import functools
 
-    from fedqdnn.federated.simulation import check_resources
+    from fedqdnn.federated.resources import checked_resources
     from fedqdnn.federated.supervisor import simulate_supervised
     from simulations.compare import convergence_table, run_comparison, summary_table
     from strategies.arms import default_arms, get_arm
@@ -381,17 +379,13 @@ def _run_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds {args.seeds!r} is not a comma list of integers") from None
     if not seeds:
         raise ValueError("--seeds is empty; give e.g. 0,1,2")
+    resources = checked_resources(args.cpus_per_client, args.gpus_per_client)
     cfg = scenario_config(args)
-    check_resources(None, args.cpus_per_client, args.gpus_per_client)
-    simulate_fn = functools.partial(
-        simulate_supervised,
-        cpus_per_client=args.cpus_per_client,
-        gpus_per_client=args.gpus_per_client,
-    )
+    simulate_fn = functools.partial(simulate_supervised, resources=resources)
     result = run_comparison(cfg, names, seeds, args.out, simulate_fn, overwrite=args.overwrite)
     print(summary_table(result))
     print(convergence_table(result))
-    print(f"comparison written to {args.out} ({result['wall_seconds']:.0f}s)")
+    print(f"comparison written to {args.out} ({result.wall_seconds:.0f}s)")
     return 0
 
 

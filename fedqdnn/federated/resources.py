@@ -13,8 +13,33 @@ import math
 import os
 import socket
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 ADDRESS_PROBE_SECONDS = 5.0  # TCP connect timeout of the --ray-address probe
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What Ray reserves per client actor, and the cluster to join (None: a private local
+    Ray). Build it with :func:`checked_resources`, which checks it once."""
+
+    cpus_per_client: float = 1.0
+    gpus_per_client: float = 0.0
+    ray_address: str | None = None
+
+
+def checked_resources(
+    cpus_per_client: float = 1.0, gpus_per_client: float = 0.0, ray_address: str | None = None
+) -> Resources:
+    """The resources of a run, checked: the values themselves, then this machine (no
+    address; ``RAY_ADDRESS`` counts as one) or a cluster address that answers."""
+    address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    check_client_resources(cpus_per_client, gpus_per_client)
+    if address:
+        check_ray_address(address)
+    else:
+        check_local_resources(cpus_per_client, gpus_per_client)
+    return Resources(cpus_per_client, gpus_per_client, address)
 
 
 def check_client_resources(cpus_per_client: float, gpus_per_client: float) -> None:

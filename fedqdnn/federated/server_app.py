@@ -38,9 +38,7 @@ from fedqdnn.console import setup_console
 from fedqdnn.device import initial_model, run_data
 from fedqdnn.federated.checkpoint import (
     Checkpoint,
-    CheckpointError,
     RunHistory,
-    check_matches,
     save_checkpoint,
 )
 from fedqdnn.federated.report import build_results, save_model, write_results
@@ -244,15 +242,11 @@ def exchange(grid: Grid, messages: Iterable[Message], poll_seconds: float) -> li
 
 
 def _restore(
-    cfg: FederatedConfig, checkpoint: Checkpoint, model: QuantizableModel
+    checkpoint: Checkpoint, model: QuantizableModel
 ) -> tuple[ArrayRecord, RunHistory, int]:
-    """Global arrays, history and next round from a checkpoint, checked against the model."""
-    if from_flat(checkpoint.config) != cfg:
-        raise CheckpointError("checkpoint config differs from this run's config")
-    reference = {k: v.cpu().numpy() for k, v in model.state_dict().items()}
-    check_matches(checkpoint.arrays, reference)
-    arrays = checkpoint.arrays
-    record = to_arrayrecord({k: arrays[k] for k in reference})
+    """Global arrays (in the model's key order), history and next round of a checkpoint that
+    :func:`~fedqdnn.federated.simulation.prepare` checked against the run and the model."""
+    record = to_arrayrecord({k: checkpoint.arrays[k] for k in model.state_dict()})
     return record, checkpoint.history, checkpoint.round + 1
 
 
@@ -271,7 +265,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
     evaluate_fn = central_evaluator(cfg, model.to(select_device(cfg.device)))
     history, first = RunHistory(), 1
     if spec.resume is not None:
-        arrays, history, first = _restore(cfg, spec.resume, model)
+        arrays, history, first = _restore(spec.resume, model)
         strategy.load_state_dict(spec.resume.strategy, spec.resume.strategy_arrays)
         log.info("resuming after round %d", first - 1)
     strategy.bind_nodes(node_route(grid, cfg))

@@ -1,10 +1,13 @@
 """Run the Flower apps on Flower's simulation engine (Ray) in this process.
 
-Everything that can be checked is checked before Ray starts (:func:`prepare`): the resources
-per client against the machine (or the cluster address against a TCP probe), the data files,
-the fleet against the data and the memory, the checkpoint of a resume against its run, and
-the output folder (:mod:`fedqdnn.federated.run_folder`). ``fedqdnn simulate`` runs
-:func:`simulate` in a supervised child process (:mod:`fedqdnn.federated.supervisor`).
+Everything that can be checked is checked once, before Ray starts: the resources per client
+against the machine or the cluster (:func:`~fedqdnn.federated.resources.checked_resources`),
+then :func:`prepare`: the torch device, the output folder
+(:mod:`fedqdnn.federated.run_folder`), the data files, the fleet against the data and the
+memory, the checkpoint of a resume against its run and model. What passes is a
+:class:`PreparedRun`, which :func:`run_prepared` runs without checking again: in this process
+(:func:`simulate`) or, for ``fedqdnn simulate``, in a supervised child process
+(:mod:`fedqdnn.federated.supervisor`).
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fedqdnn.accelerator import release_cuda_memory, select_device
-from fedqdnn.config import FederatedConfig
+from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.device import check_fleet, initial_model, run_data
 from fedqdnn.federated.checkpoint import (
     Checkpoint,
@@ -28,10 +31,9 @@ from fedqdnn.federated.checkpoint import (
 )
 from fedqdnn.federated.report import read_results
 from fedqdnn.federated.resources import (
+    Resources,
     available_memory_bytes,
-    check_client_resources,
-    check_local_resources,
-    check_ray_address,
+    checked_resources,
     client_fit_problem,
 )
 from fedqdnn.federated.run_folder import (
@@ -44,87 +46,110 @@ from fedqdnn.federated.server_app import RoundEnd, RunSpec, build_app
 from fedqdnn.schema import CHECKPOINT_DIR, RESULTS_FILE, RunResults
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run that passed every check (:func:`prepare`): what the engine needs and nothing it
+    must check again. It crosses into the supervised child as JSON (:meth:`to_json`)."""
+
+    config: FederatedConfig
+    out: Path
+    resources: Resources
+    resume: bool = False  # continue from the checkpoint in ``out`` (checked by prepare)
+    verbose: bool = False
+
+    def to_json(self) -> dict:
+        return {
+            "config": self.config.to_flat(),
+            "out": str(self.out),
+            "resources": asdict(self.resources),
+            "resume": self.resume,
+            "verbose": self.verbose,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> PreparedRun:
+        """The run :meth:`to_json` describes (its config parsed, not checked again)."""
+        return cls(
+            from_flat(data["config"]),
+            Path(data["out"]),
+            Resources(**data["resources"]),
+            bool(data["resume"]),
+            bool(data["verbose"]),
+        )
+
+
 def simulate(
     cfg: FederatedConfig,
     out: Path,
-    ray_address: str | None = None,
-    cpus_per_client: float = 1,
-    gpus_per_client: float = 0.0,
+    resources: Resources | None = None,
     verbose: bool = False,
     resume: bool = False,
     on_round_end: Callable[[RoundEnd], None] | None = None,
     overwrite: bool = False,
-    folder_claimed: bool = False,
 ) -> RunResults:
-    """Run ``cfg`` (one virtual SuperNode per participating partition); return results.json.
+    """Run ``cfg`` in this process (one virtual SuperNode per participating partition, or
+    the node pool); return its results.
 
-    ``ray_address`` (or ``RAY_ADDRESS``) joins an existing Ray cluster instead of starting
-    a local one. ``resume`` continues the run in ``out`` from its checkpoint; a folder holding
-    a run is otherwise refused unless ``overwrite``. The folder is locked for the run unless
-    the caller already holds it (``folder_claimed``). ``on_round_end`` is called in this
-    process after every round. The server's progress lines go to the ``fedqdnn`` loggers
-    (:mod:`fedqdnn.console`). Raises RuntimeError if the run produced no results.
+    ``resources`` (default: 1 CPU per client, a private local Ray) are checked here;
+    ``resume`` continues the run in ``out`` from its checkpoint; a folder holding a run is
+    otherwise refused unless ``overwrite``. ``on_round_end`` is called after every round. The
+    server's progress lines go to the ``fedqdnn`` loggers (:mod:`fedqdnn.console`). Raises
+    RuntimeError if the run produced no results.
     """
-    ray_address = ray_address or os.environ.get("RAY_ADDRESS")
-    out = Path(out)
-    checkpoint, identity = prepare(
-        cfg,
-        out,
-        resume=resume,
-        overwrite=overwrite,
-        ray_address=ray_address,
-        cpus_per_client=cpus_per_client,
-        gpus_per_client=gpus_per_client,
-        check_out=not folder_claimed,
+    resources = resources or Resources()
+    resources = checked_resources(
+        resources.cpus_per_client, resources.gpus_per_client, resources.ray_address
     )
-    folder = (
-        nullcontext()
-        if folder_claimed
-        else claim(out, resume=resume, overwrite=overwrite, identity=identity)
-    )
-    with folder:
-        spec = RunSpec(
-            cfg,
-            out,
-            checkpoint,
-            on_round_end,
-            reply_poll_seconds=0.005,  # an in-memory grid: cheap to ask for replies often
-        )
-        return _run_engine(spec, ray_address, cpus_per_client, gpus_per_client, verbose)
+    checkpoint = load_resume(out)[1] if resume else None
+    prepared, identity = prepare(cfg, out, resources, checkpoint, overwrite, verbose)
+    with claim(prepared.out, resume=resume, overwrite=overwrite, identity=identity):
+        connect_ray(prepared.resources, prepared.verbose)
+        return run_prepared(prepared, checkpoint, on_round_end)
 
 
 def prepare(
     cfg: FederatedConfig,
     out: Path,
-    *,
-    resume: bool,
-    overwrite: bool,
-    ray_address: str | None,
-    cpus_per_client: float,
-    gpus_per_client: float,
-    check_out: bool = True,
-) -> tuple[Checkpoint | None, dict | None]:
-    """Every check that needs no Ray, in the order of their cost; returns the checkpoint to
-    resume (or None) and the run identity a new run writes to its folder (or None)."""
-    check_resources(ray_address, cpus_per_client, gpus_per_client)
-    check_device(cfg, gpus_per_client)
-    if check_out:
-        check_folder(out, resume=resume, overwrite=overwrite)
-    checkpoint = preflight(cfg, out if resume else None)
-    identity = None if resume else run_identity(cfg, run_data(cfg).fingerprint)
-    return checkpoint, identity
+    resources: Resources,
+    checkpoint: Checkpoint | None = None,
+    overwrite: bool = False,
+    verbose: bool = False,
+) -> tuple[PreparedRun, dict | None]:
+    """Every check a run needs before Ray, once, in the order of their cost: the server's
+    torch device, the output folder, the data files, the fleet against the data and the
+    memory, and the checkpoint to resume (``checkpoint``, from :func:`load_resume`) against
+    the run and the model. ``resources`` come checked (:func:`checked_resources`). Returns the
+    prepared run and the identity a new run writes to its folder (None for a resume)."""
+    out = Path(out)
+    check_device(cfg, resources.gpus_per_client)
+    check_folder(out, resume=checkpoint is not None, overwrite=overwrite)
+    model = initial_model(cfg)  # loads (and caches) the data set: missing files fail here
+    check_fleet(cfg, available_memory_bytes())
+    if checkpoint is not None:
+        if from_flat(checkpoint.config) != cfg:
+            raise CheckpointError(f"the checkpoint in {out} is of another config")
+        check_matches(checkpoint.arrays, {k: v.numpy() for k, v in model.state_dict().items()})
+    identity = None if checkpoint is not None else run_identity(cfg, run_data(cfg).fingerprint)
+    return PreparedRun(cfg, out, resources, checkpoint is not None, verbose), identity
 
 
-def check_resources(
-    ray_address: str | None, cpus_per_client: float, gpus_per_client: float
-) -> None:
-    """Resources per client this machine can give (no ``ray_address``), or a cluster address
-    that answers; see :mod:`fedqdnn.federated.resources`."""
-    check_client_resources(cpus_per_client, gpus_per_client)
-    if ray_address:
-        check_ray_address(ray_address)
-    else:
-        check_local_resources(cpus_per_client, gpus_per_client)
+def run_prepared(
+    prepared: PreparedRun,
+    checkpoint: Checkpoint | None = None,
+    on_round_end: Callable[[RoundEnd], None] | None = None,
+) -> RunResults:
+    """Run a prepared run on Flower's simulation engine, on the Ray the caller connected
+    (:func:`connect_ray`), and shut Ray down. The caller holds the output folder."""
+    if prepared.resume and checkpoint is None:  # in the supervised child: load, not check
+        checkpoint = load_checkpoint(prepared.out / CHECKPOINT_DIR)
+    spec = RunSpec(
+        prepared.config,
+        prepared.out,
+        checkpoint,
+        on_round_end,
+        reply_poll_seconds=0.005,  # an in-memory grid: cheap to ask for replies often
+    )
+    return _run_engine(spec, prepared.resources, prepared.verbose)
 
 
 def check_device(cfg: FederatedConfig, gpus_per_client: float) -> None:
@@ -138,20 +163,6 @@ def check_device(cfg: FederatedConfig, gpus_per_client: float) -> None:
         )
 
 
-def preflight(cfg: FederatedConfig, resume_from: Path | None = None) -> Checkpoint | None:
-    """Fail before any Ray or Flower work: data files present, the fleet fits the data and
-    the memory, and (resume) the checkpoint belongs to the run and fits the model."""
-    model = initial_model(cfg)  # loads (and caches) the data set: missing files fail here
-    check_fleet(cfg, available_memory_bytes())
-    if resume_from is None:
-        return None
-    resumed, checkpoint = load_resume(resume_from)
-    if resumed != cfg:
-        raise CheckpointError(f"the checkpoint in {resume_from} is of another config")
-    check_matches(checkpoint.arrays, {k: v.numpy() for k, v in model.state_dict().items()})
-    return checkpoint
-
-
 def load_resume(directory: Path) -> tuple[FederatedConfig, Checkpoint]:
     """Config and checkpoint of an interrupted run in ``directory`` (``--resume``), checked:
     its schema, its round within the run, and that it belongs to the run in ``directory``."""
@@ -162,11 +173,10 @@ def load_resume(directory: Path) -> tuple[FederatedConfig, Checkpoint]:
     return cfg, checkpoint
 
 
-def connect_ray(
-    ray_address: str | None, cpus_per_client: float, gpus_per_client: float, verbose: bool
-) -> None:
-    """Start a private local Ray (or join ``ray_address``) as Flower would, then refuse
-    resources per client that no node of it can give (Flower would wait forever)."""
+def connect_ray(resources: Resources, verbose: bool) -> None:
+    """Start a private local Ray (or join the cluster at ``resources.ray_address``) as Flower
+    would, then refuse resources per client that no node of it can give (Flower would wait
+    forever)."""
     import ray
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -177,26 +187,20 @@ def connect_ray(
         ray.init(
             # "local" starts a fresh instance; without it ray.init() would silently join any
             # cluster this machine already runs (e.g. after `ray start --head`).
-            address=ray_address or "local",
+            address=resources.ray_address or "local",
             include_dashboard=False,
             logging_level="WARNING" if verbose else "ERROR",
             log_to_driver=verbose,
             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
         )
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive") and n.get("Resources")]
-    problem = client_fit_problem(nodes, cpus_per_client, gpus_per_client)
+    problem = client_fit_problem(nodes, resources.cpus_per_client, resources.gpus_per_client)
     if problem:
         ray.shutdown()
         raise ValueError(problem)
 
 
-def _run_engine(
-    spec: RunSpec,
-    ray_address: str | None,
-    cpus_per_client: float,
-    gpus_per_client: float,
-    verbose: bool,
-) -> RunResults:
+def _run_engine(spec: RunSpec, resources: Resources, verbose: bool) -> RunResults:
     from flwr.simulation import run_simulation  # importing flwr resets its logger level
 
     if not verbose:  # at least ERROR (the supervised child silences it entirely)
@@ -207,15 +211,16 @@ def _run_engine(
     from fedqdnn.federated.client_app import app as client_app
 
     results_file = spec.out / RESULTS_FILE
-    connect_ray(ray_address, cpus_per_client, gpus_per_client, verbose)
+    client_resources = {
+        "num_cpus": resources.cpus_per_client,
+        "num_gpus": resources.gpus_per_client,
+    }
     try:
         run_simulation(
             server_app=build_app(spec),
             client_app=client_app,
             num_supernodes=spec.config.num_nodes,
-            backend_config={  # type: ignore[arg-type]
-                "client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client}
-            },
+            backend_config={"client_resources": client_resources},  # type: ignore[arg-type]
             verbose_logging=verbose,
         )
     finally:

@@ -49,6 +49,9 @@ from fedqdnn.console import ROOT, quiet_engines
 
 if TYPE_CHECKING:  # the CLI imports this module first thing: keep it light
     from fedqdnn.config import FederatedConfig
+    from fedqdnn.federated.checkpoint import Checkpoint
+    from fedqdnn.federated.resources import Resources
+    from fedqdnn.federated.simulation import PreparedRun
     from fedqdnn.schema import RunResults
 
 RAY_CONNECT_SECONDS = 30.0
@@ -110,45 +113,41 @@ class _Progress:
 def simulate_supervised(
     cfg: FederatedConfig,
     out: Path,
+    resources: Resources | None = None,
     *,
     resume: bool = False,
+    checkpoint: Checkpoint | None = None,
     overwrite: bool = False,
-    **options: object,
+    verbose: bool = False,
 ) -> RunResults:
-    """:func:`~fedqdnn.federated.simulation.simulate` in a supervised child process: the same
-    checks (all before the child starts), the same results.json. ``options`` are simulate()'s
-    keyword arguments (``ray_address``, ``cpus_per_client``, ``gpus_per_client``,
-    ``verbose``, ...), passed through as JSON. A signal raises :class:`Interrupted` once
-    nothing of the run is left; an error in the run raises ValueError (bad input) or
-    RuntimeError, with the child's one line."""
-    from fedqdnn.federated.run_folder import claim
-    from fedqdnn.federated.simulation import prepare
-
-    out = Path(out)
-    ray_address = options.get("ray_address") or os.environ.get("RAY_ADDRESS")
-    options["ray_address"] = ray_address
-    checkpoint, identity = prepare(
-        cfg,
-        out,
-        resume=resume,
-        overwrite=overwrite,
-        ray_address=ray_address,  # type: ignore[arg-type]
-        cpus_per_client=float(options.get("cpus_per_client", 1.0)),  # type: ignore[arg-type]
-        gpus_per_client=float(options.get("gpus_per_client", 0.0)),  # type: ignore[arg-type]
-    )
-    with claim(out, resume=resume, overwrite=overwrite, identity=identity) as lock_fd:
-        spec = {"config": cfg.to_flat(), "out": str(out), "resume": resume, "options": options}
-        done = checkpoint.round if checkpoint is not None else None
-        progress = _supervise(spec, lock_fd, _Progress(rounds_done=done), cfg.rounds, out)
-    if progress.error is not None:
-        raise (ValueError if progress.exit_code == 2 else RuntimeError)(progress.error)
+    """:func:`~fedqdnn.federated.simulation.simulate` in a supervised child process: every
+    check here, once, before the child starts (:func:`~fedqdnn.federated.simulation.prepare`);
+    the child runs the prepared run without checking again. ``resources`` come checked
+    (:func:`~fedqdnn.federated.resources.checked_resources`; default: 1 CPU per client, local
+    Ray). ``resume`` continues the run in ``out`` from its checkpoint (``checkpoint``, when
+    the caller has already loaded it with ``load_resume``). A signal raises
+    :class:`Interrupted` once nothing of the run is left; an error in the run raises
+    ValueError (bad input) or RuntimeError, with the child's one line."""
     from fedqdnn.federated.report import read_results
+    from fedqdnn.federated.resources import checked_resources
+    from fedqdnn.federated.run_folder import claim
+    from fedqdnn.federated.simulation import load_resume, prepare
     from fedqdnn.schema import RESULTS_FILE
 
+    out = Path(out)
+    resources = resources or checked_resources()
+    if resume and checkpoint is None:
+        checkpoint = load_resume(out)[1]
+    prepared, identity = prepare(cfg, out, resources, checkpoint, overwrite, verbose)
+    with claim(out, resume=resume, overwrite=overwrite, identity=identity) as lock_fd:
+        done = checkpoint.round if checkpoint is not None else None
+        progress = _supervise(prepared, lock_fd, _Progress(rounds_done=done))
+    if progress.error is not None:
+        raise (ValueError if progress.exit_code == 2 else RuntimeError)(progress.error)
     return read_results(out / RESULTS_FILE)
 
 
-def _supervise(spec: dict, lock_fd: int, progress: _Progress, rounds: int, out: Path) -> _Progress:
+def _supervise(prepared: PreparedRun, lock_fd: int, progress: _Progress) -> _Progress:
     """Start the child, follow its reports into ``progress`` until it ends; end its session in
     every case."""
     read_fd, write_fd = os.pipe()
@@ -166,10 +165,11 @@ def _supervise(spec: dict, lock_fd: int, progress: _Progress, rounds: int, out: 
             os._exit(1)
 
     proc = None
-    verbose = bool(spec["options"].get("verbose"))
+    verbose = prepared.verbose
+    spec = {**prepared.to_json(), "events_fd": write_fd}
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", __name__, json.dumps({**spec, "events_fd": write_fd})],
+            [sys.executable, "-P", "-m", __name__, json.dumps(spec)],
             pass_fds=(write_fd, lock_fd),
             start_new_session=True,
             preexec_fn=die_with_parent,
@@ -180,11 +180,12 @@ def _supervise(spec: dict, lock_fd: int, progress: _Progress, rounds: int, out: 
         )
         os.close(write_fd)
         write_fd = -1
-        _follow(proc, read_fd, progress, spec["options"].get("ray_address"))
+        _follow(proc, read_fd, progress, prepared.resources.ray_address)
     except Interrupted as stop:
         if proc is not None:
             end_session(proc)
-        stop.out, stop.rounds_done, stop.rounds = out, progress.rounds_done, rounds
+        stop.out, stop.rounds_done = prepared.out, progress.rounds_done
+        stop.rounds = prepared.config.rounds
         raise
     finally:
         if proc is not None:
@@ -348,30 +349,16 @@ def _child_main(argv: list[str]) -> None:
     log_to_pipe(pipe)
     code = 0
     try:
-        from fedqdnn.config import from_flat
-        from fedqdnn.federated.simulation import connect_ray, simulate
-
-        options = spec["options"]
         import flwr.simulation  # noqa: F401 (importing flwr resets its logger level)
 
-        quiet_engines(bool(options.get("verbose")))  # the supervisor prints the one line
-        cfg = from_flat(spec["config"])
+        from fedqdnn.federated.simulation import PreparedRun, connect_ray, run_prepared
+
+        prepared = PreparedRun.from_json(spec)  # checked by the supervisor: not again
+        quiet_engines(prepared.verbose)  # the supervisor prints the one line
         emit(ray="connecting")
-        connect_ray(
-            options.get("ray_address"),
-            float(options.get("cpus_per_client", 1.0)),
-            float(options.get("gpus_per_client", 0.0)),
-            bool(options.get("verbose", False)),
-        )
+        connect_ray(prepared.resources, prepared.verbose)
         emit(ray="connected")
-        simulate(
-            cfg,
-            Path(spec["out"]),
-            resume=bool(spec["resume"]),
-            folder_claimed=True,
-            on_round_end=lambda end: emit(round=end.server_round),
-            **options,
-        )
+        run_prepared(prepared, on_round_end=lambda end: emit(round=end.server_round))
     except (ValueError, FileNotFoundError) as err:
         code = 2
         emit(error=_innermost_line(err), exit=2)
