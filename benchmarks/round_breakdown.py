@@ -38,13 +38,12 @@ def _bare_phases(cfg) -> dict[str, float]:
         device_for,
         evaluate_locally,
         evaluation_mode,
-        initial_model,
         load_state,
         plan_round,
-        run_data,
         train_round,
     )
     from fedqdnn.federated.checkpoint import RunHistory, save_checkpoint
+    from fedqdnn.fleet import initial_model, run_data
     from fedqdnn.round_plan import evaluation_rounds, select_partitions
     from fedqdnn.training import evaluate
     from strategies.aggregation import ClientUpdate, aggregate, validate_update

@@ -6,13 +6,14 @@ from flwr.app import ArrayRecord, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedqdnn.config import FederatedConfig
-from fedqdnn.device import initial_model, run_data
+from fedqdnn.data_source import DataSource
 from fedqdnn.federated.server_app import central_evaluator, exchange
+from fedqdnn.fleet import initial_model, run_data
 from fedqdnn.training import evaluate, fit
 
 
 def test_central_evaluation_of_modes_at_once_equals_one_after_another():
-    cfg = FederatedConfig(dataset="digits", bits="2,4,8,32", rounds=1)
+    cfg = FederatedConfig(data=DataSource(dataset="digits"), bits="2,4,8,32", rounds=1)
     torch.set_num_threads(1)  # as the ServerApp
     model = initial_model(cfg)
     data = run_data(cfg)

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from fedqdnn.device import build_model_for, check_fleet, server_round_bytes, state_bytes
 from fedqdnn.federated.resources import (
     check_client_resources,
     check_ray_address,
@@ -23,6 +22,7 @@ from fedqdnn.federated.supervisor import (
     interruptible,
     session_members,
 )
+from fedqdnn.fleet import build_model_for, check_fleet, server_round_bytes, state_bytes
 from simulations.scenarios import load_scenario
 from tests.e2e_helpers import free_port
 

@@ -32,7 +32,6 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedqdnn.accelerator import model_device, select_device
 from fedqdnn.config import FederatedConfig, ServerStrategy, from_flat
-from fedqdnn.device import initial_model, run_data
 from fedqdnn.federated.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -49,6 +48,7 @@ from fedqdnn.federated.report import (
     write_results,
 )
 from fedqdnn.federated.run_folder import claim, run_identity
+from fedqdnn.fleet import initial_model, run_data
 from fedqdnn.models import QuantizableModel
 from fedqdnn.policies import ServerOptimizer
 from fedqdnn.round_plan import evaluation_rounds, final_window

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from fedqdnn.accelerator import release_cuda_memory, select_device
 from fedqdnn.config import FederatedConfig
-from fedqdnn.device import check_fleet, initial_model, run_data
 from fedqdnn.federated.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -43,6 +42,7 @@ from fedqdnn.federated.run_folder import (
     run_identity,
 )
 from fedqdnn.federated.server_app import RoundEnd, RunSpec, build_app
+from fedqdnn.fleet import check_fleet, initial_model, run_data
 
 
 def simulate(
