@@ -28,9 +28,10 @@ def timing_config(rounds: int, checkpoints: bool = False):
     cost is measured by a separate run (full mode) rather than counted as simulation overhead.
     """
     from fedqdnn.config import FederatedConfig
+    from fedqdnn.data_source import DataSource
 
     return FederatedConfig(
-        dataset="digits",
+        data=DataSource(dataset="digits"),
         tiers=THREE_TIERS,
         num_clients=10,
         rounds=rounds,
@@ -42,10 +43,11 @@ def timing_config(rounds: int, checkpoints: bool = False):
 def memory_config(num_clients: int, per_round: int = 10):
     """The memory workload: MNIST-1D, ``per_round`` of ``num_clients`` sampled, one round."""
     from fedqdnn.config import FederatedConfig
+    from fedqdnn.data_source import DataSource
 
     fraction = per_round / num_clients
     return FederatedConfig(
-        dataset="mnist1d",
+        data=DataSource(dataset="mnist1d"),
         tiers=THREE_TIERS,
         num_clients=num_clients,
         rounds=1,
@@ -59,9 +61,10 @@ def throughput_config(device: str, rounds: int = 4, num_clients: int = 40):
     """The throughput workload of benchmarks/gpu.py: MNIST-1D, every client trains every
     round (three tiers), 2 local epochs, no checkpoints; ``device`` as the config key."""
     from fedqdnn.config import FederatedConfig
+    from fedqdnn.data_source import DataSource
 
     return FederatedConfig(
-        dataset="mnist1d",
+        data=DataSource(dataset="mnist1d"),
         tiers=THREE_TIERS,
         num_clients=num_clients,
         rounds=rounds,
@@ -96,13 +99,12 @@ def bare_rounds(cfg, client_threads: int = 1, checkpoints: bool = False) -> dict
         device_for,
         evaluate_locally,
         evaluation_mode,
-        initial_model,
         load_state,
         plan_round,
-        run_data,
         train_round,
     )
     from fedqdnn.federated.checkpoint import RunHistory, save_checkpoint
+    from fedqdnn.fleet import initial_model, run_data
     from fedqdnn.round_plan import evaluation_rounds, select_partitions
     from fedqdnn.training import evaluate
     from strategies.aggregation import ClientUpdate, aggregate, validate_update

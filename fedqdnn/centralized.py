@@ -12,23 +12,19 @@ from typing import Annotated
 import torch
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from fedqdnn.accelerator import (
-    DEVICE_CHOICES,
-    describe,
-    parse_device,
-    release_cuda_memory,
-    select_device,
-)
+from fedqdnn.accelerator import describe, release_cuda_memory, select_device
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.calibration import recalibrate_bn
-from fedqdnn.data import DatasetSplits, check_dataset_name, load_dataset
+from fedqdnn.data_source import DataSource, load_source
+from fedqdnn.data_splits import DatasetSplits
 from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
-from fedqdnn.models import MODELS, QuantizableModel, build_model, default_model_for
+from fedqdnn.model_options import BN, DEVICE, LEARNABLE_CLIP, MODEL, DeviceSpec, ModelName
+from fedqdnn.models import QuantizableModel, build_model, default_model_for
 from fedqdnn.provenance import versions
 from fedqdnn.tables import markdown_table
 from fedqdnn.training import OptimConfig, evaluate, fit
-from fedqdnn.validation import EpochCount, ModelWidth, SampleCount, Seed, one_line
+from fedqdnn.validation import EpochCount, ModelWidth, Seed, one_line
 
 
 class Method(StrEnum):
@@ -41,59 +37,36 @@ class Method(StrEnum):
 METHODS = tuple(m.value for m in Method)
 
 
-def _choice(allowed: tuple[str, ...] | list[str]):
-    def check(value: object) -> object:
-        if value is not None and value not in allowed:
-            raise ValueError(f"choose one of {', '.join(allowed)}")
-        return value
-
-    return BeforeValidator(check)
-
-
 class TrainJob(BaseModel):
     """A validated centralized training job (built from CLI flags or a script)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dataset: Annotated[str, BeforeValidator(check_dataset_name)] = Field(
-        "digits", description="data set: a built-in one or hf:<Hugging Face dataset>"
-    )
-    model: Annotated[str | None, _choice(sorted(MODELS))] = Field(
-        None, description="model (default: chosen by the data's input shape)"
-    )
+    model: ModelName = MODEL
     bits: Annotated[tuple[int, ...], BeforeValidator(parse_bit_modes)] = Field(
         (2, 4, 8, 32), description="bit modes, e.g. 2,4,8,32"
     )
     method: Method = Field(Method.JOINT, description="joint (one model) or dedicated (per mode)")
     epochs: EpochCount = Field(20, description="training epochs")
     seed: Seed = Field(0, description="seed of initialization and batch order")
-    data_seed: Seed = Field(0, description="seed of the train/test split")
-    num_samples: SampleCount | None = Field(None, description="mnist1d sample count")
-    data_root: str | None = Field(
-        None, description="local data: CIFAR files, or a copy of an hf: data set"
-    )
-    download: bool = Field(False, description="fetch data not found locally (cifar, hf:)")
-    image_column: str = Field("", description="hf: image column ('' = the one Image feature)")
-    label_column: str = Field("", description="hf: label column ('' = the one ClassLabel)")
     width: ModelWidth | None = Field(None, description="model width (multiplier for ResNet)")
-    bn: BNLayout = Field(
-        BNLayout.BIT_SPECIFIC,
-        description="BN per bit mode: bit-specific, shared-affine (stats per mode) or shared",
-    )
-    # measured better than the fixed [0, 1] clip (docs/results.md)
-    learnable_clip: bool = Field(True, description="per-mode learnable activation clip")
+    bn: BNLayout = BN
+    learnable_clip: bool = LEARNABLE_CLIP
     recalibrate_bn: bool = Field(
         False, description="also report accuracy after per-mode BN recalibration"
     )
-    device: Annotated[str, BeforeValidator(parse_device)] = Field(
-        "auto", description=f"where to train: {DEVICE_CHOICES}; auto = CUDA when visible"
-    )
+    device: DeviceSpec = DEVICE
+    data: DataSource = Field(default_factory=DataSource)
     loss: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
 
 
 def make_job(**fields: object) -> TrainJob:
-    """A TrainJob, or a one-line ValueError naming the bad field."""
+    """A TrainJob from its fields, the data-source keys (``dataset``, ``data_root``, ...) beside
+    the others as in the flat form; or a one-line ValueError naming the bad field."""
+    data = {k: fields.pop(k) for k in DataSource.__dataclass_fields__ if k in fields}
+    if data:
+        fields["data"] = data
     try:
         return TrainJob(**fields)
     except ValidationError as err:
@@ -120,15 +93,7 @@ def _accuracy_after_recalibration(model: QuantizableModel, x_train, x_test, y_te
 
 def job_data(job: TrainJob) -> DatasetSplits:
     """The job's data set (cached per process: loading it first fails early, costs nothing)."""
-    return load_dataset(
-        job.dataset,
-        data_root=job.data_root,
-        num_samples=job.num_samples,
-        data_seed=job.data_seed,
-        download=job.download,
-        image_column=job.image_column,
-        label_column=job.label_column,
-    )
+    return load_source(job.data)
 
 
 def run_training(job: TrainJob, log: Callable[[str], None] | None = None) -> dict:

@@ -49,23 +49,24 @@ def _flag(parser: argparse.ArgumentParser, cls: Any, name: str, **kwargs: Any) -
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from fedqdnn.centralized import METHODS, TrainJob
+    from fedqdnn.data_source import DataSource
     from fedqdnn.layers import BNLayout
     from fedqdnn.losses import TEACHERS, ConsistencyConfig
     from fedqdnn.models import MODELS
     from fedqdnn.training import OptimConfig, Optimizer
 
     p = sub.add_parser("train", help="train one Quantizable DNN (joint) or one model per mode")
-    _flag(p, TrainJob, "dataset")
+    _flag(p, DataSource, "dataset")
     _flag(p, TrainJob, "model", choices=sorted(MODELS))
     _flag(p, TrainJob, "bits")
     _flag(p, TrainJob, "method", choices=METHODS)
     _flag(p, TrainJob, "epochs", type=int)
     _flag(p, TrainJob, "seed", type=int)
-    _flag(p, TrainJob, "data_seed", type=int)
-    _flag(p, TrainJob, "num_samples", type=int)
-    _flag(p, TrainJob, "data_root")
-    _flag(p, TrainJob, "image_column")
-    _flag(p, TrainJob, "label_column")
+    _flag(p, DataSource, "data_seed", type=int)
+    _flag(p, DataSource, "num_samples", type=int)
+    _flag(p, DataSource, "data_root")
+    _flag(p, DataSource, "image_column")
+    _flag(p, DataSource, "label_column")
     _add_download(p)
     _flag(p, TrainJob, "width", type=int)
     _flag(p, TrainJob, "device")
@@ -302,7 +303,7 @@ def scenario_config(args: argparse.Namespace):
         flat["model"] = ""  # the new data set's default model
     if args.download:
         flat["download"] = True
-    from fedqdnn.device import resolve_fleet
+    from fedqdnn.fleet import resolve_fleet
 
     return resolve_fleet(from_flat(flat, base=cfg))
 

@@ -6,9 +6,10 @@ parses such a table once into typed fields (tuples, enums, small records), valid
 place, and :meth:`FederatedConfig.to_flat` writes it back. The server sends the flat form to
 clients in every instruction, so a client needs no run config of its own.
 
-The loss and optimizer settings are the same objects centralized training uses
-(:class:`~fedqdnn.losses.ConsistencyConfig`, :class:`~fedqdnn.training.OptimConfig`); in the
-flat form their fields sit beside the others (``kd-weight``, ``lr``, ``batch-size``).
+The data source, loss and optimizer settings are the same objects centralized training uses
+(:class:`~fedqdnn.data_source.DataSource`, :class:`~fedqdnn.losses.ConsistencyConfig`,
+:class:`~fedqdnn.training.OptimConfig`), as are the model options (:mod:`fedqdnn.model_options`);
+in the flat form the sections' fields sit beside the others (``dataset``, ``kd-weight``, ``lr``).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic import model_validator as _model_validator
 
-from fedqdnn.accelerator import DEVICE_CHOICES, parse_device
 from fedqdnn.bitmodes import parse_bit_modes
-from fedqdnn.data import check_dataset_name, is_hf_name
+from fedqdnn.data import is_hf_name
+from fedqdnn.data_source import DataSource
 from fedqdnn.hardware import PROPORTION_TOLERANCE, get_profile
 from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
-from fedqdnn.models import MODELS
+from fedqdnn.model_options import BN, DEVICE, LEARNABLE_CLIP, MODEL, DeviceSpec, ModelName
 from fedqdnn.partition import PartitionScheme
 from fedqdnn.policies import BNStats, ServerOptimizer, SharedWeighting, TrainModes
 from fedqdnn.round_plan import FAULTS, Slowdown
@@ -42,7 +43,6 @@ from fedqdnn.validation import (
     PositiveInt,
     Probability,
     RoundCount,
-    SampleCount,
     Seconds,
     Seed,
     one_line,
@@ -113,12 +113,6 @@ def _format_slowdown(entries: tuple[Slowdown, ...]) -> str:
     return ",".join(f"{e.tier}:{e.start_round}:{e.factor:g}" for e in entries)
 
 
-def _model_name(name: object) -> object:
-    if name and name not in MODELS:
-        raise ValueError(f"allowed: {', '.join(sorted(MODELS))} or '' (by the data's shape)")
-    return name
-
-
 TierShare = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 BitModes = Annotated[tuple[int, ...], BeforeValidator(parse_bit_modes)]
 
@@ -131,12 +125,7 @@ class FederatedConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
-    dataset: Annotated[str, BeforeValidator(check_dataset_name)] = Field(
-        "digits", description="data set: a built-in one or hf:<Hugging Face dataset>"
-    )
-    model: Annotated[str, BeforeValidator(_model_name)] = Field(
-        "", description="model name ('' = chosen by the data's input shape)"
-    )
+    model: ModelName = MODEL
     bits: BitModes = Field((2, 4, 32), description="the model's bit modes, e.g. '2,4,32'")
     tiers: Annotated[dict[str, TierShare], BeforeValidator(parse_tiers)] = Field(
         default_factory=lambda: {"mcu-int2": 0.3333, "phone-npu-int4": 0.3333, "cpu-fp32": 0.3334},
@@ -198,11 +187,8 @@ class FederatedConfig(BaseModel):
     local_test_fraction: OpenFraction = Field(
         0.2, description="share of a device's data kept for its local test split"
     )
-    bn: BNLayout = Field(
-        BNLayout.BIT_SPECIFIC,
-        description="BN per bit mode: bit-specific, shared-affine (stats per mode) or shared",
-    )
-    learnable_clip: bool = Field(True, description="per-mode learnable activation clip")
+    bn: BNLayout = BN
+    learnable_clip: bool = LEARNABLE_CLIP
     availability: bool = Field(
         False, description="devices online with their profile's probability per round"
     )
@@ -226,21 +212,8 @@ class FederatedConfig(BaseModel):
     checkpoint_every: NonNegativeInt = Field(
         1, description="rounds between checkpoints (0 = never)"
     )
-    device: Annotated[str, BeforeValidator(parse_device)] = Field(
-        "auto",
-        description=f"where models run: {DEVICE_CHOICES}; auto = CUDA where the process has a "
-        "GPU (a client actor: a Ray GPU share, see --gpus-per-client), else CPU",
-    )
-    num_samples: SampleCount = Field(0, description="mnist1d sample count (0 = default)")
-    data_root: str = Field(
-        "", description="local data: CIFAR files, or a copy of an hf: data set (docs/data.md)"
-    )
-    download: bool = Field(
-        False, description="fetch data not found locally (cifar10/100 and hf: data sets)"
-    )
-    image_column: str = Field("", description="hf: image column ('' = the one Image feature)")
-    label_column: str = Field("", description="hf: label column ('' = the one ClassLabel)")
-    data_seed: Seed = Field(0, description="seed of the data set's train/test split")
+    device: DeviceSpec = DEVICE
+    data: DataSource = Field(default_factory=DataSource)
     seed: Seed = Field(0, description="seed of partitions, tiers, sampling and training")
 
     @_model_validator(mode="after")
@@ -310,12 +283,16 @@ class FederatedConfig(BaseModel):
                 "num-clients = 0 (one device per natural id) needs partition = 'natural'; "
                 "otherwise give the number of devices, >= 1"
             )
-        if not is_hf_name(self.dataset):
-            for key in ("partition_by", "image_column", "label_column"):
-                if getattr(self, key) and (key != "partition_by" or natural):
+        if not is_hf_name(self.data.dataset):
+            for key, value in (
+                ("partition_by", self.partition_by),
+                ("image_column", self.data.image_column),
+                ("label_column", self.data.label_column),
+            ):
+                if value and (key != "partition_by" or natural):
                     raise ValueError(
-                        f"{key.replace('_', '-')} = {getattr(self, key)!r} needs an hf: data "
-                        f"set; {self.dataset} has no such column"
+                        f"{key.replace('_', '-')} = {value!r} needs an hf: data "
+                        f"set; {self.data.dataset} has no such column"
                     )
 
     # ------------------------------------------------------------ derived values
@@ -350,19 +327,12 @@ class FederatedConfig(BaseModel):
     # ------------------------------------------------------------ flat form
 
     def to_flat(self) -> dict[str, int | float | str | bool]:
-        """Flower-friendly flat dict: scalars only, keys with dashes."""
+        """Flower-friendly flat dict: scalars only, keys with dashes, in :data:`FLAT_KEYS` order."""
         out: dict[str, int | float | str | bool] = {}
-        for name, value in self._flat_items():
-            out[name.replace("_", "-")] = to_flat_value(value)
+        for name, section in _SECTION_OF.items():
+            owner = self if section is None else getattr(self, section)
+            out[name.replace("_", "-")] = to_flat_value(getattr(owner, name))
         return out
-
-    def _flat_items(self):
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if name in SECTIONS:
-                yield from ((f, getattr(value, f)) for f in SECTIONS[name].__dataclass_fields__)
-            else:
-                yield name, value
 
     def replace(self, **changes: object) -> FederatedConfig:
         """A copy with flat-named ``changes`` applied (validated again)."""
@@ -372,12 +342,23 @@ class FederatedConfig(BaseModel):
         return hash(tuple(self.to_flat().items()))
 
 
-SECTIONS: dict[str, Any] = {"loss": ConsistencyConfig, "optim": OptimConfig}
-# flat key (underscores) -> section it belongs to, or None for a top-level field
-_SECTION_OF: dict[str, str | None] = {
-    **{n: None for n in FederatedConfig.model_fields if n not in SECTIONS},
-    **{f: s for s, cls in SECTIONS.items() for f in cls.__dataclass_fields__},
-}
+SECTIONS: dict[str, Any] = {"loss": ConsistencyConfig, "optim": OptimConfig, "data": DataSource}
+
+
+def _flat_layout() -> dict[str, str | None]:
+    """Flat key (underscores) -> the section it belongs to, or None for a top-level field, in
+    the flat form's order: the fields' order, a section's keys where it is declared, except
+    ``dataset``, which leads (results and run folders record this order)."""
+    layout: dict[str, str | None] = {}
+    for name in FederatedConfig.model_fields:
+        if name in SECTIONS:
+            layout.update({f: name for f in SECTIONS[name].__dataclass_fields__})
+        else:
+            layout[name] = None
+    return {"dataset": layout.pop("dataset"), **layout}
+
+
+_SECTION_OF = _flat_layout()
 assert len(_SECTION_OF) == len(FederatedConfig.model_fields) - len(SECTIONS) + sum(
     len(cls.__dataclass_fields__) for cls in SECTIONS.values()
 ), "a section field shadows another flat key"

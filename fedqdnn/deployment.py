@@ -29,7 +29,8 @@ import torch
 from fedqdnn.accelerator import release_cuda_memory, select_device
 from fedqdnn.calibration import active_bns, recalibrate_bn
 from fedqdnn.config import FederatedConfig
-from fedqdnn.device import build_model_for, device_for
+from fedqdnn.device import device_for
+from fedqdnn.fleet import build_model_for
 from fedqdnn.hardware import fleet_lowest_top_mode
 from fedqdnn.models import QuantizableModel
 from fedqdnn.policies import Deploy

@@ -33,7 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedqdnn.data import DatasetFilesMissing, DatasetSplits, default_cache_dir, standardize_pixels
+from fedqdnn.data_splits import (
+    DatasetFilesMissing,
+    DatasetSplits,
+    default_cache_dir,
+    standardize_pixels,
+)
 
 HOLDOUT_FRACTION = 0.2  # share of train held out as central test set when there is no test split
 CENTRAL_TEST_MAX = 10_000  # most central test samples (CIFAR's test split is exactly this)
@@ -328,7 +333,7 @@ def _decode(train, test, columns: Columns, data_seed: int, folder: Path, dataset
 
 
 def cache_root() -> Path:
-    """Folder of decoded hf: data sets (``hf/`` in :func:`~fedqdnn.data.default_cache_dir`)."""
+    """Folder of decoded hf: data sets (``hf/`` in the data cache, :func:`default_cache_dir`)."""
     return default_cache_dir() / "hf"
 
 
@@ -377,7 +382,7 @@ def load_hf(
     label_column: str = "",
     group_column: str = "",
 ) -> DatasetSplits:
-    """``hf:<name>`` as :class:`~fedqdnn.data.DatasetSplits` (uint8 training images).
+    """``hf:<name>`` as :class:`~fedqdnn.data_splits.DatasetSplits` (uint8 training images).
 
     ``group_column`` (e.g. FEMNIST's ``writer_id``) gives every training sample its natural
     partition id (``train_groups``: ids numbered in sorted order of the column's values).

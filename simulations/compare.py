@@ -25,11 +25,11 @@ from pathlib import Path
 from fedqdnn.config import FederatedConfig
 from fedqdnn.console import logger
 from fedqdnn.deployment import DeviceResult, accuracy_by_tier, evaluate_devices
-from fedqdnn.device import build_model_for
 from fedqdnn.federated.checkpoint import CheckpointError
 from fedqdnn.federated.report import load_model_state, read_results
 from fedqdnn.federated.run_folder import checkpoint_round, claim
 from fedqdnn.files import read_json_checked, write_json, write_text_atomic
+from fedqdnn.fleet import build_model_for
 from fedqdnn.hardware import get_profile
 from fedqdnn.model_size import deployed_model_bytes
 from fedqdnn.provenance import versions

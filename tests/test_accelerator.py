@@ -17,7 +17,9 @@ from fedqdnn.accelerator import (
 )
 from fedqdnn.config import FederatedConfig
 from fedqdnn.data import load_dataset
-from fedqdnn.device import device_for, initial_model, load_state, plan_round, train_round
+from fedqdnn.data_source import DataSource
+from fedqdnn.device import device_for, load_state, plan_round, train_round
+from fedqdnn.fleet import initial_model
 from fedqdnn.layers import GlobalAvgPool2d
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.models import build_model
@@ -86,7 +88,7 @@ def test_global_pool_on_cpu_is_adaptive_pooling_bit_for_bit():
 
 
 def test_device_data_and_model_share_the_selected_device():
-    cfg = FederatedConfig(dataset="synthetic", num_clients=3, rounds=1)
+    cfg = FederatedConfig(data=DataSource(dataset="synthetic"), num_clients=3, rounds=1)
     device = device_for(cfg, 1, CPU)
     tensors = (device.x_train, device.y_train, device.x_test, device.y_test)
     assert {t.device for t in tensors} == {CPU}
@@ -175,7 +177,9 @@ def test_joint_step_runs_on_cuda_and_matches_cpu_first_loss():
 
 @needs_cuda
 def test_device_round_on_cuda_uploads_numpy_and_evaluates_cpu_data():
-    cfg = FederatedConfig(dataset="synthetic", num_clients=3, rounds=1, device="cuda")
+    cfg = FederatedConfig(
+        data=DataSource(dataset="synthetic"), num_clients=3, rounds=1, device="cuda"
+    )
     cuda = select_device("cuda")
     device = device_for(cfg, 0, cuda)
     assert device.x_train.is_cuda and next(device.model.parameters()).is_cuda

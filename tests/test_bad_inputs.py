@@ -41,7 +41,7 @@ def _scenario(tmp_path, text: str | bytes):
 def _run_folder(tmp_path, edit_state=None, edit_run=None, pickle_model=False, bad_shape=False):
     """A run folder as an interrupted run leaves it: run.json and a round-1 checkpoint of the
     three-tier scenario (real initial model); ``edit_*`` change the state / run record."""
-    from fedqdnn.device import initial_model, run_data
+    from fedqdnn.fleet import initial_model, run_data
     from simulations.scenarios import load_scenario
 
     cfg = load_scenario("three-tier")

@@ -4,7 +4,9 @@ import tomllib
 
 import pytest
 
+from fedqdnn.centralized import TrainJob, make_job
 from fedqdnn.config import FLAT_KEYS, FederatedConfig, from_flat, parse_tiers
+from fedqdnn.data_source import DataSource
 from fedqdnn.losses import ConsistencyConfig, Teacher
 from fedqdnn.policies import TrainModes
 from fedqdnn.round_plan import Slowdown
@@ -58,6 +60,25 @@ def test_strings_parse_once_into_typed_fields():
     research = from_flat({"mode-weights": "32:2", "mode-start": "32:40", "bn": "shared-affine"})
     assert research.loss.weight_of(32) == 2.0 and research.mode_start == ((32, 40),)
     assert from_flat(research.to_flat()) == research
+
+
+def test_data_source_is_one_section_shared_with_centralized_jobs():
+    cfg = from_flat({"dataset": "mnist1d", "num-samples": "500", "data-seed": 3, "download": True})
+    assert cfg.data == DataSource("mnist1d", 500, "", True, "", "", 3)
+    # flat keys keep their places (results record the order; run folders hash the values)
+    flat = list(cfg.to_flat())
+    assert flat[:2] == ["dataset", "model"]
+    after_device = flat[flat.index("device") + 1 :]
+    assert after_device == [
+        "num-samples", "data-root", "download", "image-column", "label-column", "data-seed", "seed"
+    ]  # fmt: skip
+    # a centralized job holds the same section (same defaults), given by the same flat names
+    job = make_job(dataset="mnist1d", num_samples=500, data_seed=3, download=True)
+    assert job.data == cfg.data and TrainJob().data == FederatedConfig().data == DataSource()
+    assert (TrainJob().model, TrainJob().device, TrainJob().bn) == ("", "auto", cfg.bn)
+    assert TrainJob().bits == (2, 4, 8, 32) and cfg.bits == (2, 4, 32)  # differ on purpose
+    with pytest.raises(ValueError, match="num-samples = 5 is not allowed"):
+        make_job(num_samples=5)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +148,11 @@ def test_hf_dataset_keys_and_a_fleet_of_one_device_per_id():
             "download": True,
         }
     )
-    assert (cfg.partition_by, cfg.label_column, cfg.image_column) == ("writer_id", "character", "")
+    assert (cfg.partition_by, cfg.data.label_column, cfg.data.image_column) == (
+        "writer_id",
+        "character",
+        "",
+    )
     assert from_flat(cfg.to_flat()) == cfg and cfg.to_flat()["num-clients"] == 0
     with pytest.raises(ValueError, match="num-clients = 0 .* is resolved from the data first"):
         _ = cfg.num_nodes

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedqdnn.data import DatasetFilesMissing, load_cifar, load_dataset, load_digits, load_mnist1d
+from fedqdnn.data import load_cifar, load_dataset, load_digits, load_mnist1d
+from fedqdnn.data_splits import DatasetFilesMissing
 
 
 def test_digits_split_is_fixed_and_stratified():

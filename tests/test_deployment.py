@@ -5,7 +5,8 @@ import pytest
 
 from fedqdnn.config import FederatedConfig
 from fedqdnn.deployment import accuracy_by_tier, evaluate_devices
-from fedqdnn.device import device_for, initial_model, load_state
+from fedqdnn.device import device_for, load_state
+from fedqdnn.fleet import initial_model
 from fedqdnn.policies import Deploy
 from fedqdnn.training import evaluate
 

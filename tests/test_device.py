@@ -7,9 +7,6 @@ import torch
 from fedqdnn.config import FederatedConfig
 from fedqdnn.device import (
     device_for,
-    fleet_partitions,
-    fleet_tiers,
-    initial_model,
     inject_fault,
     load_state,
     modes_to_train,
@@ -18,6 +15,7 @@ from fedqdnn.device import (
     train_round,
     trained_state,
 )
+from fedqdnn.fleet import fleet_partitions, fleet_tiers, initial_model
 from fedqdnn.models import build_model
 from fedqdnn.policies import TrainModes
 from fedqdnn.rng import client_seed

@@ -82,8 +82,8 @@ def test_uniform_fp32_fedqdnn_equals_flower_fedavg(tmp_path):
 
 def _skip_unless_data_here(name: str) -> None:
     """Presets on data that are not shipped (hf: sets) run only where the data are present."""
-    from fedqdnn.data import DatasetFilesMissing
-    from fedqdnn.device import run_data
+    from fedqdnn.data_splits import DatasetFilesMissing
+    from fedqdnn.fleet import run_data
     from simulations.scenarios import load_scenario
 
     try:

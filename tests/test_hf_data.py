@@ -12,8 +12,10 @@ from PIL import Image
 
 from fedqdnn import hf_data
 from fedqdnn.config import from_flat
-from fedqdnn.data import DatasetFilesMissing, load_cifar
-from fedqdnn.device import device_for, fleet_partitions, resolve_fleet
+from fedqdnn.data import load_cifar
+from fedqdnn.data_splits import DatasetFilesMissing
+from fedqdnn.device import device_for
+from fedqdnn.fleet import fleet_partitions, resolve_fleet
 from fedqdnn.hf_data import Columns, detect_columns, load_hf
 from tests.hf_helpers import CLASSES, TEST_PER_CLASS, WRITER_SAMPLES, save_writers, writers_dataset
 

@@ -9,14 +9,15 @@ from flwr.app import ArrayRecord, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedqdnn.config import FederatedConfig
-from fedqdnn.device import initial_model, run_data
+from fedqdnn.data_source import DataSource
 from fedqdnn.federated.server_app import central_evaluator, exchange, round_warnings
+from fedqdnn.fleet import initial_model, run_data
 from fedqdnn.schema import ClientRow, Rejection, RoundRecord
 from fedqdnn.training import evaluate, fit
 
 
 def test_central_evaluation_of_modes_at_once_equals_one_after_another(caplog):
-    cfg = FederatedConfig(dataset="digits", bits="2,4,8,32", rounds=1)
+    cfg = FederatedConfig(data=DataSource(dataset="digits"), bits="2,4,8,32", rounds=1)
     torch.set_num_threads(1)  # as the ServerApp
     model = initial_model(cfg)
     data = run_data(cfg)
@@ -83,7 +84,7 @@ def _dropped(pid: int, status: str) -> ClientRow:
 
 
 def test_round_warnings_name_the_excluded_replies_and_the_dropped_devices():
-    cfg = FederatedConfig(dataset="digits", rounds=12, deadline_seconds=12.0)
+    cfg = FederatedConfig(rounds=12, deadline_seconds=12.0)
     shape = "stem.weight has shape (289,), expected (32, 1, 3, 3)"
     record = RoundRecord(
         rejected=[

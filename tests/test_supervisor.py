@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from fedqdnn.device import build_model_for, check_fleet, server_round_bytes, state_bytes
 from fedqdnn.federated.resources import (
     check_client_resources,
     check_ray_address,
@@ -27,6 +26,7 @@ from fedqdnn.federated.supervisor import (
     interruptible,
     session_members,
 )
+from fedqdnn.fleet import build_model_for, check_fleet, server_round_bytes, state_bytes
 from simulations.scenarios import load_scenario
 from tests.e2e_helpers import REPO, free_port
 

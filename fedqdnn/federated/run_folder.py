@@ -242,6 +242,6 @@ def check_belongs(out: Path, cfg: FederatedConfig, data_fingerprint: str) -> Non
             )
     if data != data_fingerprint:
         raise CheckpointError(
-            f"the {cfg.dataset} data differs from the data the run in {out} started with "
+            f"the {cfg.data.dataset} data differs from the data the run in {out} started with "
             f"(digest {data_fingerprint}, run.json has {data}); resume it on the same data"
         )

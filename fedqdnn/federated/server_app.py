@@ -35,7 +35,6 @@ from flwr.serverapp import Grid, ServerApp
 from fedqdnn.accelerator import model_device, select_device
 from fedqdnn.config import Aggregation, FederatedConfig, from_flat
 from fedqdnn.console import setup_console
-from fedqdnn.device import initial_model, run_data
 from fedqdnn.federated.checkpoint import (
     Checkpoint,
     RunHistory,
@@ -43,6 +42,7 @@ from fedqdnn.federated.checkpoint import (
 )
 from fedqdnn.federated.report import build_results, save_model, write_results
 from fedqdnn.federated.run_folder import claim, run_identity
+from fedqdnn.fleet import initial_model, run_data
 from fedqdnn.models import QuantizableModel
 from fedqdnn.policies import ServerOptimizer
 from fedqdnn.round_plan import evaluation_rounds, final_window

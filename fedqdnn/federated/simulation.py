@@ -21,7 +21,6 @@ from pathlib import Path
 
 from fedqdnn.accelerator import release_cuda_memory, select_device
 from fedqdnn.config import FederatedConfig, from_flat
-from fedqdnn.device import check_fleet, initial_model, run_data
 from fedqdnn.federated.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -43,6 +42,7 @@ from fedqdnn.federated.run_folder import (
     run_identity,
 )
 from fedqdnn.federated.server_app import RoundEnd, RunSpec, build_app
+from fedqdnn.fleet import check_fleet, initial_model, run_data
 from fedqdnn.schema import CHECKPOINT_DIR, RESULTS_FILE, RunResults
 
 
