@@ -88,8 +88,8 @@ def _cluster_run(rounds: int, work: Path) -> dict:
         started = time.perf_counter()
         cmd = [str(Path(sys.executable).parent / "fedqdnn"), "simulate", "--scenario"]
         cmd += ["fleet-1000", "--rounds", str(rounds), "--out", str(out)]
-        cmd += ["--ray-address", cluster.address, "--set", "evaluate-every=1000"]
-        cmd += ["--set", "fraction-evaluate=0.03", "--set", "checkpoint-every=0"]
+        cmd += ["--ray-address", cluster.address, "--evaluate-every", "1000"]
+        cmd += ["--fraction-evaluate", "0.03", "--checkpoint-every", "0"]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
         wall = time.perf_counter() - started
         record = {"returncode": proc.returncode, "wall_seconds": round(wall, 1)}

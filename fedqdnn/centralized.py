@@ -61,12 +61,17 @@ class TrainJob(BaseModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
 
 
+JOB_SECTIONS = {"data": DataSource, "loss": ConsistencyConfig, "optim": OptimConfig}
+
+
 def make_job(**fields: object) -> TrainJob:
-    """A TrainJob from its fields, the data-source keys (``dataset``, ``data_root``, ...) beside
-    the others as in the flat form; or a one-line ValueError naming the bad field."""
-    data = {k: fields.pop(k) for k in DataSource.__dataclass_fields__ if k in fields}
-    if data:
-        fields["data"] = data
+    """A TrainJob from its fields, the keys of its sections (``dataset``, ``kd_weight``,
+    ``lr``, ...) beside the others as in the flat form; or a one-line ValueError naming the
+    bad field."""
+    for section, cls in JOB_SECTIONS.items():
+        given = {k: fields.pop(k) for k in cls.__dataclass_fields__ if k in fields}
+        if given:
+            fields[section] = {**dict(fields.get(section) or {}), **given}
     try:
         return TrainJob(**fields)
     except ValidationError as err:

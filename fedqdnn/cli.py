@@ -24,74 +24,76 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _field(cls: Any, name: str) -> tuple[str, Any]:
-    """(description, default) of a config field (pydantic model or dataclass)."""
-    fields = cls.model_fields if hasattr(cls, "model_fields") else cls.__pydantic_fields__
-    info = fields[name]
-    default = info.get_default(call_default_factory=True)
-    return info.description or name, getattr(default, "value", default)
+def _flat_text(value: object) -> str:
+    """A config value as a flag would take it."""
+    from fedqdnn.config import to_flat_value
+
+    if value is None:
+        return "none"
+    flat = to_flat_value(value)
+    return str(flat).lower() if isinstance(flat, bool) else (str(flat) or "''")
 
 
-def _flag(parser: argparse.ArgumentParser, cls: Any, name: str, **kwargs: Any) -> None:
-    """A flag ``--name`` whose default and help come from field ``name`` of ``cls``."""
-    description, default = _field(cls, name)
-    if isinstance(default, tuple):
-        default = ",".join(map(str, default))
-    kwargs.setdefault("default", default)
-    shown = "none" if kwargs["default"] is None else kwargs["default"]
-    parser.add_argument(
-        f"--{name.replace('_', '-')}", help=f"{description} (default: {shown})", **kwargs
-    )
+def _flat_defaults(config: Any, sections: dict[str, Any]) -> dict[str, str]:
+    """{flat key: text} of a config instance's values (its sections' keys flat beside)."""
+    out = {}
+    for name in type(config).model_fields:
+        owner = getattr(config, name) if name in sections else config
+        names = sections[name].__pydantic_fields__ if name in sections else [name]
+        out.update({k.replace("_", "-"): _flat_text(getattr(owner, k)) for k in names})
+    return out
+
+
+def _add_config_flags(
+    parser: argparse.ArgumentParser,
+    fields: dict[str, Any],
+    defaults: dict[str, str],
+    skip: tuple[str, ...] = (),
+) -> None:
+    """One flag ``--KEY VALUE`` per flat config key (its help: the field's description and
+    default); the value is parsed and checked by the config, like a scenario file's. A flag
+    not given leaves the key to the scenario (or the job's default). Booleans take an
+    optional value: ``--download`` is ``--download true``."""
+    group = parser.add_argument_group("config keys (docs/federated.md; default: as shown)")
+    for key, info in fields.items():
+        if key in skip:
+            continue
+        extra: dict[str, Any] = {"metavar": "VALUE"}
+        if info.annotation is bool:
+            extra = {"nargs": "?", "const": "true", "metavar": "true|false"}
+        group.add_argument(
+            f"--{key}",
+            dest=_dest(key),
+            default=None,
+            help=f"{info.description or key} (default: {defaults[key]})",
+            **extra,
+        )
+
+
+def _dest(key: str) -> str:
+    return "key_" + key.replace("-", "_")
+
+
+def _given_keys(args: argparse.Namespace, fields: dict[str, Any]) -> dict[str, str]:
+    """The config keys given as flags: {flat key: text}."""
+    return {k: v for k in fields if (v := getattr(args, _dest(k), None)) is not None}
 
 
 # ---------------------------------------------------------------- train
 
 
+def _train_fields() -> dict[str, Any]:
+    from fedqdnn.centralized import JOB_SECTIONS, TrainJob
+    from fedqdnn.validation import flat_fields
+
+    return flat_fields(TrainJob, JOB_SECTIONS)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from fedqdnn.centralized import METHODS, TrainJob
-    from fedqdnn.data_source import DataSource
-    from fedqdnn.layers import BNLayout
-    from fedqdnn.losses import TEACHERS, ConsistencyConfig
-    from fedqdnn.models import MODELS
-    from fedqdnn.training import OptimConfig, Optimizer
+    from fedqdnn.centralized import JOB_SECTIONS, TrainJob
 
     p = sub.add_parser("train", help="train one Quantizable DNN (joint) or one model per mode")
-    _flag(p, DataSource, "dataset")
-    _flag(p, TrainJob, "model", choices=sorted(MODELS))
-    _flag(p, TrainJob, "bits")
-    _flag(p, TrainJob, "method", choices=METHODS)
-    _flag(p, TrainJob, "epochs", type=int)
-    _flag(p, TrainJob, "seed", type=int)
-    _flag(p, DataSource, "data_seed", type=int)
-    _flag(p, DataSource, "num_samples", type=int)
-    _flag(p, DataSource, "data_root")
-    _flag(p, DataSource, "image_column")
-    _flag(p, DataSource, "label_column")
-    _add_download(p)
-    _flag(p, TrainJob, "width", type=int)
-    _flag(p, TrainJob, "device")
-    _flag(p, OptimConfig, "optimizer", choices=[o.value for o in Optimizer])
-    _flag(p, OptimConfig, "lr", type=float)
-    _flag(p, OptimConfig, "momentum", type=float)
-    _flag(p, OptimConfig, "batch_size", type=int)
-    _flag(p, OptimConfig, "weight_decay", type=float)
-    _flag(p, ConsistencyConfig, "ce_weight", type=float)
-    _flag(p, ConsistencyConfig, "kd_weight", type=float)
-    _flag(p, ConsistencyConfig, "temperature", type=float)
-    _flag(p, ConsistencyConfig, "teacher", choices=TEACHERS)
-    _flag(p, TrainJob, "bn", choices=[layout.value for layout in BNLayout])
-    p.add_argument(
-        "--clip",
-        default="learnable",
-        choices=("learnable", "fixed"),
-        help="activation clip: per-mode learnable (AdaBits) or fixed [0, 1] (DoReFa) "
-        "(default: learnable)",
-    )
-    p.add_argument(
-        "--recalibrate-bn",
-        action="store_true",
-        help="also report accuracy after per-mode BN recalibration (default: off)",
-    )
+    _add_config_flags(p, _train_fields(), _flat_defaults(TrainJob(), JOB_SECTIONS))
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     _add_overwrite(p)
     p.set_defaults(handler=_run_train)
@@ -112,36 +114,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from fedqdnn.schema import RESULTS_FILE
 
     job = make_job(
-        dataset=args.dataset,
-        model=args.model,
-        bits=args.bits,
-        method=args.method,
-        epochs=args.epochs,
-        seed=args.seed,
-        data_seed=args.data_seed,
-        num_samples=args.num_samples,
-        data_root=args.data_root,
-        download=args.download,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        width=args.width,
-        device=args.device,
-        bn=args.bn,
-        learnable_clip=args.clip == "learnable",
-        recalibrate_bn=args.recalibrate_bn,
-        loss={
-            "ce_weight": args.ce_weight,
-            "kd_weight": args.kd_weight,
-            "temperature": args.temperature,
-            "teacher": args.teacher,
-        },
-        optim={
-            "optimizer": args.optimizer,
-            "lr": args.lr,
-            "momentum": args.momentum,
-            "weight_decay": args.weight_decay,
-            "batch_size": args.batch_size,
-        },
+        **{k.replace("-", "_"): v for k, v in _given_keys(args, _train_fields()).items()}
     )
     check_folder(args.out, overwrite=args.overwrite)
     job_data(job)  # missing data fails before the folder is touched
@@ -156,56 +129,27 @@ def _run_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- simulate / compare
 
 
-def _add_download(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--download",
-        action="store_true",
-        help="fetch data not found locally: cifar10/100 via torchvision, hf: data sets via "
-        "Flower Datasets (default: off, local files only)",
-    )
+def _scenario_fields() -> dict[str, Any]:
+    from fedqdnn.config import FLAT_KEYS, SECTIONS, FederatedConfig
+    from fedqdnn.validation import flat_fields
+
+    fields = flat_fields(FederatedConfig, SECTIONS)
+    return {k: fields[k] for k in FLAT_KEYS}  # the flat form's order
 
 
-def _add_scenario_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by simulate and compare: a scenario and overrides of its keys."""
-    from fedqdnn.config import FLAT_KEYS
-    from fedqdnn.data import DATASET_NAMES
+def _add_scenario_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Flags shared by simulate and compare: a scenario and a flag per key overriding it."""
+    from fedqdnn.config import FederatedConfig
     from simulations.scenarios import DEFAULT_SCENARIO
 
     p.add_argument(
         "--scenario",
         default=None,
-        help=f"preset name or scenario .toml file (default: {DEFAULT_SCENARIO})",
+        help=f"preset name or scenario .toml file (default: {DEFAULT_SCENARIO}, whose values "
+        "the config keys below show)",
     )
-    p.add_argument("--rounds", type=int, default=None, help="rounds (default: the scenario's)")
-    p.add_argument(
-        "--clients",
-        type=int,
-        default=None,
-        help="devices in the fleet; 0 with partition = natural: one per id (default: the "
-        "scenario's)",
-    )
-    p.add_argument(
-        "--dataset",
-        default=None,
-        help=f"{', '.join(DATASET_NAMES)} or hf:<Hugging Face dataset>, with the model that "
-        "fits its input shape (default: the scenario's)",
-    )
-    _add_download(p)
-    p.add_argument(
-        "--device",
-        default=None,
-        help="where models run: auto (CUDA in client actors with a GPU share and in the "
-        "server when CUDA is visible), cpu, cuda or cuda:N (default: the scenario's, auto)",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a scenario key, repeatable, e.g. --set local-epochs=1; keys: "
-        + ", ".join(FLAT_KEYS)
-        + " (docs/federated.md)",
-    )
+    defaults = {k: _flat_text(v) for k, v in FederatedConfig().to_flat().items()}
+    _add_config_flags(p, _scenario_fields(), defaults, skip)
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -213,7 +157,6 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         "simulate", help="federated simulation on Flower + Ray (default: three-tier)"
     )
     _add_scenario_flags(p)
-    p.add_argument("--seed", type=int, default=None, help="run seed (default: the scenario's)")
     p.add_argument(
         "--out",
         type=Path,
@@ -259,7 +202,7 @@ def _add_resource_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="FedQDNN vs every baseline on the same seeds/partitions")
-    _add_scenario_flags(p)
+    _add_scenario_flags(p, skip=("seed",))  # --seeds
     p.add_argument(
         "--arms",
         default=None,
@@ -275,36 +218,19 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="output folder (default: outputs/compare)",
     )
     _add_overwrite(p)
-    p.set_defaults(handler=_run_compare, seed=None)
+    p.set_defaults(handler=_run_compare)
 
 
 def scenario_config(args: argparse.Namespace):
-    """Scenario + flag overrides -> one validated FederatedConfig."""
+    """Scenario + flag overrides -> one validated FederatedConfig (its fleet resolved)."""
     from fedqdnn.config import from_flat
+    from fedqdnn.fleet import resolve_fleet
     from simulations.scenarios import DEFAULT_SCENARIO, load_scenario
 
     cfg = load_scenario(args.scenario or DEFAULT_SCENARIO)
-    flat: dict[str, object] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r} is not KEY=VALUE")
-        flat[key.strip()] = value.strip()
-    for key, value in (
-        ("rounds", args.rounds),
-        ("num-clients", args.clients),
-        ("dataset", args.dataset),
-        ("seed", args.seed),
-        ("device", args.device),
-    ):
-        if value is not None:
-            flat[key] = value
-    if args.dataset is not None and not any(k.startswith("model") for k in flat):
+    flat = _given_keys(args, _scenario_fields())
+    if "dataset" in flat and "model" not in flat:
         flat["model"] = ""  # the new data set's default model
-    if args.download:
-        flat["download"] = True
-    from fedqdnn.fleet import resolve_fleet
-
     return resolve_fleet(from_flat(flat, base=cfg))
 
 
@@ -317,13 +243,13 @@ def _run_simulate(args: argparse.Namespace) -> int:
     resources = checked_resources(args.cpus_per_client, args.gpus_per_client, args.ray_address)
     out, checkpoint = args.out, None
     if args.resume is not None:
-        given = [
-            f
-            for f in ("scenario", "rounds", "clients", "dataset", "seed", "device", "overwrite")
-            if getattr(args, f) not in (None, False)
-        ] + (["set"] if args.set else [])
+        given = [*_given_keys(args, _scenario_fields())]
+        given += [f for f in ("scenario", "overwrite") if getattr(args, f) not in (None, False)]
         if given:
-            raise ValueError(f"--resume takes the run's own config and folder; drop --{given[0]}")
+            raise ValueError(
+                f"--resume continues the run in its folder with its own config; drop "
+                f"--{given[0].replace('_', '-')}"
+            )
         cfg, checkpoint = load_resume(args.resume)
         out = args.resume
     else:

@@ -113,6 +113,12 @@ def _format_slowdown(entries: tuple[Slowdown, ...]) -> str:
     return ",".join(f"{e.tier}:{e.start_round}:{e.factor:g}" for e in entries)
 
 
+def _integer_text(value: object) -> object:
+    """``"8"`` -> 8 where a choice of integers is expected (flags and ``--run-config`` give
+    text; pydantic coerces text to int for plain integers, not for a Literal of them)."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
 TierShare = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 BitModes = Annotated[tuple[int, ...], BeforeValidator(parse_bit_modes)]
 
@@ -202,7 +208,9 @@ class FederatedConfig(BaseModel):
     fault_nan: Probability = Field(0.0, description="per-round probability of a NaN update")
     fault_shape: Probability = Field(0.0, description="per-round probability of a bad shape")
     fault_slow: Probability = Field(0.0, description="per-round probability of a 10x slow client")
-    upload_bits: Literal[8, 32] = Field(32, description="update upload precision: 32 or 8")
+    upload_bits: Annotated[Literal[8, 32], BeforeValidator(_integer_text)] = Field(
+        32, description="update upload precision: 32 or 8"
+    )
     max_nodes: NonNegativeInt = Field(
         100,
         description="most SuperNodes a simulation runs; a larger fleet's devices are served in "

@@ -216,7 +216,7 @@ def open_splits(name: str, data_root: str | None, download: bool):
                 raise DatasetFilesMissing(
                     f"{dataset} is not in the Hugging Face cache and download is off; run with "
                     f"--download (network) to fetch it through Flower Datasets, or point "
-                    f"--set data-root=DIR at a local copy ({LOCAL_COPY_HINT})"
+                    f"--data-root DIR at a local copy ({LOCAL_COPY_HINT})"
                 ) from None
         except ValueError as err:
             raise DatasetFilesMissing(f"{dataset}: {_first_line(err)}") from None
@@ -225,7 +225,7 @@ def open_splits(name: str, data_root: str | None, download: bool):
     except (ConnectionError, FileNotFoundError, ValueError) as err:
         raise DatasetFilesMissing(
             f"{dataset} could not be downloaded from the Hugging Face Hub ({_first_line(err)}); "
-            f"check the name and the network, or point --set data-root=DIR at a local copy"
+            f"check the name and the network, or point --data-root DIR at a local copy"
         ) from None
 
 

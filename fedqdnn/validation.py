@@ -95,3 +95,14 @@ def parse_mode_pairs(spec: object) -> object:
             raise ValueError(f"entry {item!r} is not BITS:VALUE, e.g. '32:2'")
         pairs.append((bits.strip(), value.strip()))
     return tuple(pairs)
+
+
+def flat_fields(model: type, sections: Mapping[str, type]) -> dict[str, object]:
+    """Flat (dashed) key -> pydantic field of a config whose ``sections`` (nested pydantic
+    dataclasses: loss, optimizer, data source) keep their keys flat beside the others, in
+    declaration order. What the CLI generates its flags from."""
+    out: dict[str, object] = {}
+    for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+        fields = sections[name].__pydantic_fields__ if name in sections else {name: info}
+        out.update({key.replace("_", "-"): field for key, field in fields.items()})
+    return out

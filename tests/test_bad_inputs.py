@@ -118,7 +118,7 @@ def _writers(tmp_path, *extra):
 
     (Cases must fail before the data are decoded: the first decoding prints a note.)"""
     root = save_writers(tmp_path / "writers")
-    return ["--dataset", "hf:test/writers", "--set", f"data-root={root}", *extra]
+    return ["--dataset", "hf:test/writers", "--data-root", f"{root}", *extra]
 
 
 @pytest.fixture(autouse=True)
@@ -129,56 +129,56 @@ def _private_decoded_cache(tmp_path, monkeypatch):
 CASES = {
     # config values: finite, in range, named in the error
     "unknown key": (lambda p: _scenario(p, "roundz = 3\n"), "unknown config key 'roundz'"),
-    "bit mode 0": (lambda p: ["--set", "bits=0,32"], "bit mode 0"),
-    "bit mode 33": (lambda p: ["--set", "bits=2,33"], "bit mode 33"),
+    "bit mode 0": (lambda p: ["--bits", "0,32"], "bit mode 0"),
+    "bit mode 33": (lambda p: ["--bits", "2,33"], "bit mode 33"),
     "tier with no bit modes of the model": (
-        lambda p: ["--set", "bits=32", "--set", "tiers=mcu-int2:1.0"],
+        lambda p: ["--bits", "32", "--tiers", "mcu-int2:1.0"],
         "runs at most 2-bit",
     ),
     "proportions not summing to 1": (
-        lambda p: ["--set", "tiers=mcu-int2:0.5,cpu-fp32:0.2"],
+        lambda p: ["--tiers", "mcu-int2:0.5,cpu-fp32:0.2"],
         "sum to 0.7",
     ),
-    "alpha <= 0": (lambda p: ["--set", "alpha=0"], "alpha = '0'"),
-    "alpha nan": (lambda p: ["--set", "alpha=nan"], "alpha = 'nan'"),
-    "alpha inf": (lambda p: ["--set", "alpha=inf"], "alpha = 'inf'"),
+    "alpha <= 0": (lambda p: ["--alpha", "0"], "alpha = '0'"),
+    "alpha nan": (lambda p: ["--alpha", "nan"], "alpha = 'nan'"),
+    "alpha inf": (lambda p: ["--alpha", "inf"], "alpha = 'inf'"),
     "more clients per round than clients": (
-        lambda p: ["--set", "fraction-train=1.5"],
+        lambda p: ["--fraction-train", "1.5"],
         "fraction-train = '1.5'",
     ),
-    "zero clients": (lambda p: ["--clients", "0"], "num-clients = 0"),
+    "zero clients": (lambda p: ["--num-clients", "0"], "num-clients = 0"),
     "a billion clients (every device needs examples)": (
-        lambda p: ["--clients", "1000000000"],
+        lambda p: ["--num-clients", "1000000000"],
         "num-clients = 1000000000 is not allowed: digits has 1437 training examples",
     ),
-    "lr inf": (lambda p: ["--set", "lr=inf"], "lr = 'inf' is not allowed"),
-    "lr beyond any meaningful rate": (lambda p: ["--set", "lr=1e308"], "lr = '1e308'"),
-    "deadline nan": (lambda p: ["--set", "deadline-seconds=nan"], "deadline-seconds = 'nan'"),
-    "temperature nan": (lambda p: ["--set", "temperature=nan"], "temperature = 'nan'"),
-    "temperature inf": (lambda p: ["--set", "temperature=inf"], "temperature = 'inf'"),
+    "lr inf": (lambda p: ["--lr", "inf"], "lr = 'inf' is not allowed"),
+    "lr beyond any meaningful rate": (lambda p: ["--lr", "1e308"], "lr = '1e308'"),
+    "deadline nan": (lambda p: ["--deadline-seconds", "nan"], "deadline-seconds = 'nan'"),
+    "temperature nan": (lambda p: ["--temperature", "nan"], "temperature = 'nan'"),
+    "temperature inf": (lambda p: ["--temperature", "inf"], "temperature = 'inf'"),
     "temperature that overflows the logits": (
-        lambda p: ["--set", "temperature=1e-300"],
+        lambda p: ["--temperature", "1e-300"],
         "temperature = '1e-300'",
     ),
-    "kd weight nan": (lambda p: ["--set", "kd-weight=nan"], "kd-weight = 'nan'"),
-    "ce weight inf": (lambda p: ["--set", "ce-weight=inf"], "ce-weight = 'inf'"),
-    "momentum >= 1": (lambda p: ["--set", "momentum=5"], "momentum = '5'"),
+    "kd weight nan": (lambda p: ["--kd-weight", "nan"], "kd-weight = 'nan'"),
+    "ce weight inf": (lambda p: ["--ce-weight", "inf"], "ce-weight = 'inf'"),
+    "momentum >= 1": (lambda p: ["--momentum", "5"], "momentum = '5'"),
     "slowdown factor nan": (
-        lambda p: ["--set", "slowdown=cpu-fp32:2:nan"],
+        lambda p: ["--slowdown", "cpu-fp32:2:nan"],
         "slowdown entry 'cpu-fp32:2:nan'",
     ),
     "slowdown factor inf": (
-        lambda p: ["--set", "slowdown=cpu-fp32:2:inf"],
+        lambda p: ["--slowdown", "cpu-fp32:2:inf"],
         "slowdown entry 'cpu-fp32:2:inf'",
     ),
     "seed too large for 64 bits": (
         lambda p: ["--seed", str(2**64)],
-        "seed = 18446744073709551616 is not allowed: input should be less than or equal to "
+        "seed = '18446744073709551616' is not allowed: input should be less than or equal to "
         "9223372036854775807",
     ),
-    "rounds beyond any run": (lambda p: ["--rounds", "10000000"], "rounds = 10000000"),
+    "rounds beyond any run": (lambda p: ["--rounds", "10000000"], "rounds = '10000000'"),
     "mnist1d sample count too small": (
-        lambda p: ["--dataset", "mnist1d", "--set", "num-samples=99"],
+        lambda p: ["--dataset", "mnist1d", "--num-samples", "99"],
         "num-samples = '99'",
     ),
     "tier share as a string": (
@@ -190,33 +190,33 @@ CASES = {
         "tiers.cpu-fp32 = [1.0]",
     ),
     "missing dataset files": (
-        lambda p: ["--dataset", "cifar10", "--set", f"data-root={p}"],
+        lambda p: ["--dataset", "cifar10", "--data-root", f"{p}"],
         "cifar10 files not found",
     ),
-    "unknown model": (lambda p: ["--set", "model=vgg"], "'vgg'"),
+    "unknown model": (lambda p: ["--model", "vgg"], "'vgg'"),
     "hf: without a name": (lambda p: ["--dataset", "hf:"], "dataset = 'hf:' is not allowed"),
     "hf: data set not here, download off": (
         lambda p: ["--dataset", "hf:nobody/nothing"],
         "hf:nobody/nothing is not in the Hugging Face cache and download is off",
     ),
     "hf: data root missing": (
-        lambda p: ["--dataset", "hf:x/y", "--set", f"data-root={p / 'none'}"],
+        lambda p: ["--dataset", "hf:x/y", "--data-root", f"{p / 'none'}"],
         "does not exist",
     ),
     "unknown label column": (
-        lambda p: _writers(p, "--set", "label-column=digit"),
+        lambda p: _writers(p, "--label-column", "digit"),
         "label-column = 'digit' is not a column of hf:test/writers",
     ),
     "natural without partition-by": (
-        lambda p: ["--set", "partition=natural"],
+        lambda p: ["--partition", "natural"],
         "partition = 'natural' needs partition-by",
     ),
     "natural on a built-in data set": (
-        lambda p: ["--set", "partition=natural", "--set", "partition-by=writer_id"],
+        lambda p: ["--partition", "natural", "--partition-by", "writer_id"],
         "partition-by = 'writer_id' needs an hf: data set",
     ),
     "image column of a built-in data set": (
-        lambda p: ["--set", "image-column=img"],
+        lambda p: ["--image-column", "img"],
         "image-column = 'img' needs an hf: data set",
     ),
     # scenario files
@@ -230,7 +230,12 @@ CASES = {
         lambda p: ["--scenario", str(p)],
         "is a folder; give a .toml file",
     ),
-    "bad --set": (lambda p: ["--set", "rounds"], "not KEY=VALUE"),
+    "a key with no value": (lambda p: ["--rounds"], "argument --rounds: expected one argument"),
+    "a key that does not exist": (lambda p: ["--magic", "1"], "unrecognized arguments: --magic"),
+    "resume with a download": (
+        lambda p: ["--resume", str(p), "--download"],
+        "--resume continues the run in its folder with its own config; drop --download",
+    ),
     # resources the machine or cluster cannot give
     "bad cpus per client": (lambda p: ["--cpus-per-client", "0"], "--cpus-per-client = 0.0"),
     "cpus per client nan": (lambda p: ["--cpus-per-client", "nan"], "--cpus-per-client = nan"),
@@ -286,13 +291,13 @@ CASES = {
     ),
     "resume with other settings": (
         lambda p: [*_run_folder(p), "--rounds", "3"],
-        "--resume takes the run's own config and folder; drop --rounds",
+        "--resume continues the run in its folder with its own config; drop --rounds",
     ),
     # output folders
     "--out is a file": (_a_file, "is a file; give a folder"),
     "--out under a file": (_under_a_file, "is not writable"),
     "unknown device": (lambda p: ["--device", "gpu"], "device = 'gpu' is not allowed"),
-    "device index not a number": (lambda p: ["--set", "device=cuda:x"], "cuda or cuda:N"),
+    "device index not a number": (lambda p: ["--device", "cuda:x"], "cuda or cuda:N"),
     "cuda without a GPU share": (
         lambda p: ["--device", "cuda", "--gpus-per-client", "0"],
         # without CUDA the server's device fails first; with CUDA the clients' share does
@@ -350,7 +355,7 @@ def test_simulate_refuses_a_folder_holding_results(name, tmp_path, capsys):
     (tmp_path / "out" / "results.json").write_text(OLD)
     args = make_args(tmp_path)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    code = _main(["simulate", "--clients", "3", *args])
+    code = _main(["simulate", "--num-clients", "3", *args])
     err = _one_line(capsys)
     assert code == 2 and needle in err, err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
@@ -361,7 +366,7 @@ def test_a_folder_in_use_is_refused(tmp_path, capsys):
     the folder is refused at once, naming the holder."""
     out = tmp_path / "busy"
     with claim(out):
-        code = _main(["simulate", "--clients", "3", "--out", str(out)])
+        code = _main(["simulate", "--num-clients", "3", "--out", str(out)])
     err = _one_line(capsys)
     assert code == 2 and f"is in use by another fedqdnn run (pid {os.getpid()})" in err, err
 
@@ -377,11 +382,11 @@ def test_resume_of_a_finished_run_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["--lr", "inf"], "lr = inf is not allowed"),
-        (["--width", "0"], "width = 0 is not allowed"),
-        (["--momentum", "5"], "momentum = 5.0 is not allowed"),
-        (["--temperature", "1e-300"], "temperature = 1e-300 is not allowed"),
-        (["--epochs", "100000"], "epochs = 100000 is not allowed"),
+        (["--lr", "inf"], "lr = 'inf' is not allowed"),
+        (["--width", "0"], "width = '0' is not allowed"),
+        (["--momentum", "5"], "momentum = '5' is not allowed"),
+        (["--temperature", "1e-300"], "temperature = '1e-300' is not allowed"),
+        (["--epochs", "100000"], "epochs = '100000' is not allowed"),
         (["--dataset", "hf:nobody/nothing"], "is not in the Hugging Face cache"),
         (["--dataset", "imagenet"], "dataset = 'imagenet' is not allowed"),
     ],
@@ -413,7 +418,7 @@ def test_train_refuses_a_file_and_a_finished_result_before_training(tmp_path, ca
         (["compare", "--seeds", "0,x"], "--seeds"),
         (["compare", "--seeds", ","], "--seeds is empty"),
         (["compare", "--seeds", "0,-1"], "seed = -1 is not allowed"),
-        (["compare", "--set", "lr=nan"], "lr = 'nan'"),
+        (["compare", "--lr", "nan"], "lr = 'nan'"),
         (["compare", "--device", "tpu"], "device = 'tpu' is not allowed"),
         (["compare", "--gpus-per-client", "-1"], "--gpus-per-client"),
     ],

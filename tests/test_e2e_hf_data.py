@@ -36,10 +36,10 @@ def _local_split(n: int, fraction: float = 0.2) -> tuple[int, int]:
 # 90 training samples; IID: 30 per device; natural: one device per writer, in id order.
 WRITER_SIZES = [_local_split(WRITER_SAMPLES[w]) for w in sorted(WRITER_SAMPLES)]
 SCHEMES = {
-    "iid": (["--clients", "3"], [_local_split(30)] * 3),
-    "dirichlet": (["--clients", "3", "--set", "partition=dirichlet", "--set", "alpha=0.5"], None),
+    "iid": (["--num-clients", "3"], [_local_split(30)] * 3),
+    "dirichlet": (["--num-clients", "3", "--partition", "dirichlet", "--alpha", "0.5"], None),
     "natural": (
-        ["--clients", "0", "--set", "partition=natural", "--set", "partition-by=writer_id"],
+        ["--num-clients", "0", "--partition", "natural", "--partition-by", "writer_id"],
         WRITER_SIZES,
     ),
 }

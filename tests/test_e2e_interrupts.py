@@ -29,7 +29,7 @@ from tests.e2e_helpers import BIN, REPO, run
 
 pytestmark = pytest.mark.e2e
 ROUNDS = 40  # far more than the test lets run: it is always stopped under way
-ARGS = ["--clients", "2", "--rounds", str(ROUNDS), "--set", "local-epochs=1"]
+ARGS = ["--num-clients", "2", "--rounds", str(ROUNDS), "--local-epochs", "1"]
 EXIT_WITHIN_SECONDS = 10.0
 OURS = re.compile(rf"^(round \d+/{ROUNDS}: central accuracy .*|resuming after round \d+)$")
 

@@ -82,7 +82,7 @@ def test_simulate_on_two_node_cluster_runs_clients_on_both_nodes(two_node_cluste
     both = set(node_ids.values())
     out = tmp_path / "sim"
     cmd = [str(BIN / "fedqdnn"), "simulate", "--ray-address", cluster.address]
-    cmd += ["--clients", "4", "--rounds", "1", "--dataset", "digits", "--out", str(out)]
+    cmd += ["--num-clients", "4", "--rounds", "1", "--dataset", "digits", "--out", str(out)]
     code, log = run([*cmd, "--cpus-per-client", "1"], timeout=240)
     assert code == 0, log[-3000:]
     first = json.loads((out / "results.json").read_text())["history"][0]

@@ -12,14 +12,14 @@ from tests.e2e_helpers import BIN, REPO, run
 
 pytestmark = pytest.mark.e2e
 ARGS = [
-    "--clients",
+    "--num-clients",
     "4",
     "--rounds",
     "3",
-    "--set",
-    "fraction-train=0.75",
-    "--set",
-    "availability=true",
+    "--fraction-train",
+    "0.75",
+    "--availability",
+    "true",
 ]
 
 

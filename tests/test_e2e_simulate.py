@@ -12,7 +12,16 @@ pytestmark = pytest.mark.e2e
 def test_simulate_three_tiers_learns_and_reports_every_tier(tmp_path):
     out = tmp_path / "sim"
     code, log = run(
-        [str(BIN / "fedqdnn"), "simulate", "--clients", "6", "--rounds", "4", "--out", str(out)],
+        [
+            str(BIN / "fedqdnn"),
+            "simulate",
+            "--num-clients",
+            "6",
+            "--rounds",
+            "4",
+            "--out",
+            str(out),
+        ],
         timeout=420,
     )
     assert code == 0, log[-3000:]

@@ -30,14 +30,14 @@ def test_every_baseline_runs_and_plot_redraws(tmp_path):
             "compare",
             "--arms",
             ",".join(strategies),
-            "--clients",
+            "--num-clients",
             "6",
             "--rounds",
             "2",
             "--seeds",
             "0",
-            "--set",
-            "local-epochs=1",
+            "--local-epochs",
+            "1",
             "--out",
             str(out),
         ],
@@ -66,8 +66,8 @@ def test_every_baseline_runs_and_plot_redraws(tmp_path):
 def test_uniform_fp32_fedqdnn_equals_flower_fedavg(tmp_path):
     # One round: both aggregate the same real replies (later rounds start from models that
     # differ by float rounding, which Adam amplifies for near-zero gradients).
-    args = ["--scenario", "uniform-fp32", "--clients", "4", "--rounds", "1"]
-    for name, extra in (("ours", []), ("fedavg", ["--set", "aggregation=fedavg"])):
+    args = ["--scenario", "uniform-fp32", "--num-clients", "4", "--rounds", "1"]
+    for name, extra in (("ours", []), ("fedavg", ["--aggregation", "fedavg"])):
         code, log = run(
             [FEDQDNN, "simulate", *args, *extra, "--out", str(tmp_path / name)], timeout=300
         )
@@ -108,10 +108,10 @@ def test_each_preset_runs_one_round(tmp_path, name):
             name,
             "--rounds",
             "1",
-            "--clients",
+            "--num-clients",
             "6",
-            "--set",
-            "local-epochs=1",
+            "--local-epochs",
+            "1",
             "--out",
             str(tmp_path / name),
         ],
@@ -130,12 +130,12 @@ def test_fault_injection_excludes_and_counts_bad_replies(tmp_path):
             "simulate",
             "--scenario",
             "faulty-30",
-            "--clients",
+            "--num-clients",
             "6",
             "--rounds",
             "3",
-            "--set",
-            "local-epochs=1",
+            "--local-epochs",
+            "1",
             "--out",
             str(out),
         ],
