@@ -5,9 +5,10 @@ Three measurements on a run folder (``fedqdnn simulate`` output, or a run in a c
 
 1. **Statistics or weights?** The run's final-window models deployed as trained (each mode's
    BN statistics as the federation aggregated them) against the same weights with each
-   mode's statistics re-estimated on the pooled training data of every device that runs it
-   (an oracle for the statistics; :attr:`~fedqdnn.policies.Deploy.RECALIBRATE`). If the
-   oracle closes a tier's gap, the statistics, not the weights, were the problem.
+   mode's statistics re-estimated on pooled training data: of the devices that run the mode
+   (:attr:`~fedqdnn.policies.Deploy.RECALIBRATE`), and of every device (an oracle: not
+   deployable). If the oracle closes a tier's gap, the statistics, not the weights, were the
+   problem.
 2. **Swings against trainers.** Per evaluated round: each tier's device accuracy and how
    many devices trained each mode in that round (from results.json).
 3. **Interference.** From the final model, replay rounds with the run's own seeded samples:
@@ -28,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fedqdnn.fleet import build_model_for, run_data
 
+from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.deployment import accuracy_by_tier, evaluate_devices
 from fedqdnn.device import device_for, load_state, plan_round, train_round
 from fedqdnn.federated.report import load_model_state, read_results
 from fedqdnn.files import write_json
+from fedqdnn.fleet import build_model_for, run_data
 from fedqdnn.policies import Deploy
 from fedqdnn.round_plan import select_partitions
 from fedqdnn.schema import FINAL_MODELS_DIR, MODEL_FILE, RESULTS_FILE, RunResults, model_file
@@ -55,19 +57,36 @@ def window_states(run_dir: Path, results: RunResults) -> list[State]:
     ]
 
 
+def with_pooled_statistics(cfg: FederatedConfig, state: State) -> State:
+    """``state`` with every mode's BN statistics re-estimated on the training data of every
+    device (the federation's whole training set): statistics that no few devices skew."""
+    model = build_model_for(cfg)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    x = torch.cat([device_for(cfg, p).x_train.cpu() for p in range(cfg.num_clients)])
+    for bits in cfg.bits:
+        recalibrate_bn(model, x, bits)
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
 def statistics_or_weights(cfg: FederatedConfig, states: list[State]) -> dict:
-    """Per-tier accuracy of the window's models as trained and with oracle statistics."""
+    """Per-tier accuracy of the window's models (mean over the window): as trained; with
+    each mode's statistics pooled over the devices that run it (``Deploy.RECALIBRATE``); and
+    with every mode's statistics from all devices' data (the oracle)."""
+    everyone = range(cfg.num_clients)
+    variants = {
+        "as_trained": [(s, Deploy.TOP) for s in states],
+        "pooled_over_the_mode's_devices": [(s, Deploy.RECALIBRATE) for s in states],
+        "oracle_pooled_over_all_devices": [
+            (with_pooled_statistics(cfg, s), Deploy.TOP) for s in states
+        ],
+    }
     out = {}
-    for policy in (Deploy.TOP, Deploy.RECALIBRATE):
+    for name, models in variants.items():
         per_model = [
-            accuracy_by_tier(
-                evaluate_devices(cfg, dict.fromkeys(range(cfg.num_clients), s), policy)
-            )
-            for s in states
+            accuracy_by_tier(evaluate_devices(cfg, dict.fromkeys(everyone, s), policy))
+            for s, policy in models
         ]
-        out[policy.value] = {
-            tier: statistics.fmean(m[tier] for m in per_model) for tier in per_model[0]
-        }
+        out[name] = {t: statistics.fmean(m[t] for m in per_model) for t in per_model[0]}
     return out
 
 
@@ -110,7 +129,9 @@ def interference(cfg: FederatedConfig, state: State, mode: int, replays: int) ->
                 continue
             load_state(device.model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()})
             update = train_round(cfg, device, plan, rnd)
-            updates.append(ClientUpdate(update.state, len(device.y_train), plan.modes))
+            # the arrays are views of the process's one model: copy before the next device
+            arrays = {k: v.copy() for k, v in update.state.items()}
+            updates.append(ClientUpdate(arrays, len(device.y_train), plan.modes))
         trainers = [u for u in updates if mode in u.trained_modes]
         row = {"round": rnd, "devices": len(updates), "trainers": len(trainers)}
         row["before"] = _loss_and_accuracy(model, state, mode, data.x_test, data.y_test)
