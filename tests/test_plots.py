@@ -35,6 +35,7 @@ from simulations.compare_plots import (
     seed_band,
 )
 from tests.plot_data import TIERS, comparison_at, results_at
+from tests.png_checks import assert_plot
 
 EXPLANATORY = ("target", "deadline", "round duration")  # legend entries naming no series
 
@@ -311,6 +312,15 @@ PNGS = {
     "comparison": [compare_plots.TIER_PLOT, compare_plots.ROUND_PLOT, compare_plots.TIME_PLOT,
                    compare_plots.SIZE_PLOT],
 }  # fmt: skip
+# Pixel size (figure inches x 120 dpi) where the figure size is fixed, and the colours drawn:
+# 3 tiers (+ 2 more bit modes per round), or the 2 strategies of the comparison.
+EXPECTED_PNG = {
+    "results": {report_plots.DEVICE_PLOT: ((1080, 504), 3), report_plots.ROUND_PLOT:
+                ((1320, 504), 5), report_plots.TIME_PLOT: ((1320, 504), 5),
+                report_plots.SIM_TIME_PLOT: ((1320, 504), 3)},
+    "comparison": {compare_plots.TIER_PLOT: (None, 2), compare_plots.ROUND_PLOT: (None, 2),
+                   compare_plots.TIME_PLOT: (None, 2), compare_plots.SIZE_PLOT: ((1140, 576), 2)},
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["results", "comparison"])
@@ -320,10 +330,29 @@ def test_fedqdnn_plot_redraws_every_png_from_the_file(kind, tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / name) for name in PNGS[kind]]
-    assert all((tmp_path / name).stat().st_size > 5000 for name in PNGS[kind])
+    for name, (size, hues) in EXPECTED_PNG[kind].items():
+        assert_plot(tmp_path / name, size, hues)
 
 
 def test_percent_text():
     assert [percent_text(v) for v in (0.8, 0.825, 1.0, 0.0)] == ["80%", "82.5%", "100%", "0%"]
     assert time_unit(119) == (1.0, "s") and time_unit(120) == (60.0, "min")
     assert time_unit(7200) == (3600.0, "h")
+
+
+def test_the_png_check_refuses_a_figure_with_nothing_drawn(tmp_path):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    ax.plot([0, 1], [0, 1], color="black")  # axes and ink, no coloured series
+    fig.savefig(tmp_path / "empty.png", dpi=120)
+    ax.plot([0, 1], [1, 0], color="tab:blue", lw=3)
+    ax.plot([0, 1], [0.5, 0.5], color="tab:orange", lw=3)
+    fig.savefig(tmp_path / "two.png", dpi=120)
+    plt.close(fig)
+    with pytest.raises(AssertionError):
+        assert_plot(tmp_path / "empty.png", (1320, 504), hues=1)
+    assert_plot(tmp_path / "two.png", (1320, 504), hues=2)
+    with pytest.raises(AssertionError):
+        assert_plot(tmp_path / "two.png", (1320, 504), hues=3)
+    with pytest.raises(AssertionError):
+        assert_plot(tmp_path / "two.png", (1080, 504), hues=2)
