@@ -49,6 +49,16 @@ def test_every_baseline_runs_and_plot_redraws(tmp_path):
     assert (
         rows[("fedqdnn", "mcu-int2")]["model_bytes"] < rows[("fedqdnn", "cpu-fp32")]["model_bytes"]
     )
+    # The 2-bit tier: FedQDNN trains its 2-bit mode on every device; fp32-exclusive trains
+    # FP32 on the cpu-fp32 devices only and quantizes after training, which loses much of
+    # the FP32 model's accuracy at 2 bits. Measured at these settings (seed 0): fedqdnn
+    # 0.729, fp32-exclusive 0.625 at 2 bits and 0.865 at FP32 (chance is 0.1); the runs
+    # are seeded, so these numbers repeat exactly.
+    ours, ptq = rows[("fedqdnn", "mcu-int2")], rows[("fp32-exclusive", "mcu-int2")]
+    fp32 = rows[("fp32-exclusive", "cpu-fp32")]
+    assert (ours["bits"], ptq["bits"], fp32["bits"]) == (2, 2, 32)
+    assert ours["accuracy"] > ptq["accuracy"] + 0.05, (ours, ptq)
+    assert fp32["accuracy"] > ptq["accuracy"] + 0.15, (fp32, ptq)
     assert (out / "comparison.csv").read_text().count("\n") == len(result["rows"]) + 1
     pngs = ["per_tier_accuracy.png", "accuracy_per_round.png", "accuracy_vs_sim_time.png",
             "accuracy_vs_size.png"]  # fmt: skip
@@ -56,8 +66,8 @@ def test_every_baseline_runs_and_plot_redraws(tmp_path):
         (out / png).unlink()
     code, log = run([FEDQDNN, "plot", str(out)], timeout=120)
     assert code == 0, log
-    for png in pngs:  # many strategies: at least 3 distinct hues; one figure of fixed size
-        assert_plot(out / png, (1140, 576) if png == "accuracy_vs_size.png" else None, hues=3)
+    for png in pngs:  # 12 strategies: at least 5 distinct hues; one figure of fixed size
+        assert_plot(out / png, (1140, 576) if png == "accuracy_vs_size.png" else None, hues=5)
 
 
 def test_uniform_fp32_fedqdnn_equals_flower_fedavg(tmp_path):
