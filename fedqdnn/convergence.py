@@ -38,12 +38,3 @@ def simulated_round_seconds(trained: Sequence[float], stragglers: int, deadline:
     if deadline > 0:
         return deadline if stragglers else min(slowest, deadline)
     return slowest
-
-
-def cumulative(values: Sequence[float]) -> list[float]:
-    """Running totals."""
-    total, out = 0.0, []
-    for v in values:
-        total += v
-        out.append(total)
-    return out

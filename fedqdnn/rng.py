@@ -1,8 +1,11 @@
-"""Named random streams: every random draw of a run is keyed by (seed, round, partition).
+"""Seeds of a run's per-round and per-device random draws, from the run's seed alone.
 
 Flower's node IDs are random per run and Ray schedules clients in any order, so no draw may
-depend on either. Each decision has its own stream id, so adding a draw to one decision never
-shifts another's numbers; the constants here are the only place the keys are spelled out.
+depend on either. :func:`stream` seeds one numpy generator per (seed, round, key, decision):
+the key is the partition id, or for sampling 0 (train) / 1 (evaluate), and each decision
+(:class:`Stream`) has its own id, so adding a draw to one decision never shifts another's
+numbers. Local training and the local train/test split take integer seeds instead
+(:func:`client_seed`, :func:`local_split_seed`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ def stream(kind: Stream, seed: int, server_round: int, key: int) -> np.random.Ge
 
 
 # Per-client torch seed of local training: a fixed mixing of (seed, round, partition) that
-# keeps the seeds of every (round, partition) pair of one run distinct.
+# keeps the seeds of every (round, partition) pair of one run distinct while partition ids
+# stay below _ROUND_MULTIPLIER.
 _SEED_MULTIPLIER = 1_000_003
 _ROUND_MULTIPLIER = 10_007
 

@@ -194,13 +194,6 @@ def evaluate(
     return correct / n, loss_sum / n
 
 
-def evaluate_all(
-    model: QuantizableModel, x: torch.Tensor, y: torch.Tensor, modes: Sequence[int] | None = None
-) -> dict[int, float]:
-    """Accuracy at every mode in ``modes`` (default: all of the model's modes)."""
-    return {b: evaluate(model, x, y, b)[0] for b in (modes or model.bit_modes)}
-
-
 def fit(
     model: QuantizableModel,
     x: torch.Tensor,

@@ -57,12 +57,12 @@ def _run_folder(tmp_path, edit_state=None, edit_run=None, pickle_model=False, ba
         state = {k: v.numpy() for k, v in initial_model(cfg).state_dict().items()}
         save_file(state, str(model_file))
     state = {
-        "format": 1,
+        "format": 2,
         "round": 1,
         "model_file": model_file.name,
         "config": cfg.to_flat(),
         "history": {"round_seconds": {"1": 2.5}},
-        "strategy_rounds": {},
+        "strategy": {"rounds": {}},
     }
     run = run_identity(cfg, run_data(cfg).fingerprint)
     if edit_state:
@@ -260,6 +260,10 @@ CASES = {
     "mismatched checkpoint": (
         lambda p: _run_folder(p, bad_shape=True),
         "checkpoint does not match the model",
+    ),
+    "checkpoint of another format": (
+        lambda p: _run_folder(p, edit_state=_set("format", 1)),
+        "/checkpoint/state.json has format 1; this version reads format 2 only",
     ),
     "checkpoint state without its config": (
         lambda p: _run_folder(p, edit_state=_drop("config")),

@@ -3,8 +3,14 @@
 import json
 
 import numpy as np
+import pytest
 
-from fedqdnn.federated.checkpoint import RunHistory, load_checkpoint, save_checkpoint
+from fedqdnn.federated.checkpoint import (
+    CheckpointError,
+    RunHistory,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def test_strategy_arrays_and_json_round_trip(tmp_path):
@@ -18,12 +24,19 @@ def test_strategy_arrays_and_json_round_trip(tmp_path):
     assert np.array_equal(loaded.strategy_arrays["m_t/w"], moments["m_t/w"])
 
 
-def test_format_1_checkpoints_still_load(tmp_path):
+def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path):
     save_checkpoint(tmp_path, 1, {"w": np.zeros(2, np.float32)}, RunHistory(), {}, {}, {})
-    state = json.loads((tmp_path / "state.json").read_text())
-    state["format"] = 1
-    state["strategy_rounds"] = {"1": {"train": [], "rejected": [], "dropped": []}}
-    del state["strategy"]
-    (tmp_path / "state.json").write_text(json.dumps(state))
-    loaded = load_checkpoint(tmp_path)
-    assert loaded.strategy == {"rounds": state["strategy_rounds"]} and loaded.strategy_arrays == {}
+    state_path = tmp_path / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["format"] == 2
+    for found in (1, 3, "2"):
+        state_path.write_text(json.dumps({**state, "format": found}))
+        with pytest.raises(CheckpointError) as refused:
+            load_checkpoint(tmp_path)
+        assert str(refused.value) == (
+            f"checkpoint {state_path} has format {found!r}; this version reads format 2 only"
+        )
+    del state["strategy"]  # a format-2 state needs the strategy's state
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=r"state\.json: strategy is missing$"):
+        load_checkpoint(tmp_path)

@@ -1,7 +1,6 @@
 """Convergence summaries: pure functions checked by hand."""
 
 from fedqdnn.convergence import (
-    cumulative,
     first_reaching,
     mean_by_key,
     simulated_round_seconds,
@@ -26,4 +25,3 @@ def test_means_first_crossing_and_time():
     assert simulated_round_seconds([1.0, 4.0], stragglers=0, deadline=3.0) == 3.0
     assert simulated_round_seconds([1.0], stragglers=1, deadline=3.0) == 3.0
     assert simulated_round_seconds([], stragglers=0, deadline=0) == 0.0
-    assert cumulative([1.0, 2.0, 0.5]) == [1.0, 3.0, 3.5]

@@ -31,11 +31,15 @@ def test_tiers_follow_proportions_and_seed():
 
 
 def test_device_holds_its_partition_split_into_train_and_test():
-    part = fleet_partitions(CFG)[5]
+    """Hand-computed: digits has 1437 training examples = 9 * 159 + 6, so the iid shards
+    0..5 hold 160 and 6..8 hold 159; device 5 keeps round(160 * 0.2) = 32 for its local
+    test. Tiers: 3 of each, shuffled by random.Random(3) into the order below."""
+    assert [len(p) for p in fleet_partitions(CFG)] == [160] * 6 + [159] * 3
     device = device_for(CFG, 5)
-    assert len(device.y_train) + len(device.y_test) == len(part)
-    assert len(device.y_test) == round(len(part) * CFG.local_test_fraction)
-    assert device.tier == fleet_tiers(CFG)[5]
+    assert (len(device.y_train), len(device.y_test)) == (128, 32)
+    mcu, npu, cpu = "mcu-int2", "phone-npu-int4", "cpu-fp32"
+    assert fleet_tiers(CFG) == [mcu, npu, cpu, mcu, cpu, npu, cpu, mcu, npu]
+    assert device.tier == "phone-npu-int4"
     expected_modes = {"mcu-int2": (2,), "phone-npu-int4": (2, 4), "cpu-fp32": (2, 4, 32)}
     assert device.modes == expected_modes[device.tier]
 

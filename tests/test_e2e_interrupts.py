@@ -137,19 +137,31 @@ def test_sigint_and_sigterm_stop_a_run_and_keep_a_resumable_checkpoint(tmp_path)
         first.cleanup()
 
     second = Simulation("--resume", str(out))
+    rounds_seen: list[int | None] = []
+
+    def checkpointed_past_kept() -> bool:
+        rounds_seen.append(checkpoint_round(out))
+        return (rounds_seen[-1] or 0) > kept
+
     try:
         second.wait_until(lambda: f"resuming after round {kept}" in second.lines, timeout=300)
+        second.wait_until(checkpointed_past_kept, timeout=300)  # it checkpoints its own rounds
         code, seconds = second.stop(signal.SIGTERM)
         again = _check_stopped(second, code, seconds, "SIGTERM", out)
     finally:
         second.cleanup()
-    assert again >= kept
+    assert None not in rounds_seen and rounds_seen == sorted(rounds_seen), rounds_seen
+    assert kept <= rounds_seen[0] and rounds_seen[-1] > kept  # checkpoints never go back
+    assert again >= rounds_seen[-1]
 
     code, log = run([str(BIN / "fedqdnn"), "simulate", *ARGS, "--out", str(out)], 120)
     assert code == 2 and log.strip().count("\n") == 0, log
     assert f"already holds an unfinished run (checkpoint of round {again})" in log
     cfg, checkpoint = load_resume(out)  # what --resume would continue
     assert checkpoint.round == again and cfg.rounds == ROUNDS and cfg.num_clients == 2
+    # every round before the checkpoint exactly once, across the SIGINT and the resume
+    assert sorted(checkpoint.history.round_seconds) == list(range(1, again + 1))
+    assert sorted(checkpoint.history.evaluate_metrics_serverapp) == list(range(again + 1))
 
 
 def test_a_ray_address_that_never_answers_fails_in_one_line(tmp_path):

@@ -8,6 +8,10 @@ import time
 
 import pytest
 
+from fedqdnn.hardware import get_profile
+from fedqdnn.hardware.fleet import assign_profiles
+from fedqdnn.round_plan import is_online, select_partitions
+from simulations.scenarios import load_scenario
 from tests.e2e_helpers import BIN, REPO, run
 
 pytestmark = pytest.mark.e2e
@@ -32,6 +36,33 @@ def _comparable(results: dict) -> dict:
     return results
 
 
+def _seeded_plan() -> list[tuple[list[int], list[tuple[int, str]]]]:
+    """Per round, from the seeded draws alone (no Flower, no strategy): the 3 of 4 partitions
+    sampled, split into those online (trained) and those offline (dropped), each device
+    online with its tier's availability."""
+    cfg = load_scenario().replace(num_clients=4, rounds=3, fraction_train=0.75)
+    tiers = assign_profiles(cfg.num_clients, cfg.tiers, cfg.seed)
+    plan = []
+    for rnd in range(1, cfg.rounds + 1):
+        sampled = select_partitions(range(cfg.num_clients), 0.75, cfg.seed, rnd)
+        assert len(sampled) == 3
+        online = [
+            p for p in sampled if is_online(get_profile(tiers[p]).availability, cfg.seed, rnd, p)
+        ]
+        plan.append((online, [(p, "offline") for p in sampled if p not in online]))
+    return plan
+
+
+def _who_trained_and_who_dropped(results: dict) -> list[tuple[list[int], list[tuple[int, str]]]]:
+    return [
+        (
+            sorted(c["partition-id"] for c in h["clients"]),
+            sorted((d["partition-id"], d["status"]) for d in h["dropped"]),
+        )
+        for h in results["history"]
+    ]
+
+
 def _simulate(out, *extra):
     code, log = run([str(BIN / "fedqdnn"), "simulate", *extra, "--out", str(out)], timeout=300)
     assert code == 0, log[-3000:]
@@ -47,9 +78,10 @@ def test_same_seed_identical_and_killed_run_resumes_identically(tmp_path):
     assert json.loads((tmp_path / "a" / "results.json").read_text()) == first
     second = _simulate(tmp_path / "b", *ARGS)
     assert _comparable(first) == _comparable(second)
-    assert any(h["num_dropped"] for h in first["history"]) or all(
-        h["num_trained"] == 3 for h in first["history"]
-    )  # 3 of 4 sampled per round
+    plan = _seeded_plan()  # 3 of 4 sampled per round, some of them offline
+    assert _who_trained_and_who_dropped(first) == plan
+    counts = [(h["num_trained"], h["num_dropped"]) for h in first["history"]]
+    assert counts == [(len(trained), len(dropped)) for trained, dropped in plan]
 
     killed = tmp_path / "c"
     state = killed / "checkpoint" / "state.json"
@@ -86,12 +118,12 @@ def test_resume_refuses_pickle_and_mismatched_checkpoints(tmp_path):
     (ckpt / "state.json").write_text(
         json.dumps(
             {
-                "format": 1,
+                "format": 2,
                 "round": 1,
                 "model_file": "model-round1.safetensors",
                 "config": {},
                 "history": {},
-                "strategy_rounds": {},
+                "strategy": {},
             }
         )
     )

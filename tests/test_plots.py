@@ -24,7 +24,17 @@ from fedqdnn.federated.report_plots import (
     plot_results,
 )
 from fedqdnn.plotting import percent_text, pyplot, time_unit
-from fedqdnn.schema import COMPARISON_PLOTS, ROUND_PLOT, RUN_PLOTS, Curve
+from fedqdnn.schema import (
+    COMPARISON_PLOTS,
+    DEVICE_PLOT,
+    ROUND_PLOT,
+    RUN_PLOTS,
+    SIM_TIME_PLOT,
+    SIZE_PLOT,
+    TIER_PLOT,
+    TIME_PLOT,
+    Curve,
+)
 from simulations.compare_plots import (
     Band,
     draw_curves,
@@ -34,6 +44,7 @@ from simulations.compare_plots import (
     seed_band,
 )
 from tests.plot_data import TIERS, comparison_at, results_at
+from tests.png_checks import assert_plot
 
 EXPLANATORY = ("target", "deadline", "round duration")  # legend entries naming no series
 
@@ -305,9 +316,14 @@ def test_strategies_sharing_a_run_are_named_where_one_line_hides_the_other():
 # ---------------------------------------------------------------- fedqdnn plot
 
 
-PNGS = {
-    "results": [*RUN_PLOTS],
-    "comparison": [*COMPARISON_PLOTS],
+PNGS = {"results": [*RUN_PLOTS], "comparison": [*COMPARISON_PLOTS]}
+# Pixel size (figure inches x 120 dpi) where the figure size is fixed, and the colours drawn:
+# 3 tiers (+ 2 more bit modes per round), or the 2 arms of the comparison.
+EXPECTED_PNG = {
+    "results": {DEVICE_PLOT: ((1080, 504), 3), ROUND_PLOT: ((1320, 504), 5),
+                TIME_PLOT: ((1320, 504), 5), SIM_TIME_PLOT: ((1320, 504), 3)},
+    "comparison": {TIER_PLOT: (None, 2), ROUND_PLOT: (None, 2), TIME_PLOT: (None, 2),
+                   SIZE_PLOT: ((1140, 576), 2)},
 }  # fmt: skip
 
 
@@ -318,10 +334,29 @@ def test_fedqdnn_plot_redraws_every_png_from_the_file(kind, tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / name) for name in PNGS[kind]]
-    assert all((tmp_path / name).stat().st_size > 5000 for name in PNGS[kind])
+    for name, (size, hues) in EXPECTED_PNG[kind].items():
+        assert_plot(tmp_path / name, size, hues)
 
 
 def test_percent_text():
     assert [percent_text(v) for v in (0.8, 0.825, 1.0, 0.0)] == ["80%", "82.5%", "100%", "0%"]
     assert time_unit(119) == (1.0, "s") and time_unit(120) == (60.0, "min")
     assert time_unit(7200) == (3600.0, "h")
+
+
+def test_the_png_check_refuses_a_figure_with_nothing_drawn(tmp_path):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    ax.plot([0, 1], [0, 1], color="black")  # axes and ink, no coloured series
+    fig.savefig(tmp_path / "empty.png", dpi=120)
+    ax.plot([0, 1], [1, 0], color="tab:blue", lw=3)
+    ax.plot([0, 1], [0.5, 0.5], color="tab:orange", lw=3)
+    fig.savefig(tmp_path / "two.png", dpi=120)
+    plt.close(fig)
+    with pytest.raises(AssertionError):
+        assert_plot(tmp_path / "empty.png", (1320, 504), hues=1)
+    assert_plot(tmp_path / "two.png", (1320, 504), hues=2)
+    with pytest.raises(AssertionError):
+        assert_plot(tmp_path / "two.png", (1320, 504), hues=3)
+    with pytest.raises(AssertionError):
+        assert_plot(tmp_path / "two.png", (1080, 504), hues=2)

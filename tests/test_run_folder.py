@@ -5,9 +5,11 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -135,13 +137,34 @@ def test_lock_file_names_its_holder_while_held(tmp_path):
         assert (out / ".fedqdnn.lock").read_text() == str(os.getpid())
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
 def test_a_read_only_folder_is_refused(tmp_path):
+    """Permission bits do not stop root, the immutable attribute (chattr +i) does: as root the
+    folder is made immutable as well, so the test runs (and can fail) as any user."""
     out = tmp_path / "ro"
     out.mkdir()
     out.chmod(0o500)
+    immutable = os.geteuid() == 0 and _chattr("+i", out)
     try:
-        with pytest.raises(FolderError, match="is not writable"):
+        if os.geteuid() == 0 and not immutable:
+            pytest.skip("running as root without chattr +i on this filesystem")
+        with pytest.raises(OSError):  # really read-only for this process
+            (out / "probe").mkdir()
+        with pytest.raises(FolderError) as refused:
             check_folder(out)
+        reason = "Operation not permitted" if immutable else "Permission denied"
+        assert str(refused.value) == f"--out {out} is not writable ({reason})"
+        assert list(out.iterdir()) == []  # the probe left nothing behind
+        with pytest.raises(FolderError, match=r"^--out .*/ro/new is not writable \("):
+            check_folder(out / "new")  # a folder to be made under a read-only one
     finally:
+        if immutable:
+            _chattr("-i", out)
         out.chmod(0o700)
+    check_folder(out)  # writable again: accepted
+
+
+def _chattr(flag: str, path: Path) -> bool:
+    """Set or clear a file attribute; False where chattr or the filesystem cannot."""
+    if shutil.which("chattr") is None:
+        return False
+    return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0

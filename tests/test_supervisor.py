@@ -153,10 +153,17 @@ def test_resource_values_and_an_address_nobody_listens_on():
 
 def test_fleet_memory_bound():
     """digits: 1437 training and 360 test examples of 8x8 float32 inputs, int64 labels; each
-    sampled device's update is one full model state, held twice while aggregating."""
+    sampled device's update is one full model state, held twice while aggregating.
+
+    The three-tier model (bits 2, 4, 32; one BatchNorm per mode): float32 conv weights
+    1*32*9 + 32*64*9 + 64*64*9, 3 modes x 4 BatchNorm vectors x (32 + 64 + 64) channels,
+    2 activation clips (2, 4 bits) x 3 layers, a 64->10 linear layer with bias; 3 modes x 3
+    BatchNorm layers of int64 batch counters."""
     cfg = load_scenario("three-tier").replace(num_clients=10)
     data_bytes = 1437 * 64 * 4 + 1437 * 8 + 360 * 64 * 4 + 360 * 8
-    update = state_bytes(build_model_for(cfg))
+    floats = (1 * 32 + 32 * 64 + 64 * 64) * 9 + 3 * 4 * (32 + 64 + 64) + 2 * 3 + 64 * 10 + 10
+    update = floats * 4 + 3 * 3 * 8
+    assert state_bytes(build_model_for(cfg)) == update == 232_712
     needed = server_round_bytes(cfg)
     assert needed == data_bytes + 10 * 2 * update
     assert server_round_bytes(cfg.replace(fraction_train=0.25)) == data_bytes + 3 * 2 * update

@@ -23,8 +23,7 @@ from fedqdnn.schema import CHECKPOINT_STATE_FILE, model_file
 from fedqdnn.state_check import mismatch
 from fedqdnn.validation import one_line
 
-FORMAT = 2
-READABLE_FORMATS = (1, 2)  # format 1 kept only the strategy's round records
+FORMAT = 2  # the only format read: another one is refused, naming both
 STRATEGY_PREFIX = "strategy/"  # strategy arrays (server optimizer moments) in the model file
 
 
@@ -108,14 +107,14 @@ def load_checkpoint(directory: Path) -> Checkpoint:
         raise CheckpointError(f"no checkpoint in {directory} (missing {CHECKPOINT_STATE_FILE})")
     try:
         payload = json.loads(state_path.read_text())
+        if isinstance(payload, dict) and payload.get("format", FORMAT) != FORMAT:
+            raise CheckpointError(
+                f"checkpoint {state_path} has format {payload['format']!r}; this version "
+                f"reads format {FORMAT} only"
+            )
         check_state_schema(payload, state_path)
         model_path = directory / payload["model_file"]
         server_round = int(payload["round"])
-        if payload.get("format") not in READABLE_FORMATS:
-            raise CheckpointError(
-                f"checkpoint {state_path} has format {payload.get('format')}; "
-                f"this version reads formats {', '.join(map(str, READABLE_FORMATS))}"
-            )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         if isinstance(err, CheckpointError):
             raise
@@ -135,16 +134,11 @@ def load_checkpoint(directory: Path) -> Checkpoint:
     if server_round < 0:
         raise CheckpointError(f"corrupt checkpoint {state_path}: round {server_round}")
     try:
-        strategy = (
-            dict(payload["strategy"])
-            if payload["format"] >= 2
-            else {"rounds": dict(payload["strategy_rounds"])}
-        )
         return Checkpoint(
             server_round,
             dict(payload["config"]),
             RunHistory.from_json(payload["history"]),
-            strategy,
+            dict(payload["strategy"]),
             {k: v for k, v in arrays.items() if not k.startswith(STRATEGY_PREFIX)},
             {
                 k.removeprefix(STRATEGY_PREFIX): v
@@ -171,7 +165,7 @@ _History = dict[Literal[_HISTORY_NAMES], dict[Annotated[int, Field(ge=0)], Any]]
 
 
 class _StateSchema(BaseModel):
-    """Fields every readable state.json has; format-specific ones are read by their readers."""
+    """Fields of a state.json and their types."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -180,6 +174,7 @@ class _StateSchema(BaseModel):
     model_file: str
     config: dict[str, Any]  # its values are checked by from_flat (checkpoint_config)
     history: _History
+    strategy: dict[str, Any]  # read by the strategy's load_state_dict
 
 
 def check_state_schema(payload: object, state_path: Path) -> None:
