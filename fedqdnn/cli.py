@@ -310,7 +310,10 @@ def _run_compare(args: argparse.Namespace) -> int:
     cfg = scenario_config(args)
     simulate_fn = functools.partial(simulate_supervised, resources=resources)
     result = run_comparison(cfg, names, seeds, args.out, simulate_fn, overwrite=args.overwrite)
+    print("deployed: each model of the final window (mean accuracy over the window)")
     print(summary_table(result))
+    print("deployed: the final window's models averaged into one model")
+    print(summary_table(result, "accuracy_window_average"))
     print(convergence_table(result))
     print(f"comparison written to {args.out} ({result.wall_seconds:.0f}s)")
     return 0

@@ -116,6 +116,18 @@ def evaluate_devices(
     return out
 
 
+def average_states(states: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One model whose every floating-point entry is the mean of ``states``' (BN running
+    statistics included); integer buffers are the last state's. The deployed model of a
+    temporal average: under label skew the global model oscillates from round to round with
+    the devices sampled, and the mean of the last evaluated models sits between them
+    (docs/results.md, "Why the FP32 tier lost")."""
+    return {
+        k: np.mean([s[k] for s in states], axis=0).astype(v.dtype) if v.dtype.kind == "f" else v
+        for k, v in states[-1].items()
+    }
+
+
 def accuracy_by_tier(results: Sequence[DeviceResult]) -> dict[str, float]:
     """Example-weighted accuracy per tier."""
     tiers: dict[str, list[DeviceResult]] = {}

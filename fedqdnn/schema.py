@@ -301,7 +301,9 @@ class ArmRow(_Result):
     seed: int
     tier: str
     bits: int
-    accuracy: float
+    accuracy: float  # mean over the final window's models, each deployed
+    # the final window's models averaged into one, deployed (None: written before it existed)
+    accuracy_window_average: float | None = None
     rounds_to_target: int | None
     sim_seconds_to_target: float | None
     model_bytes: int

@@ -24,7 +24,12 @@ from pathlib import Path
 
 from fedqdnn.config import FederatedConfig
 from fedqdnn.console import logger
-from fedqdnn.deployment import DeviceResult, accuracy_by_tier, evaluate_devices
+from fedqdnn.deployment import (
+    DeviceResult,
+    accuracy_by_tier,
+    average_states,
+    evaluate_devices,
+)
 from fedqdnn.federated.checkpoint import CheckpointError
 from fedqdnn.federated.report import load_model_state, read_results
 from fedqdnn.federated.run_folder import checkpoint_round, claim
@@ -113,6 +118,19 @@ def _window_states(run: FinishedRun) -> list[dict]:
     return [load_model_state(p) for p in paths]
 
 
+def _averaged_per_device(window_states: list[dict[int, dict]]) -> dict[int, dict]:
+    """Each device's deployed model as the average of its run's window models (devices of one
+    run share one averaged state, as they share the run's models)."""
+    averaged: dict[int, dict] = {}
+    by_run: dict[tuple[int, ...], dict] = {}
+    for device in window_states[0]:
+        key = tuple(id(states[device]) for states in window_states)
+        if key not in by_run:
+            by_run[key] = average_states([states[device] for states in window_states])
+        averaged[device] = by_run[key]
+    return averaged
+
+
 def _mean_over_window(per_model: list[list[DeviceResult]]) -> list[DeviceResult]:
     """Each device's accuracy averaged over the window's models."""
     return [
@@ -158,6 +176,9 @@ def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn) -> ArmR
     devices = _mean_over_window(
         [evaluate_devices(model_cfg, states, arm.deploy) for states in window_states]
     )
+    averaged = accuracy_by_tier(
+        evaluate_devices(model_cfg, _averaged_per_device(window_states), arm.deploy)
+    )
     costs = _per_device_costs(runs, cfg.num_clients)
     model = build_model_for(model_cfg)
     rows = []
@@ -172,6 +193,7 @@ def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn) -> ArmR
                 tier=tier,
                 bits=bits,
                 accuracy=round(accuracy, 6),
+                accuracy_window_average=round(averaged[tier], 6),
                 rounds_to_target=reached.round,
                 sim_seconds_to_target=reached.sim_seconds,
                 model_bytes=deployed_model_bytes(model, bits),
@@ -295,15 +317,17 @@ def _cells(result: Comparison, name: str, tier: str) -> list[ArmRow]:
     return [r for r in result.rows if r.arm == name and r.tier == tier]
 
 
-def summary_table(result: Comparison) -> str:
+def summary_table(result: Comparison, field: str = "accuracy") -> str:
     """Markdown: mean ± std accuracy (%) per tier and arm over seeds; each tier named
-    with the mode it runs at its best (its top mode)."""
+    with the mode it runs at its best (its top mode). ``field``: ``accuracy`` (the final
+    window's models, each deployed, mean) or ``accuracy_window_average`` (their average
+    deployed as one model)."""
     tiers = list(dict.fromkeys(r.tier for r in result.rows))
     modes = [int(b) for b in str(result.config["bits"]).split(",")]
     header = ["arm", *(f"{t} ({get_profile(t).top_mode(modes)}-bit)" for t in tiers)]
     rows = []
     for name in result.arms:
-        cells = [mean_std_cell([r.accuracy for r in _cells(result, name, t)]) for t in tiers]
+        cells = [mean_std_cell([getattr(r, field) for r in _cells(result, name, t)]) for t in tiers]
         rows.append([name, *cells])
     return markdown_table(header, rows)
 

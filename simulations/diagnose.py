@@ -32,7 +32,7 @@ import torch
 
 from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.config import FederatedConfig, from_flat
-from fedqdnn.deployment import accuracy_by_tier, evaluate_devices
+from fedqdnn.deployment import accuracy_by_tier, average_states, evaluate_devices
 from fedqdnn.device import device_for, load_state, plan_round, train_round
 from fedqdnn.federated.report import load_model_state, read_results
 from fedqdnn.files import write_json
@@ -68,18 +68,24 @@ def with_pooled_statistics(cfg: FederatedConfig, state: State) -> State:
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
-def statistics_or_weights(cfg: FederatedConfig, states: list[State]) -> dict:
+def statistics_or_weights(
+    cfg: FederatedConfig, states: list[State], deploy: Deploy = Deploy.TOP
+) -> dict:
     """Per-tier accuracy of the window's models (mean over the window): as trained; with
-    each mode's statistics pooled over the devices that run it (``Deploy.RECALIBRATE``); and
-    with every mode's statistics from all devices' data (the oracle)."""
+    each mode's statistics pooled over the devices that run it (``Deploy.RECALIBRATE``); with
+    every mode's statistics from all devices' data (the oracle); and the one model whose
+    weights are the window's mean (a temporal average: does the drift between rounds, not
+    the model, cost the accuracy?)."""
     everyone = range(cfg.num_clients)
     variants = {
-        "as_trained": [(s, Deploy.TOP) for s in states],
-        "pooled_over_the_mode's_devices": [(s, Deploy.RECALIBRATE) for s in states],
+        "as_trained": [(s, deploy) for s in states],
         "oracle_pooled_over_all_devices": [
-            (with_pooled_statistics(cfg, s), Deploy.TOP) for s in states
+            (with_pooled_statistics(cfg, s), deploy) for s in states
         ],
+        "window_average": [(average_states(states), deploy)],
     }
+    if deploy is Deploy.TOP:
+        variants["pooled_over_the_mode's_devices"] = [(s, Deploy.RECALIBRATE) for s in states]
     out = {}
     for name, models in variants.items():
         per_model = [
@@ -161,6 +167,12 @@ def main() -> None:
     parser.add_argument("--mode", type=int, default=32, help="the mode under study (default: 32)")
     parser.add_argument("--replays", type=int, default=10, help="rounds replayed (default: 10)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument(
+        "--deploy", default="top", help="how the run's model reaches devices (default: top)"
+    )
+    parser.add_argument(
+        "--skip-replays", action="store_true", help="deployment variants only (default: off)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = read_results(args.run_dir / RESULTS_FILE)
@@ -169,12 +181,13 @@ def main() -> None:
     report = {
         "run": str(args.run_dir),
         "config": results.config,
-        "deployed_by_tier": statistics_or_weights(cfg, states),
+        "deployed_by_tier": statistics_or_weights(cfg, states, Deploy(args.deploy)),
         "per_round": swings_and_trainers(results),
-        "interference": interference(cfg, states[-1], args.mode, args.replays),
     }
+    if not args.skip_replays:
+        report["interference"] = interference(cfg, states[-1], args.mode, args.replays)
     write_json(args.out, report)
-    print(report["deployed_by_tier"], report["interference"]["summary"], sep="\n")
+    print(report["deployed_by_tier"], report.get("interference", {}).get("summary"), sep="\n")
 
 
 if __name__ == "__main__":

@@ -67,3 +67,14 @@ def test_accuracy_by_tier_is_example_weighted():
 
     rows = [DeviceResult(0, "a", 2, 0.5, 10), DeviceResult(1, "a", 2, 1.0, 30)]
     assert accuracy_by_tier(rows) == {"a": pytest.approx(0.875)}
+
+
+def test_average_states_means_floats_and_keeps_the_last_integer_buffers():
+    from fedqdnn.deployment import average_states
+
+    a = {"w": np.array([1.0, 2.0], np.float32), "n": np.array(3, np.int64)}
+    b = {"w": np.array([3.0, 6.0], np.float32), "n": np.array(7, np.int64)}
+    out = average_states([a, b])
+    assert out["w"].dtype == np.float32 and out["w"].tolist() == [2.0, 4.0]
+    assert out["n"].dtype == np.int64 and int(out["n"]) == 7
+    assert average_states([a])["w"].tolist() == [1.0, 2.0]

@@ -63,6 +63,8 @@ def test_every_baseline_runs_and_plot_redraws(tmp_path):
     fp32 = rows[("fp32-exclusive", "cpu-fp32")]
     assert (ours["bits"], ptq["bits"], fp32["bits"]) == (2, 2, 32)
     assert ours["accuracy"] > ptq["accuracy"] + 0.05, (ours, ptq)
+    # every row also scores the final window's models averaged into one
+    assert all(0.0 <= r["accuracy_window_average"] <= 1.0 for r in result["rows"])
     assert fp32["accuracy"] > ptq["accuracy"] + 0.15, (fp32, ptq)
     assert (out / "comparison.csv").read_text().count("\n") == len(result["rows"]) + 1
     pngs = ["per_tier_accuracy.png", "accuracy_per_round.png", "accuracy_vs_sim_time.png",
