@@ -535,3 +535,25 @@ def test_bad_plot_input_names_file_and_key_and_keeps_old_plots(name, tmp_path, c
     assert f"{tmp_path / filename} " in err and needle in err, err
     assert "\n" not in err
     assert old_png.read_bytes() == b"an earlier plot"
+
+
+def test_an_unforeseen_exception_is_one_line_with_its_traceback_kept(tmp_path, capsys, monkeypatch):
+    """Any exception type no handler expects (here a KeyError from a bug in a command) ends
+    in one line, exit status 1, its traceback in a log file the line names."""
+
+    def buggy(args):
+        raise KeyError("no such\nentry")
+
+    monkeypatch.setattr("fedqdnn.cli._run_plot", buggy)
+    code = _main(["plot", str(tmp_path)])
+    err = _one_line(capsys)
+    assert code == 1, err
+    prefix = "fedqdnn: internal error: KeyError: 'no such\\nentry' (traceback in "
+    assert err.startswith(prefix) and err.endswith(".log)"), err
+    log = tmp_path / "fedqdnn-cache" / "errors" / err[len(prefix) : -1].rsplit("/", 1)[-1]
+    assert err[len(prefix) : -1] == str(log)
+    text = log.read_text()
+    assert text.startswith(f"fedqdnn plot {tmp_path}\nTraceback (most recent call last):")
+    assert 'raise KeyError("no such\\nentry")' in text and text.endswith(
+        "KeyError: 'no such\\nentry'\n"
+    )
