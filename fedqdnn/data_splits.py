@@ -35,6 +35,7 @@ class DatasetSplits:
     y_test: torch.Tensor
     num_classes: int
     train_groups: np.ndarray | None = None  # natural-partition id of every training sample
+    class_names: tuple[str, ...] = ()  # label of each class when the data name them (hf:)
     pixel_mean: tuple[float, ...] = ()  # per channel, pixels in [0, 1] (uint8 x_train only)
     pixel_std: tuple[float, ...] = ()
 

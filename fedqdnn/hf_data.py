@@ -271,7 +271,8 @@ def _refuse_nulls(split, split_name: str, columns: Columns, rows: np.ndarray, da
 
 
 def _encode_labels(feature, train: np.ndarray, test: np.ndarray, dataset: str, column: str):
-    """(train codes, test codes, number of classes) of a label column.
+    """(train codes, test codes, number of classes, class names) of a label column; the names
+    are a ClassLabel's or the strings in sorted order, none for integers.
 
     Integer labels are their own classes (classes = max + 1) unless more than half of those
     would never occur (e.g. labels {0, 999999}): refused, as a sparse output layer would be
@@ -282,7 +283,8 @@ def _encode_labels(feature, train: np.ndarray, test: np.ndarray, dataset: str, c
     both = np.concatenate([train, test])
     if isinstance(feature, ClassLabel) or _is_integer(feature):  # labels >= 0: checked before
         if isinstance(feature, ClassLabel):
-            return train.astype(np.int64), test.astype(np.int64), int(feature.num_classes)
+            names = [str(n) for n in feature.names]
+            return train.astype(np.int64), test.astype(np.int64), int(feature.num_classes), names
         num_classes, distinct = int(both.max()) + 1, len(np.unique(both))
         if distinct > 1 and num_classes > 2 * distinct:  # one class: check_labels says so
             raise ValueError(
@@ -291,14 +293,20 @@ def _encode_labels(feature, train: np.ndarray, test: np.ndarray, dataset: str, c
                 f"allowed: labels 0..K-1 with at most half of them unused; renumber them or "
                 f"make the column a ClassLabel"
             )
-        return train.astype(np.int64), test.astype(np.int64), num_classes
+        return train.astype(np.int64), test.astype(np.int64), num_classes, []
     if not _is_string(feature):
         raise ValueError(
             f"label-column {column!r} of {dataset} holds {_kind(feature)}; allowed: a "
             "ClassLabel, integer or string column"
         )
     classes, codes = np.unique(both, return_inverse=True)  # classes in sorted order
-    return codes[: len(train)].astype(np.int64), codes[len(train) :].astype(np.int64), len(classes)
+    names = [str(c) for c in classes]
+    return (
+        codes[: len(train)].astype(np.int64),
+        codes[len(train) :].astype(np.int64),
+        len(names),
+        names,
+    )
 
 
 def _images_into(split, rows: np.ndarray, column: str, out: np.ndarray, where: str) -> None:
@@ -369,7 +377,7 @@ def _decode(train, test, columns: Columns, data_seed: int, folder: Path, dataset
                 f"{dataset} {name} row {rows[i]} is labeled {values[i]}; allowed: labels >= 0 "
                 "(a ClassLabel's -1 means no label: drop such rows)"
             )
-    y_train, y_test, num_classes = _encode_labels(
+    y_train, y_test, num_classes, class_names = _encode_labels(
         train.features[columns.label], *labels, dataset, columns.label
     )
     check_labels(dataset, torch.from_numpy(y_train), torch.from_numpy(y_test), num_classes)
@@ -387,7 +395,12 @@ def _decode(train, test, columns: Columns, data_seed: int, folder: Path, dataset
         _images_into(split, rows, columns.image, pixels, f"{dataset} {name}")
         pixels.flush()
     mean, std = _pixel_stats(np.load(folder / "x_train.npy", mmap_mode="r"))
-    meta = {"num_classes": num_classes, "pixel_mean": mean, "pixel_std": std}
+    meta = {
+        "num_classes": num_classes,
+        "classes": class_names,
+        "pixel_mean": mean,
+        "pixel_std": std,
+    }
     (folder / "meta.json").write_text(json.dumps({**meta, "columns": asdict(columns)}))
 
 
@@ -466,6 +479,7 @@ def load_hf(
         torch.from_numpy(np.load(folder / "y_test.npy")),
         int(meta["num_classes"]),
         train_groups=groups,
+        class_names=tuple(meta.get("classes", ())),  # caches from before names were kept: none
         pixel_mean=mean,
         pixel_std=std,
     )

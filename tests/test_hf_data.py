@@ -118,6 +118,7 @@ def test_saved_dataset_decodes_to_its_pixels_labels_and_writers(tmp_path):
     )
     train, test = source["train"], source["test"]
     assert data.name == "hf:test/writers" and data.num_classes == len(CLASSES)
+    assert data.class_names == CLASSES  # the ClassLabel's names
     assert data.input_shape == (1, 28, 28) and data.x_train.dtype == torch.uint8
     assert len(data.y_train) == N_TRAIN and len(data.y_test) == TEST_PER_CLASS * len(CLASSES)
     for row in (0, 17, N_TRAIN - 1):  # a test split exists: train keeps its order
@@ -376,6 +377,7 @@ def test_sparse_integer_labels_are_refused_beyond_twice_the_distinct_values(
     else:
         data = load_hf("x", data_root=root)
         assert data.num_classes == num_classes and data.y_train.tolist() == labels
+        assert data.class_names == ()  # integers are their own classes
 
 
 def test_string_labels_become_classes_in_sorted_order(tmp_path):
@@ -388,6 +390,7 @@ def test_string_labels_become_classes_in_sorted_order(tmp_path):
     data = load_hf("x", data_root=root, label_column="kind")
     assert data.num_classes == 3
     assert data.y_train.tolist() == [1, 0, 2, 0] and data.y_test.tolist() == [2, 1]
+    assert data.class_names == ("cat", "dog", "emu")  # the label of each class, recorded
 
 
 @pytest.mark.parametrize("name", ["copy.py", "copy.csv", "copy"])
