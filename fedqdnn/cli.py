@@ -409,6 +409,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, FloatingPointError, OSError) as err:
         print(f"fedqdnn: run failed: {err}", file=sys.stderr)
         return 1
+    except Exception as err:  # a bug or an input no check foresaw: one line, traceback kept
+        where = _save_traceback(err, sys.argv[1:] if argv is None else list(argv))
+        message = " ".join(str(err).split())  # one line, whatever the message holds
+        print(
+            f"fedqdnn: internal error: {type(err).__name__}: {message} ({where})", file=sys.stderr
+        )
+        return 1
+
+
+def _save_traceback(err: BaseException, argv: list[str]) -> str:
+    """Write ``err``'s traceback to ``$FEDQDNN_CACHE/errors/<time>-<pid>.log`` (default
+    ``~/.cache/fedqdnn``) and say where, so an unforeseen error costs the user one line."""
+    import os
+    import time
+    import traceback
+
+    from fedqdnn.data_splits import default_cache_dir
+
+    text = "".join(traceback.format_exception(err))
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        path = default_cache_dir() / "errors" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"fedqdnn {' '.join(argv)}\n{text}")
+    except OSError as failed:
+        return f"traceback not saved: {failed}"
+    return f"traceback in {path}"
 
 
 def _interrupted_line(stop, command: str) -> str:

@@ -35,8 +35,12 @@ class DatasetSplits:
     y_test: torch.Tensor
     num_classes: int
     train_groups: np.ndarray | None = None  # natural-partition id of every training sample
+    class_names: tuple[str, ...] = ()  # label of each class when the data name them (hf:)
     pixel_mean: tuple[float, ...] = ()  # per channel, pixels in [0, 1] (uint8 x_train only)
     pixel_std: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_labels(self.name, self.y_train, self.y_test, self.num_classes)
 
     @property
     def in_channels(self) -> int:
@@ -68,6 +72,25 @@ class DatasetSplits:
             digest.update(str((array.dtype.str, array.shape)).encode())
             digest.update(array.data)
         return digest.hexdigest()
+
+
+def check_labels(name: str, y_train: torch.Tensor, y_test: torch.Tensor, num_classes: int) -> None:
+    """Refuse labels nothing can be learned from, or that a ``num_classes``-way output cannot
+    score, in one line: every loader's result passes here before any training."""
+    for split, labels in (("train", y_train), ("test", y_test)):
+        if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
+            raise ValueError(
+                f"{name} {split} has labels {int(labels.min())}..{int(labels.max())}; "
+                f"allowed: 0..{num_classes - 1} (num_classes = {num_classes})"
+            )
+    present = torch.unique(y_train)
+    if len(present) == 0:
+        raise ValueError(f"{name} has no training samples; allowed: at least 2 classes")
+    if num_classes < 2 or len(present) < 2:
+        raise ValueError(
+            f"{name} train has one class (label {int(present[0])}): nothing to learn; accuracy "
+            "would read 100 %; allowed: at least 2 classes"
+        )
 
 
 def standardize_pixels(

@@ -36,6 +36,7 @@ import torch
 from fedqdnn.data_splits import (
     DatasetFilesMissing,
     DatasetSplits,
+    check_labels,
     default_cache_dir,
     standardize_pixels,
 )
@@ -47,6 +48,7 @@ GRAYSCALE_MODES = ("1", "L", "LA")  # PIL modes decoded to one channel; all othe
 LABEL_NAMES = ("label", "labels")  # integer columns taken as labels when there is no ClassLabel
 _DECODE_BATCH = 1024
 LOCAL_COPY_HINT = "a save_to_disk folder, parquet files or an image folder"
+FILE_KINDS = {".parquet": "parquet", ".arrow": "arrow"}  # one-file copies: suffix -> builder
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,12 @@ def _local_splits(dataset: str, root: Path):
             f"data-root {str(root)!r} does not exist; point it at a local copy of {dataset} "
             f"({LOCAL_COPY_HINT})"
         )
+    kind = root.suffix.lower()
+    if root.is_file() and kind not in FILE_KINDS:
+        raise ValueError(
+            f"data-root {str(root)!r} is a {kind or 'suffix-less'} file, not one fedqdnn loads; "
+            f"allowed: a {' or '.join(FILE_KINDS)} file, or a folder ({LOCAL_COPY_HINT})"
+        )
     try:
         if _is_saved_dataset(root):
             saved = datasets.load_from_disk(str(root))
@@ -193,8 +201,7 @@ def _local_splits(dataset: str, root: Path):
                 raise ValueError
             return saved["train"], saved.get("test")
         if root.is_file():
-            kind = root.suffix.lstrip(".")
-            return _federated_splits(kind, data_files={"train": str(root)})
+            return _federated_splits(FILE_KINDS[kind], data_files={"train": str(root)})
         return _federated_splits(str(root))
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetsError) as err:
         raise DatasetFilesMissing(
@@ -236,36 +243,89 @@ def _column(split, column: str) -> np.ndarray:
     return np.asarray(split.select_columns([column]).with_format("numpy")[column])
 
 
-def _encode_labels(feature, train: np.ndarray, test: np.ndarray, dataset: str):
-    """(train codes, test codes, number of classes) of a label column."""
+def _first_null(split, column: str, rows: np.ndarray) -> int | None:
+    """The first of ``rows`` (the split's own row numbers) whose ``column`` is null, or None."""
+    if split.data.column(column).null_count == 0:  # the whole underlying table: no nulls
+        return None
+    table = split.select_columns([column]).with_format("arrow")[:]
+    nulls = table.column(column).is_null().to_numpy(zero_copy_only=False)[rows]
+    return int(rows[np.argmax(nulls)]) if nulls.any() else None
+
+
+def _refuse_nulls(split, split_name: str, columns: Columns, rows: np.ndarray, dataset: str):
+    """One line naming the split, the row and the column of the first missing value."""
+    for what, column in (("image", columns.image), ("label", columns.label)):
+        row = _first_null(split, column, rows)
+        if row is not None:
+            raise ValueError(
+                f"{dataset} {split_name} row {row} has no {what} ({column!r} is null); "
+                f"fedqdnn needs an image and a label in every row: drop or fill such rows"
+            )
+    if columns.group and split_name == "train":
+        row = _first_null(split, columns.group, rows)
+        if row is not None:
+            raise ValueError(
+                f"{dataset} train row {row} has no partition-by value ({columns.group!r} is "
+                "null); drop or fill such rows"
+            )
+
+
+def _encode_labels(feature, train: np.ndarray, test: np.ndarray, dataset: str, column: str):
+    """(train codes, test codes, number of classes, class names) of a label column; the names
+    are a ClassLabel's or the strings in sorted order, none for integers.
+
+    Integer labels are their own classes (classes = max + 1) unless more than half of those
+    would never occur (e.g. labels {0, 999999}): refused, as a sparse output layer would be
+    mostly dead weight. Strings become classes in sorted order.
+    """
     from datasets import ClassLabel
 
     both = np.concatenate([train, test])
-    if isinstance(feature, ClassLabel) or _is_integer(feature):
-        if both.min() < 0:
-            raise ValueError(f"{dataset} has samples labeled {both.min()}; allowed: labels >= 0")
-        num_classes = feature.num_classes if isinstance(feature, ClassLabel) else both.max() + 1
-        return train.astype(np.int64), test.astype(np.int64), int(num_classes)
-    classes, codes = np.unique(both, return_inverse=True)  # strings: classes in sorted order
-    return codes[: len(train)].astype(np.int64), codes[len(train) :].astype(np.int64), len(classes)
+    if isinstance(feature, ClassLabel) or _is_integer(feature):  # labels >= 0: checked before
+        if isinstance(feature, ClassLabel):
+            names = [str(n) for n in feature.names]
+            return train.astype(np.int64), test.astype(np.int64), int(feature.num_classes), names
+        num_classes, distinct = int(both.max()) + 1, len(np.unique(both))
+        if distinct > 1 and num_classes > 2 * distinct:  # one class: check_labels says so
+            raise ValueError(
+                f"label-column {column!r} of {dataset} holds {distinct} distinct integers up to "
+                f"{num_classes - 1}: a {num_classes:,}-way output layer (classes = max + 1); "
+                f"allowed: labels 0..K-1 with at most half of them unused; renumber them or "
+                f"make the column a ClassLabel"
+            )
+        return train.astype(np.int64), test.astype(np.int64), num_classes, []
+    if not _is_string(feature):
+        raise ValueError(
+            f"label-column {column!r} of {dataset} holds {_kind(feature)}; allowed: a "
+            "ClassLabel, integer or string column"
+        )
+    classes, codes = np.unique(both, return_inverse=True)  # classes in sorted order
+    names = [str(c) for c in classes]
+    return (
+        codes[: len(train)].astype(np.int64),
+        codes[len(train) :].astype(np.int64),
+        len(names),
+        names,
+    )
 
 
-def _images_into(split, column: str, out: np.ndarray, dataset: str) -> None:
-    """Decode every image of ``split`` into ``out`` (N, C, H, W) uint8 with torchvision."""
+def _images_into(split, rows: np.ndarray, column: str, out: np.ndarray, where: str) -> None:
+    """Decode the images of ``split`` at ``rows`` into ``out`` (N, C, H, W) uint8 with
+    torchvision; ``where`` names the split in messages (e.g. 'hf:x test')."""
     from torchvision.transforms.v2 import functional as tvf
 
     mode = "L" if out.shape[1] == 1 else "RGB"
     size = (out.shape[3], out.shape[2])  # PIL: (width, height)
-    row = 0
-    for batch in split.select_columns([column]).iter(batch_size=_DECODE_BATCH):
+    i = 0
+    for batch in split.select(rows).select_columns([column]).iter(batch_size=_DECODE_BATCH):
         for image in batch[column]:
             if image.size != size:
                 raise ValueError(
-                    f"image {row} of {dataset} is {image.size[0]}x{image.size[1]} but the first "
-                    f"is {size[0]}x{size[1]}; fedqdnn needs images of one size"
+                    f"{where} row {rows[i]} is a {image.size[0]}x{image.size[1]} image but the "
+                    f"first is {size[0]}x{size[1]}; fedqdnn needs images of one size"
                 )
-            out[row] = tvf.pil_to_tensor(image.convert(mode)).numpy()
-            row += 1
+            out[i] = tvf.pil_to_tensor(image.convert(mode)).numpy()
+            i += 1
 
 
 def _pixel_stats(pixels: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -297,38 +357,50 @@ def _rows(train, test, data_seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _decode(train, test, columns: Columns, data_seed: int, folder: Path, dataset: str) -> None:
-    """Write the decoded splits of one data set into ``folder`` (.npy files + meta.json)."""
+    """Write the decoded splits of one data set into ``folder`` (.npy files + meta.json);
+    missing values and unusable labels are refused in one line before any decoding."""
     if len(train) < 2:
         raise ValueError(f"{dataset} has {len(train)} training samples; allowed: >= 2")
     train_rows, test_rows = _rows(train, test, data_seed)
-    test_source = train if test is None else test
+    test_source, test_name = (train, "train") if test is None else (test, "test")
+    parts = (("train", train, train_rows), (test_name, test_source, test_rows))
+    for name, split, rows in parts:
+        _refuse_nulls(split, name, columns, rows, dataset)
     first = train[0][columns.image]
     channels = 1 if first.mode in GRAYSCALE_MODES else 3
     shape = (channels, first.size[1], first.size[0])
-    label_feature = train.features[columns.label]
-    y_train, y_test, num_classes = _encode_labels(
-        label_feature,
-        _column(train, columns.label)[train_rows],
-        _column(test_source, columns.label)[test_rows],
-        dataset,
+    labels = [_column(split, columns.label)[rows] for _, split, rows in parts]
+    for (name, _, rows), values in zip(parts, labels, strict=True):
+        if values.dtype.kind in "iuf" and len(values) and values.min() < 0:
+            i = int(np.argmin(values))
+            raise ValueError(
+                f"{dataset} {name} row {rows[i]} is labeled {values[i]}; allowed: labels >= 0 "
+                "(a ClassLabel's -1 means no label: drop such rows)"
+            )
+    y_train, y_test, num_classes, class_names = _encode_labels(
+        train.features[columns.label], *labels, dataset, columns.label
     )
+    check_labels(dataset, torch.from_numpy(y_train), torch.from_numpy(y_test), num_classes)
     arrays = {"y_train.npy": y_train, "y_test.npy": y_test}
     if columns.group:
         values = _column(train, columns.group)[train_rows]
         arrays["groups.npy"] = np.unique(values, return_inverse=True)[1].astype(np.int64)
     for file, array in arrays.items():
         np.save(folder / file, array)
-    for file, split, rows in (
-        ("x_train.npy", train, train_rows),
-        ("x_test.npy", test_source, test_rows),
-    ):
+    print(f"fedqdnn: decoding {dataset} once into {folder.parent}", file=sys.stderr, flush=True)
+    for (name, split, rows), file in zip(parts, ("x_train.npy", "x_test.npy"), strict=True):
         pixels = np.lib.format.open_memmap(
             folder / file, mode="w+", dtype=np.uint8, shape=(len(rows), *shape)
         )
-        _images_into(split.select(rows), columns.image, pixels, dataset)
+        _images_into(split, rows, columns.image, pixels, f"{dataset} {name}")
         pixels.flush()
     mean, std = _pixel_stats(np.load(folder / "x_train.npy", mmap_mode="r"))
-    meta = {"num_classes": num_classes, "pixel_mean": mean, "pixel_std": std}
+    meta = {
+        "num_classes": num_classes,
+        "classes": class_names,
+        "pixel_mean": mean,
+        "pixel_std": std,
+    }
     (folder / "meta.json").write_text(json.dumps({**meta, "columns": asdict(columns)}))
 
 
@@ -360,7 +432,6 @@ def _decoded_folder(train, test, columns: Columns, data_seed: int, dataset: str)
     staging = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    print(f"fedqdnn: decoding {dataset} once into {folder}", file=sys.stderr, flush=True)
     try:
         _decode(train, test, columns, data_seed, staging, dataset)
         os.replace(staging, folder)  # atomic; fails if another process finished first
@@ -408,6 +479,7 @@ def load_hf(
         torch.from_numpy(np.load(folder / "y_test.npy")),
         int(meta["num_classes"]),
         train_groups=groups,
+        class_names=tuple(meta.get("classes", ())),  # caches from before names were kept: none
         pixel_mean=mean,
         pixel_std=std,
     )

@@ -121,6 +121,34 @@ def _writers(tmp_path, *extra):
     return ["--dataset", "hf:test/writers", "--data-root", f"{root}", *extra]
 
 
+def _odd_hf(tmp_path, labels: list, images: list | None = None, label_type: str = "int64"):
+    """Flags running a saved hf: data set of 8x8 gray images with ``labels`` (train split only);
+    ``images`` replaces the images (None = missing)."""
+    import datasets
+    from PIL import Image
+
+    images = images if images is not None else [Image.new("L", (8, 8))] * len(labels)
+    features = datasets.Features(image=datasets.Image(), label=datasets.Value(label_type))
+    part = datasets.Dataset.from_dict({"image": images, "label": labels}, features)
+    datasets.disable_progress_bars()  # the command's stderr must be its one line
+    try:
+        part.save_to_disk(str(tmp_path / "odd"))
+    finally:
+        datasets.enable_progress_bars()
+    return ["--dataset", "hf:test/odd", "--data-root", str(tmp_path / "odd")]
+
+
+def _py_file(tmp_path):
+    (tmp_path / "copy.py").write_text("print('hi')\n")
+    return ["--dataset", "hf:test/odd", "--data-root", str(tmp_path / "copy.py")]
+
+
+def _gray(count: int) -> list:
+    from PIL import Image
+
+    return [Image.new("L", (8, 8))] * count
+
+
 @pytest.fixture(autouse=True)
 def _private_decoded_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDQDNN_CACHE", str(tmp_path / "fedqdnn-cache"))
@@ -206,6 +234,30 @@ CASES = {
     "unknown label column": (
         lambda p: _writers(p, "--label-column", "digit"),
         "label-column = 'digit' is not a column of hf:test/writers",
+    ),
+    "hf: a missing image": (
+        lambda p: _odd_hf(p, [0, 1] * 5, images=[*_gray(7), None, *_gray(2)]),
+        "hf:test/odd train row 7 has no image ('image' is null)",
+    ),
+    "hf: a missing string label": (
+        lambda p: [
+            *_odd_hf(p, ["a", "b"] * 2 + [None] + ["a"] * 5, None, "string"),
+            "--label-column",
+            "label",
+        ],
+        "hf:test/odd train row 4 has no label ('label' is null)",
+    ),
+    "hf: one class": (
+        lambda p: _odd_hf(p, [5] * 10),
+        "hf:test/odd train has one class (label 5): nothing to learn; accuracy would read 100 %",
+    ),
+    "hf: sparse integer labels": (
+        lambda p: _odd_hf(p, [0, 999999] * 5),
+        "holds 2 distinct integers up to 999999: a 1,000,000-way output layer",
+    ),
+    "hf: a data-root file we do not load": (
+        _py_file,
+        "is a .py file, not one fedqdnn loads; allowed: a .parquet or .arrow file, or a folder",
     ),
     "natural without partition-by": (
         lambda p: ["--partition", "natural"],
@@ -535,3 +587,25 @@ def test_bad_plot_input_names_file_and_key_and_keeps_old_plots(name, tmp_path, c
     assert f"{tmp_path / filename} " in err and needle in err, err
     assert "\n" not in err
     assert old_png.read_bytes() == b"an earlier plot"
+
+
+def test_an_unforeseen_exception_is_one_line_with_its_traceback_kept(tmp_path, capsys, monkeypatch):
+    """Any exception type no handler expects (here a KeyError from a bug in a command) ends
+    in one line, exit status 1, its traceback in a log file the line names."""
+
+    def buggy(args):
+        raise KeyError("no such\nentry")
+
+    monkeypatch.setattr("fedqdnn.cli._run_plot", buggy)
+    code = _main(["plot", str(tmp_path)])
+    err = _one_line(capsys)
+    assert code == 1, err
+    prefix = "fedqdnn: internal error: KeyError: 'no such\\nentry' (traceback in "
+    assert err.startswith(prefix) and err.endswith(".log)"), err
+    log = tmp_path / "fedqdnn-cache" / "errors" / err[len(prefix) : -1].rsplit("/", 1)[-1]
+    assert err[len(prefix) : -1] == str(log)
+    text = log.read_text()
+    assert text.startswith(f"fedqdnn plot {tmp_path}\nTraceback (most recent call last):")
+    assert 'raise KeyError("no such\\nentry")' in text and text.endswith(
+        "KeyError: 'no such\\nentry'\n"
+    )

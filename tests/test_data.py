@@ -93,3 +93,34 @@ def test_cifar_missing_files_names_path(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="allowed: digits, mnist1d"):
         load_dataset("imagenet")
+
+
+def _splits(y_train, y_test, num_classes):
+    from fedqdnn.data_splits import DatasetSplits
+
+    y_train, y_test = torch.tensor(y_train), torch.tensor(y_test)
+    x_train, x_test = torch.zeros(len(y_train), 1, 2), torch.zeros(len(y_test), 1, 2)
+    return DatasetSplits("toy", x_train, y_train, x_test, y_test, num_classes)
+
+
+@pytest.mark.parametrize(
+    "y_train, y_test, num_classes, needle",
+    [
+        (
+            [2, 2, 2],
+            [2, 0],
+            3,
+            "toy train has one class (label 2): nothing to learn; accuracy would read 100 %",
+        ),
+        ([0, 1], [0, 1], 1, "toy train has labels 0..1; allowed: 0..0 (num_classes = 1)"),
+        ([0, 1, 2], [0, 3], 3, "toy test has labels 0..3; allowed: 0..2 (num_classes = 3)"),
+        ([-1, 1], [0], 2, "toy train has labels -1..1; allowed: 0..1"),
+        ([], [0], 2, "toy has no training samples"),
+    ],
+)
+def test_every_loaders_labels_are_checked(y_train, y_test, num_classes, needle):
+    """Every DatasetSplits (built-in or hf:) is checked when built, before any training."""
+    with pytest.raises(ValueError) as err:
+        _splits(y_train, y_test, num_classes)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    assert _splits([0, 1, 1], [1], 2).num_classes == 2  # two classes: fine

@@ -118,6 +118,7 @@ def test_saved_dataset_decodes_to_its_pixels_labels_and_writers(tmp_path):
     )
     train, test = source["train"], source["test"]
     assert data.name == "hf:test/writers" and data.num_classes == len(CLASSES)
+    assert data.class_names == CLASSES  # the ClassLabel's names
     assert data.input_shape == (1, 28, 28) and data.x_train.dtype == torch.uint8
     assert len(data.y_train) == N_TRAIN and len(data.y_test) == TEST_PER_CLASS * len(CLASSES)
     for row in (0, 17, N_TRAIN - 1):  # a test split exists: train keeps its order
@@ -251,16 +252,166 @@ def test_a_folder_without_data_is_one_line(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_images_of_different_sizes_are_refused(tmp_path):
-    images = [Image.new("L", (28, 28)), Image.new("L", (28, 28)), Image.new("L", (20, 28))]
-    part = datasets.Dataset.from_dict(
-        {"image": images, "label": [0, 1, 0]},
-        datasets.Features(image=IMAGE, label=CLASS),
+def _save(folder: Path, features: datasets.Features, **splits: dict) -> str:
+    """A DatasetDict of ``splits`` (column -> values) written with save_to_disk."""
+    built = {name: datasets.Dataset.from_dict(cols, features) for name, cols in splits.items()}
+    datasets.DatasetDict(built).save_to_disk(str(folder))
+    return str(folder)
+
+
+def _grays(count: int, odd: dict[int, tuple[int, int]] | None = None) -> list:
+    """``count`` 28x28 grayscale images, except rows in ``odd`` (row -> (width, height))."""
+    return [Image.new("L", (odd or {}).get(i, (28, 28)), color=i) for i in range(count)]
+
+
+def _refused(root: str, needle: str, **kwargs) -> str:
+    with pytest.raises(ValueError) as err:
+        load_hf("x", data_root=root, **kwargs)
+    message = str(err.value)
+    assert needle in message and "\n" not in message, message
+    assert list(hf_data.cache_root().glob("*")) == []  # nothing half-written left behind
+    return message
+
+
+def test_images_of_different_sizes_are_refused_naming_split_and_row(tmp_path):
+    """The row is the data set's own (not the index among the rows kept for training)."""
+    features = datasets.Features(image=IMAGE, label=CLASS)
+    held_out = _save(
+        tmp_path / "held",
+        features,
+        train={"image": _grays(5, {4: (20, 28)}), "label": [0, 1] * 2 + [0]},
     )
-    part.save_to_disk(str(tmp_path / "mixed"))
-    with pytest.raises(ValueError, match="is 20x28 but the first is 28x28; fedqdnn needs images"):
-        load_hf("x", data_root=str(tmp_path / "mixed"))
-    assert list(hf_data.cache_root().iterdir()) == []  # nothing half-written left behind
+    _refused(held_out, "hf:x train row 4 is a 20x28 image but the first is 28x28; fedqdnn needs")
+    with_test = _save(
+        tmp_path / "test",
+        features,
+        train={"image": _grays(4), "label": [0, 1, 0, 1]},
+        test={"image": _grays(3, {1: (28, 30)}), "label": [0, 1, 0]},
+    )
+    _refused(with_test, "hf:x test row 1 is a 28x30 image but the first is 28x28")
+
+
+@pytest.mark.parametrize(
+    "train, test, needle",
+    [
+        (
+            {"image": [*_grays(3), None], "label": [0, 1, 0, 1]},
+            None,
+            "hf:x train row 3 has no image ('image' is null)",
+        ),
+        (
+            {"image": _grays(4), "label": [0, 1, 0, 1]},
+            {"image": _grays(3), "label": [0, None, 1]},
+            "hf:x test row 1 has no label ('label' is null)",
+        ),
+        (
+            {"image": _grays(4), "label": [0, -1, 0, 1]},
+            {"image": _grays(2), "label": [0, 1]},
+            "hf:x train row 1 is labeled -1; allowed: labels >= 0 (a ClassLabel's -1 means "
+            "no label",
+        ),
+    ],
+)
+def test_missing_images_and_labels_name_split_and_row(tmp_path, train, test, needle):
+    splits = {"train": train} if test is None else {"train": train, "test": test}
+    _refused(_save(tmp_path / "d", datasets.Features(image=IMAGE, label=CLASS), **splits), needle)
+
+
+def test_null_string_labels_and_writer_ids_are_refused(tmp_path):
+    features = datasets.Features(image=IMAGE, name=STR, writer=STR)
+    root = _save(
+        tmp_path / "d",
+        features,
+        train={"image": _grays(4), "name": ["a", "b", None, "a"], "writer": ["u", None, "v", "v"]},
+        test={"image": _grays(2), "name": ["a", "b"], "writer": ["u", "v"]},
+    )
+    _refused(root, "hf:x train row 2 has no label ('name' is null)", label_column="name")
+    fixed = _save(
+        tmp_path / "e",
+        features,
+        train={"image": _grays(4), "name": ["a", "b", "b", "a"], "writer": ["u", None, "v", "v"]},
+        test={"image": _grays(2), "name": ["a", "b"], "writer": ["u", "v"]},
+    )
+    _refused(
+        fixed,
+        "hf:x train row 1 has no partition-by value ('writer' is null)",
+        label_column="name",
+        group_column="writer",
+    )
+
+
+def test_one_class_is_refused(tmp_path):
+    root = _save(
+        tmp_path / "d",
+        datasets.Features(image=IMAGE, label=INT),
+        train={"image": _grays(4), "label": [3, 3, 3, 3]},
+        test={"image": _grays(2), "label": [3, 3]},
+    )
+    _refused(
+        root, "hf:x train has one class (label 3): nothing to learn; accuracy would read 100 %"
+    )
+
+
+@pytest.mark.parametrize(
+    "labels, num_classes",
+    [([0, 999999, 0, 999999], None), ([1, 2, 1, 2], 3), ([0, 3, 0, 3], 4), ([0, 4, 0, 4], None)],
+)
+def test_sparse_integer_labels_are_refused_beyond_twice_the_distinct_values(
+    tmp_path, labels, num_classes
+):
+    """classes = max + 1 while at most half of them are unused (2 distinct: up to 4 classes)."""
+    root = _save(
+        tmp_path / "d",
+        datasets.Features(image=IMAGE, label=INT),
+        train={"image": _grays(4), "label": labels},
+        test={"image": _grays(2), "label": labels[:2]},
+    )
+    if num_classes is None:
+        top = max(labels) + 1
+        _refused(
+            root,
+            f"label-column 'label' of hf:x holds 2 distinct integers up to {top - 1}: a "
+            f"{top:,}-way output layer (classes = max + 1); allowed: labels 0..K-1 with at most "
+            "half of them unused",
+        )
+    else:
+        data = load_hf("x", data_root=root)
+        assert data.num_classes == num_classes and data.y_train.tolist() == labels
+        assert data.class_names == ()  # integers are their own classes
+
+
+def test_string_labels_become_classes_in_sorted_order(tmp_path):
+    root = _save(
+        tmp_path / "d",
+        datasets.Features(image=IMAGE, kind=STR),
+        train={"image": _grays(4), "kind": ["dog", "cat", "emu", "cat"]},
+        test={"image": _grays(2), "kind": ["emu", "dog"]},
+    )
+    data = load_hf("x", data_root=root, label_column="kind")
+    assert data.num_classes == 3
+    assert data.y_train.tolist() == [1, 0, 2, 0] and data.y_test.tolist() == [2, 1]
+    assert data.class_names == ("cat", "dog", "emu")  # the label of each class, recorded
+
+
+@pytest.mark.parametrize("name", ["copy.py", "copy.csv", "copy"])
+def test_a_file_of_a_type_we_do_not_load_is_one_line(tmp_path, name):
+    (tmp_path / name).write_text("print('hi')\n")
+    with pytest.raises(ValueError) as err:
+        load_hf("x", data_root=str(tmp_path / name))
+    kind = name[4:] or "suffix-less"
+    assert str(err.value) == (
+        f"data-root '{tmp_path / name}' is a {kind} file, not one fedqdnn loads; allowed: a "
+        ".parquet or .arrow file, or a folder (a save_to_disk folder, parquet files or an image "
+        "folder)"
+    )
+
+
+def test_one_arrow_file_loads_like_the_saved_copy(tmp_path):
+    saved = load_hf("t/w", data_root=str(save_writers(tmp_path / "saved")))
+    (arrow,) = (tmp_path / "saved" / "train").glob("*.arrow")
+    single = load_hf("t/w", data_root=str(arrow))  # train only: a seeded hold-out
+    assert len(single.y_train) + len(single.y_test) == N_TRAIN
+    assert single.num_classes == saved.num_classes
 
 
 def test_natural_fleet_has_one_device_per_writer(tmp_path):
