@@ -290,7 +290,12 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     from fedqdnn.federated.resources import checked_resources
     from fedqdnn.federated.supervisor import simulate_supervised
-    from simulations.compare import convergence_table, run_comparison, summary_table
+    from simulations.compare import (
+        check_arms_and_seeds,
+        convergence_table,
+        run_comparison,
+        summary_table,
+    )
     from strategies.arms import default_arms, get_arm
 
     given = ",".join(default_arms()) if args.arms is None else args.arms
@@ -306,6 +311,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds {args.seeds!r} is not a comma list of integers") from None
     if not seeds:
         raise ValueError("--seeds is empty; give e.g. 0,1,2")
+    check_arms_and_seeds(names, seeds)  # before any resource is checked or data loaded
     resources = checked_resources(args.cpus_per_client, args.gpus_per_client)
     cfg = scenario_config(args)
     simulate_fn = functools.partial(simulate_supervised, resources=resources)

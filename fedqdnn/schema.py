@@ -341,6 +341,8 @@ class Comparison(_Result):
     versions: dict[str, str | None]
     wall_seconds: float
     non_finite_values: dict[str, str] | None = None
+    # distinct seeds behind each mean (rows, tables, plots); absent in files written before
+    distinct_seeds: int | None = None
 
 
 def run_key(arm: str, seed: int) -> str:

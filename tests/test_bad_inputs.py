@@ -425,6 +425,8 @@ def test_train_refuses_a_file_and_a_finished_result_before_training(tmp_path, ca
         (["compare", "--lr", "nan"], "lr = 'nan'"),
         (["compare", "--device", "tpu"], "device = 'tpu' is not allowed"),
         (["compare", "--gpus-per-client", "-1"], "--gpus-per-client"),
+        (["compare", "--arms", "fedqdnn,fedqdnn"], "arm 'fedqdnn' is given twice"),
+        (["compare", "--seeds", "1,1"], "seed 1 is given twice (seeds 1,1)"),
     ],
 )
 def test_bad_compare_input_leaves_a_comparison_untouched(argv, needle, capsys, tmp_path):
@@ -436,6 +438,19 @@ def test_bad_compare_input_leaves_a_comparison_untouched(argv, needle, capsys, t
     err = _one_line(capsys)
     assert code == 2 and needle in err, err
     assert all((out / n).read_text() == OLD for n in ("comparison.json", "comparison.csv"))
+
+
+def test_run_comparison_refuses_a_repeated_arm_or_seed(tmp_path):
+    """Not only the CLI: a repeated seed would make one run count as several in every mean."""
+    from simulations.compare import run_comparison
+    from simulations.scenarios import load_scenario
+
+    cfg = load_scenario("three-tier")
+    with pytest.raises(ValueError, match="seed 0 is given twice"):
+        run_comparison(cfg, ["fedqdnn"], [0, 1, 0], tmp_path / "o")
+    with pytest.raises(ValueError, match="arm 'per-tier' is given twice"):
+        run_comparison(cfg, ["per-tier", "fedqdnn", "per-tier"], [0], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 def test_compare_refuses_a_finished_comparison(tmp_path, capsys):
