@@ -68,11 +68,14 @@ def parse_tiers(spec: object) -> object:
     for item in (s.strip() for s in spec.split(",") if s.strip()):
         name, sep, value = item.partition(":")
         try:
-            tiers[name.strip()] = float(value)
+            share = float(value)
         except ValueError:
             sep = ""
         if not sep:
             raise ValueError(f"tier entry {item!r} is not NAME:PROPORTION, e.g. 'cpu-fp32:0.5'")
+        if name.strip() in tiers:  # as a TOML [tiers] table refuses a repeated key
+            raise ValueError(f"tier {name.strip()!r} is given twice; give each tier once")
+        tiers[name.strip()] = share
     return tiers
 
 
@@ -264,6 +267,11 @@ class FederatedConfig(BaseModel):
                 raise ValueError(
                     f"mode-start entry {bits}:{start} is not allowed: a mode of the model "
                     f"above its lowest ({self.bits[0]}-bit, trained from round 1), ROUND >= 1"
+                )
+            if start > self.rounds:  # the mode would never train, yet be reported
+                raise ValueError(
+                    f"mode-start entry {bits}:{start} is not allowed: ROUND must be <= "
+                    f"rounds = {self.rounds} (the {bits}-bit mode would never train)"
                 )
         systems = (
             self.availability

@@ -241,10 +241,12 @@ def run_comparison(
     of :func:`~fedqdnn.federated.simulation.simulate`.
     """
     check_arms_and_seeds(arms, seeds)
-    for name in arms:
-        get_arm(name)  # fail before any work
-    for seed in seeds:
-        cfg.replace(seed=seed)
+    for name in arms:  # every run each arm needs is valid at each seed: fail before any work
+        for seed in seeds:
+            try:
+                get_arm(name).plan(cfg.replace(seed=seed))
+            except ValueError as err:
+                raise ValueError(f"arm {name!r}: {err}") from None
     with claim(Path(out), overwrite=overwrite):
         return _compare(cfg, arms, seeds, Path(out), simulate_fn)
 

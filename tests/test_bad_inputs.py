@@ -139,6 +139,14 @@ CASES = {
         lambda p: ["--tiers", "mcu-int2:0.5,cpu-fp32:0.2"],
         "sum to 0.7",
     ),
+    "a tier given twice": (
+        lambda p: ["--tiers", "mcu-int2:0.5,cpu-fp32:0.5,mcu-int2:0.5"],
+        "tier 'mcu-int2' is given twice",
+    ),
+    "a mode starting after the last round": (
+        lambda p: ["--mode-start", "32:999", "--rounds", "1"],
+        "mode-start entry 32:999 is not allowed: ROUND must be <= rounds = 1",
+    ),
     "alpha <= 0": (lambda p: ["--alpha", "0"], "alpha = '0'"),
     "alpha nan": (lambda p: ["--alpha", "nan"], "alpha = 'nan'"),
     "alpha inf": (lambda p: ["--alpha", "inf"], "alpha = 'inf'"),
@@ -427,6 +435,7 @@ def test_train_refuses_a_file_and_a_finished_result_before_training(tmp_path, ca
         (["compare", "--gpus-per-client", "-1"], "--gpus-per-client"),
         (["compare", "--arms", "fedqdnn,fedqdnn"], "arm 'fedqdnn' is given twice"),
         (["compare", "--seeds", "1,1"], "seed 1 is given twice (seeds 1,1)"),
+        (["compare", "--arms", "fedqdnn,ascending"], "arm 'ascending': mode-start entry 32:30"),
     ],
 )
 def test_bad_compare_input_leaves_a_comparison_untouched(argv, needle, capsys, tmp_path):

@@ -57,7 +57,9 @@ def test_strings_parse_once_into_typed_fields():
     assert cfg.optim == OptimConfig(Optimizer.SGD, 0.002, 0.9, 0.0, 16, False)  # lr: the default
     assert cfg.to_flat()["slowdown"] == "cpu-fp32:4:8,mcu-int2:6:2.5"
     assert cfg.to_flat()["participants"] == "0,3,7"
-    research = from_flat({"mode-weights": "32:2", "mode-start": "32:40", "bn": "shared-affine"})
+    research = from_flat(
+        {"mode-weights": "32:2", "mode-start": "32:40", "rounds": 40, "bn": "shared-affine"}
+    )
     assert research.loss.weight_of(32) == 2.0 and research.mode_start == ((32, 40),)
     assert from_flat(research.to_flat()) == research
 
@@ -123,6 +125,12 @@ def test_data_source_is_one_section_shared_with_centralized_jobs():
         ({"mode-start": "2:5"}, "mode-start entry 2:5"),
         ({"mode-start": "8:5"}, "mode-start entry 8:5"),
         ({"mode-start": "32"}, "BITS:VALUE"),
+        (
+            {"mode-start": "32:999", "rounds": 1},
+            "mode-start entry 32:999 is not allowed: ROUND must be <= rounds = 1",
+        ),
+        ({"tiers": "mcu-int2:0.5,cpu-fp32:0.5,mcu-int2:0.5"}, "tier 'mcu-int2' is given twice"),
+        ({"tiers": "mcu-int2:0.5,mcu-int2:0.5"}, "tier 'mcu-int2' is given twice"),
         ({"mode-weights": "32:-1"}, "mode-weights"),
         ({"server-optimizer": "sgd"}, "server-optimizer = 'sgd'"),
         ({"server-momentum": 1.0}, "server-momentum = 1.0"),
