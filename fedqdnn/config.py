@@ -24,7 +24,12 @@ from pydantic import model_validator as _model_validator
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.data import is_hf_name
 from fedqdnn.data_source import DataSource
-from fedqdnn.hardware import PROPORTION_TOLERANCE, get_profile
+from fedqdnn.hardware import (
+    PROPORTION_TOLERANCE,
+    assign_profiles,
+    fleet_lowest_top_mode,
+    get_profile,
+)
 from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.model_options import BN, DEVICE, LEARNABLE_CLIP, MODEL, DeviceSpec, ModelName
@@ -333,6 +338,22 @@ class FederatedConfig(BaseModel):
         """Whether nodes serve devices in turn (the message names the device) rather than each
         node being one device. Flower's own FedAvg addresses nodes itself: never pooled."""
         return self.max_nodes > 0 and self.aggregation == Aggregation.FEDQDNN
+
+    def untrained_modes(self) -> tuple[int, ...]:
+        """The model's modes no participating device trains in any round (under its tier and
+        ``train-modes``): they are still evaluated centrally, at whatever the shared weights
+        give them. A legitimate choice for baselines (lowest-common, top-only, one tier's
+        run), so the run warns and records them rather than refusing; () while ``num-clients
+        = 0`` is unresolved."""
+        if self.num_clients == 0:
+            return ()
+        tiers = assign_profiles(self.num_clients, self.tiers, self.seed)
+        lowest_top = fleet_lowest_top_mode(list(self.tiers), self.bits)
+        trained: set[int] = set()
+        for tier in {tiers[p] for p in self.participant_ids}:
+            runnable = get_profile(tier).affordable_modes(self.bits)
+            trained.update(self.train_modes.modes(runnable, lowest_top))
+        return tuple(b for b in self.bits if b not in trained)
 
     @property
     def num_nodes(self) -> int:

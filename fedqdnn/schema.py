@@ -289,6 +289,9 @@ class RunResults(_Result):
     versions: dict[str, str | None]
     wall_seconds: float
     non_finite_values: dict[str, str] | None = None  # fedqdnn.files: nulls written for NaN/inf
+    # modes no participating device trains (FederatedConfig.untrained_modes): their accuracy
+    # is that of an untrained mode; None in files written before this field
+    untrained_modes: list[int] | None = None
 
 
 # ---------------------------------------------------------------- comparison.json

@@ -7,6 +7,7 @@ import pytest
 from fedqdnn.centralized import TrainJob, make_job
 from fedqdnn.config import FLAT_KEYS, FederatedConfig, from_flat, parse_tiers
 from fedqdnn.data_source import DataSource
+from fedqdnn.fleet import device_tier
 from fedqdnn.losses import ConsistencyConfig, Teacher
 from fedqdnn.policies import TrainModes
 from fedqdnn.round_plan import Slowdown
@@ -178,3 +179,18 @@ def test_every_preset_validates():
     assert "three-tier" in names
     for name in names:
         assert isinstance(load_scenario(name), FederatedConfig)
+
+
+def test_untrained_modes_follow_tiers_policy_and_participants():
+    """Hand cases on the three-tier fleet (mcu-int2 runs 2; phone-npu-int4 up to 8; cpu-fp32
+    every mode): which modes no participating device ever trains."""
+    cfg = FederatedConfig()
+    assert cfg.untrained_modes() == ()
+    assert cfg.replace(train_modes="top").untrained_modes() == ()  # each tier its top
+    assert cfg.replace(train_modes="lowest-common").untrained_modes() == (4, 32)
+    assert cfg.replace(train_modes="fp32").untrained_modes() == (2, 4)
+    no_cpu = cfg.replace(tiers="mcu-int2:0.5,phone-npu-int4:0.5")
+    assert no_cpu.untrained_modes() == (32,)
+    tiers = [device_tier(cfg, p) for p in range(cfg.num_clients)]
+    mcu = [p for p, t in enumerate(tiers) if t == "mcu-int2"]
+    assert cfg.replace(participants=tuple(mcu)).untrained_modes() == (4, 32)
