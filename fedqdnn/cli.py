@@ -254,15 +254,20 @@ def _run_simulate(args: argparse.Namespace) -> int:
         out = args.resume
     else:
         cfg = scenario_config(args)
-    results = simulate_supervised(
-        cfg,
-        out,
-        resources,
-        resume=checkpoint is not None,
-        checkpoint=checkpoint,
-        overwrite=args.overwrite,
-        verbose=args.verbose,
-    )
+    try:
+        results = simulate_supervised(
+            cfg,
+            out,
+            resources,
+            resume=checkpoint is not None,
+            checkpoint=checkpoint,
+            overwrite=args.overwrite,
+            verbose=args.verbose,
+        )
+    except RuntimeError as err:  # the run failed (e.g. a full disk): what is kept, what next
+        from fedqdnn.federated.run_folder import continue_hint
+
+        raise RuntimeError(f"{err}; {continue_hint(Path(out))}") from None
     print(format_federated_table(results))
     print(f"results and plots written to {out}")
     return 0
@@ -416,9 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupted_line(stop, command: str) -> str:
     """What an interrupted command reached and kept, and how to continue."""
-    import shlex
-
-    from fedqdnn.federated.run_folder import checkpoint_round
+    from fedqdnn.federated.run_folder import continue_hint
 
     line = str(stop)
     if command == "compare":
@@ -432,13 +435,7 @@ def _interrupted_line(stop, command: str) -> str:
         line += f" in round {done + 1} of {total}"
     else:
         line += " while writing the results"
-    kept = checkpoint_round(stop.out)
-    if kept is None:
-        return f"{line}; no checkpoint was written, run the same command again to start over"
-    return (
-        f"{line}; the checkpoint of round {kept} is kept, continue with: "
-        f"fedqdnn simulate --resume {shlex.quote(str(stop.out))}"
-    )
+    return f"{line}; {continue_hint(stop.out)}"
 
 
 if __name__ == "__main__":

@@ -559,3 +559,29 @@ def test_bad_plot_input_names_file_and_key_and_keeps_old_plots(name, tmp_path, c
     assert f"{tmp_path / filename} " in err and needle in err, err
     assert "\n" not in err
     assert old_png.read_bytes() == b"an earlier plot"
+
+
+def test_a_run_ending_on_a_full_disk_names_the_file_and_the_resume_command(
+    tmp_path, capsys, monkeypatch
+):
+    """The child's one line (what ``write_bytes_atomic`` raised in the ServerApp) reaches the
+    user with what survives: the round-1 checkpoint and the command that continues from it."""
+    from fedqdnn.federated.supervisor import _Progress
+
+    out = tmp_path / "run"
+    failed = f"[Errno 28] cannot write {out}/checkpoint/state.json: No space left on device"
+
+    def full_disk(prepared, lock_fd, progress):
+        (out / "checkpoint").mkdir()
+        (out / "checkpoint" / "state.json").write_text('{"round": 1}')  # round 2's failed
+        return _Progress(rounds_done=1, error=failed, exit_code=1)
+
+    monkeypatch.setattr("fedqdnn.federated.supervisor._supervise", full_disk)
+    code = _main(["simulate", "--num-clients", "3", "--rounds", "3", "--out", str(out)])
+    err = _one_line(capsys)
+    assert code == 1, err
+    assert f"cannot write {out}/checkpoint/state.json: No space left on device" in err, err
+    assert f"the checkpoint of round 1 is kept, continue with: fedqdnn simulate --resume {out}" in (
+        err
+    ), err
+    assert (out / "checkpoint" / "state.json").read_text() == '{"round": 1}'

@@ -72,6 +72,20 @@ def checkpoint_round(out: Path) -> int | None:
         return None
 
 
+def continue_hint(out: Path) -> str:
+    """How to go on after a run in ``out`` stopped: resume from its checkpoint when one
+    survives (the last round written in full), else start over."""
+    import shlex
+
+    kept = checkpoint_round(out)
+    if kept is None:
+        return "no checkpoint was written, run the same command again to start over"
+    return (
+        f"the checkpoint of round {kept} is kept, continue with: "
+        f"fedqdnn simulate --resume {shlex.quote(str(out))}"
+    )
+
+
 def holding(out: Path) -> str | None:
     """What ``out`` holds that a new run would overwrite, in words; None if nothing.
 
