@@ -336,6 +336,18 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_plot)
 
 
+def _is_centralized(path: Path) -> bool:
+    """Whether results.json at ``path`` is what ``fedqdnn train`` writes (accuracy per mode,
+    no rounds), not a federated run's (anything unreadable is left to the checked read)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "accuracy_by_bits" in data and "history" not in data
+
+
 def _run_plot(args: argparse.Namespace) -> int:
     from fedqdnn.schema import COMPARISON_FILE, RESULTS_FILE
 
@@ -348,6 +360,12 @@ def _run_plot(args: argparse.Namespace) -> int:
     elif results.is_file():
         from fedqdnn.federated.report import read_results
         from fedqdnn.federated.report_plots import plot_results
+
+        if _is_centralized(results):
+            raise ValueError(
+                f"{results} is a centralized training result (fedqdnn train), which has no "
+                "plots; fedqdnn plot redraws those of a simulate or compare folder"
+            )
 
         paths = plot_results(args.directory, read_results(results))
     else:

@@ -16,6 +16,7 @@ from safetensors.numpy import save_file
 
 from fedqdnn.cli import main
 from fedqdnn.federated.run_folder import claim, run_identity
+from fedqdnn.schema import LOCK_FILE
 from tests.hf_helpers import save_writers
 
 HAS_CUDA = torch.cuda.is_available()
@@ -234,6 +235,10 @@ CASES = {
         lambda p: _scenario(p, bytes(range(128, 256))),
         "scenario.toml: not UTF-8 text",
     ),
+    "scenario with a byte-order mark and a bad key": (  # the BOM is read, the key named
+        lambda p: _scenario(p, b"\xef\xbb\xbfroundz = 3\n"),
+        "unknown config key 'roundz'",
+    ),
     "scenario naming a folder": (
         lambda p: ["--scenario", str(p)],
         "is a folder; give a .toml file",
@@ -288,6 +293,19 @@ CASES = {
     "checkpoint round past the run's total": (
         lambda p: _run_folder(p, edit_state=_set("round", 99)),
         "round = 99 is not allowed: the run has 12 rounds",
+    ),
+    "last-round checkpoint with a short history": (
+        lambda p: _run_folder(p, edit_state=_set("round", 12)),
+        "history.round_seconds lacks round 2 of the 12 rounds done; start the run again",
+    ),
+    "last-round checkpoint without its final evaluation": (
+        lambda p: _run_folder(
+            p,
+            edit_state=lambda d: d.update(
+                round=12, history={"round_seconds": {str(r): 1.0 for r in range(1, 13)}}
+            ),
+        ),
+        "history.evaluate_metrics_serverapp lacks round 12 of the final window [12]",
     ),
     "checkpoint with an edited seed": (
         lambda p: _run_folder(p, edit_state=_set_config("seed", 7)),
@@ -585,3 +603,50 @@ def test_a_run_ending_on_a_full_disk_names_the_file_and_the_resume_command(
         err
     ), err
     assert (out / "checkpoint" / "state.json").read_text() == '{"round": 1}'
+
+
+def test_a_scenario_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors start UTF-8 files with a BOM; it is not TOML's "Invalid statement"."""
+    from simulations.scenarios import load_scenario
+
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbfrounds = 3\n")
+    assert load_scenario(str(path)).rounds == 3
+
+
+def test_a_bad_ray_address_from_the_environment_names_the_variable(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(OLD)
+    code = _main(["simulate", "--out", str(out), "--overwrite"])
+    err = _one_line(capsys)
+    assert code == 2, err
+    assert "RAY_ADDRESS=127.0.0.1:1 (from the environment): cannot reach a Ray cluster" in err
+    assert "unset RAY_ADDRESS" in err and "--ray-address" not in err, err
+    assert (out / "results.json").read_text() == OLD
+
+
+def test_plot_of_a_centralized_training_result_says_so(tmp_path, capsys):
+    trained = json.dumps({"accuracy_by_bits": {"2": 0.5}, "config": {}, "device": "cpu"})
+    (tmp_path / "results.json").write_text(trained)
+    code = _main(["plot", str(tmp_path)])
+    err = _one_line(capsys)
+    assert code == 2 and "is a centralized training result (fedqdnn train)" in err, err
+    assert "which has no plots" in err and "another fedqdnn version" not in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    assert (tmp_path / "results.json").read_text() == trained
+
+
+def test_resume_of_a_folder_in_use_names_resume(tmp_path, capsys):
+    args = _run_folder(tmp_path)
+    run_dir = tmp_path / "run"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with claim(run_dir, resume=True):
+        code = _main(["simulate", *args])
+    err = _one_line(capsys)
+    assert code == 2, err
+    assert f"--resume {run_dir} is in use by another fedqdnn run (pid {os.getpid()})" in err
+    assert "--out" not in err and "choose another folder" not in err, err
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+    assert after == {p: b for p, b in before.items() if p.name != LOCK_FILE}
