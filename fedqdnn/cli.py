@@ -254,15 +254,20 @@ def _run_simulate(args: argparse.Namespace) -> int:
         out = args.resume
     else:
         cfg = scenario_config(args)
-    results = simulate_supervised(
-        cfg,
-        out,
-        resources,
-        resume=checkpoint is not None,
-        checkpoint=checkpoint,
-        overwrite=args.overwrite,
-        verbose=args.verbose,
-    )
+    try:
+        results = simulate_supervised(
+            cfg,
+            out,
+            resources,
+            resume=checkpoint is not None,
+            checkpoint=checkpoint,
+            overwrite=args.overwrite,
+            verbose=args.verbose,
+        )
+    except RuntimeError as err:  # the run failed (e.g. a full disk): what is kept, what next
+        from fedqdnn.federated.run_folder import continue_hint
+
+        raise RuntimeError(f"{err}; {continue_hint(Path(out))}") from None
     print(format_federated_table(results))
     print(f"results and plots written to {out}")
     return 0
@@ -290,7 +295,12 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     from fedqdnn.federated.resources import checked_resources
     from fedqdnn.federated.supervisor import simulate_supervised
-    from simulations.compare import convergence_table, run_comparison, summary_table
+    from simulations.compare import (
+        check_arms_and_seeds,
+        convergence_table,
+        run_comparison,
+        summary_table,
+    )
     from strategies.arms import default_arms, get_arm
 
     given = ",".join(default_arms()) if args.arms is None else args.arms
@@ -306,6 +316,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds {args.seeds!r} is not a comma list of integers") from None
     if not seeds:
         raise ValueError("--seeds is empty; give e.g. 0,1,2")
+    check_arms_and_seeds(names, seeds)  # before any resource is checked or data loaded
     resources = checked_resources(args.cpus_per_client, args.gpus_per_client)
     cfg = scenario_config(args)
     simulate_fn = functools.partial(simulate_supervised, resources=resources)
@@ -328,6 +339,18 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_plot)
 
 
+def _is_centralized(path: Path) -> bool:
+    """Whether results.json at ``path`` is what ``fedqdnn train`` writes (accuracy per mode,
+    no rounds), not a federated run's (anything unreadable is left to the checked read)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "accuracy_by_bits" in data and "history" not in data
+
+
 def _run_plot(args: argparse.Namespace) -> int:
     from fedqdnn.schema import COMPARISON_FILE, RESULTS_FILE
 
@@ -340,6 +363,12 @@ def _run_plot(args: argparse.Namespace) -> int:
     elif results.is_file():
         from fedqdnn.federated.report import read_results
         from fedqdnn.federated.report_plots import plot_results
+
+        if _is_centralized(results):
+            raise ValueError(
+                f"{results} is a centralized training result (fedqdnn train), which has no "
+                "plots; fedqdnn plot redraws those of a simulate or compare folder"
+            )
 
         paths = plot_results(args.directory, read_results(results))
     else:
@@ -440,9 +469,7 @@ def _save_traceback(err: BaseException, argv: list[str]) -> str:
 
 def _interrupted_line(stop, command: str) -> str:
     """What an interrupted command reached and kept, and how to continue."""
-    import shlex
-
-    from fedqdnn.federated.run_folder import checkpoint_round
+    from fedqdnn.federated.run_folder import continue_hint
 
     line = str(stop)
     if command == "compare":
@@ -456,13 +483,7 @@ def _interrupted_line(stop, command: str) -> str:
         line += f" in round {done + 1} of {total}"
     else:
         line += " while writing the results"
-    kept = checkpoint_round(stop.out)
-    if kept is None:
-        return f"{line}; no checkpoint was written, run the same command again to start over"
-    return (
-        f"{line}; the checkpoint of round {kept} is kept, continue with: "
-        f"fedqdnn simulate --resume {shlex.quote(str(stop.out))}"
-    )
+    return f"{line}; {continue_hint(stop.out)}"
 
 
 if __name__ == "__main__":

@@ -24,7 +24,12 @@ from pydantic import model_validator as _model_validator
 from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.data import is_hf_name
 from fedqdnn.data_source import DataSource
-from fedqdnn.hardware import PROPORTION_TOLERANCE, get_profile
+from fedqdnn.hardware import (
+    PROPORTION_TOLERANCE,
+    assign_profiles,
+    fleet_lowest_top_mode,
+    get_profile,
+)
 from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.model_options import BN, DEVICE, LEARNABLE_CLIP, MODEL, DeviceSpec, ModelName
@@ -68,11 +73,14 @@ def parse_tiers(spec: object) -> object:
     for item in (s.strip() for s in spec.split(",") if s.strip()):
         name, sep, value = item.partition(":")
         try:
-            tiers[name.strip()] = float(value)
+            share = float(value)
         except ValueError:
             sep = ""
         if not sep:
             raise ValueError(f"tier entry {item!r} is not NAME:PROPORTION, e.g. 'cpu-fp32:0.5'")
+        if name.strip() in tiers:  # as a TOML [tiers] table refuses a repeated key
+            raise ValueError(f"tier {name.strip()!r} is given twice; give each tier once")
+        tiers[name.strip()] = share
     return tiers
 
 
@@ -265,6 +273,11 @@ class FederatedConfig(BaseModel):
                     f"mode-start entry {bits}:{start} is not allowed: a mode of the model "
                     f"above its lowest ({self.bits[0]}-bit, trained from round 1), ROUND >= 1"
                 )
+            if start > self.rounds:  # the mode would never train, yet be reported
+                raise ValueError(
+                    f"mode-start entry {bits}:{start} is not allowed: ROUND must be <= "
+                    f"rounds = {self.rounds} (the {bits}-bit mode would never train)"
+                )
         systems = (
             self.availability
             or self.deadline_seconds
@@ -325,6 +338,22 @@ class FederatedConfig(BaseModel):
         """Whether nodes serve devices in turn (the message names the device) rather than each
         node being one device. Flower's own FedAvg addresses nodes itself: never pooled."""
         return self.max_nodes > 0 and self.aggregation == Aggregation.FEDQDNN
+
+    def untrained_modes(self) -> tuple[int, ...]:
+        """The model's modes no participating device trains in any round (under its tier and
+        ``train-modes``): they are still evaluated centrally, at whatever the shared weights
+        give them. A legitimate choice for baselines (lowest-common, top-only, one tier's
+        run), so the run warns and records them rather than refusing; () while ``num-clients
+        = 0`` is unresolved."""
+        if self.num_clients == 0:
+            return ()
+        tiers = assign_profiles(self.num_clients, self.tiers, self.seed)
+        lowest_top = fleet_lowest_top_mode(list(self.tiers), self.bits)
+        trained: set[int] = set()
+        for tier in {tiers[p] for p in self.participant_ids}:
+            runnable = get_profile(tier).affordable_modes(self.bits)
+            trained.update(self.train_modes.modes(runnable, lowest_top))
+        return tuple(b for b in self.bits if b not in trained)
 
     @property
     def num_nodes(self) -> int:

@@ -27,15 +27,28 @@ NON_FINITE_KEY = "non_finite_values"  # {json path: "nan" | "inf" | "-inf"} of n
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a flushed temporary file and a rename."""
+    """Write ``data`` to ``path`` via a flushed temporary file and a rename.
+
+    On any failure (a full disk, a quota, a signal) the temporary is removed and ``path`` is
+    left as it was; an ``OSError`` is raised again naming ``path`` (the bare "[Errno 28] No
+    space left on device" names no file), without a cause, so that the one line a run ends
+    with (the innermost cause's) is this one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            reason = err.strerror or str(err) or type(err).__name__
+            raise OSError(err.errno, f"cannot write {path}: {reason}") from None
+        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:

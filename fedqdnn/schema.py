@@ -289,6 +289,9 @@ class RunResults(_Result):
     versions: dict[str, str | None]
     wall_seconds: float
     non_finite_values: dict[str, str] | None = None  # fedqdnn.files: nulls written for NaN/inf
+    # modes no participating device trains (FederatedConfig.untrained_modes): their accuracy
+    # is that of an untrained mode; None in files written before this field
+    untrained_modes: list[int] | None = None
 
 
 # ---------------------------------------------------------------- comparison.json
@@ -343,6 +346,8 @@ class Comparison(_Result):
     versions: dict[str, str | None]
     wall_seconds: float
     non_finite_values: dict[str, str] | None = None
+    # distinct seeds behind each mean (rows, tables, plots); absent in files written before
+    distinct_seeds: int | None = None
 
 
 def run_key(arm: str, seed: int) -> str:

@@ -14,12 +14,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 
 
 def mean_std_cell(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
-    """``"mean ± std"`` of ``values`` times ``scale`` (std 0 for one value; "–" for none)."""
+    """``"mean ± std (n = k)"`` of ``values`` times ``scale``; one value is shown as itself
+    with ``(n = 1)``, never as "± 0.0", so a single seed does not pass for several; "–" for
+    none."""
     if not values:
         return "–"
     scaled = [scale * v for v in values]
-    sd = statistics.stdev(scaled) if len(scaled) > 1 else 0.0
-    return f"{statistics.mean(scaled):.{digits}f} ± {sd:.{digits}f}"
+    if len(scaled) == 1:
+        return f"{scaled[0]:.{digits}f} (n = 1)"
+    sd = statistics.stdev(scaled)
+    return f"{statistics.mean(scaled):.{digits}f} ± {sd:.{digits}f} (n = {len(scaled)})"
 
 
 def mean_cell(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:

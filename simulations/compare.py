@@ -233,6 +233,20 @@ def _eta(started: float, done: float, total: float) -> str:
     return f" ({elapsed:.0f}s elapsed, ETA {elapsed * (total - done) / done:.0f}s)"
 
 
+def check_arms_and_seeds(arms: Sequence[str], seeds: Sequence[int]) -> None:
+    """At least one arm and one seed, none given twice: a repeated seed would count one run
+    as several in every mean and std (a one-seed result dressed as a multi-seed one)."""
+    if not arms or not seeds:
+        raise ValueError("a comparison needs at least one arm and one seed")
+    for what, values in (("arm", arms), ("seed", seeds)):
+        repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if repeated is not None:
+            given = ",".join(str(v) for v in values)
+            raise ValueError(
+                f"{what} {repeated!r} is given twice ({what}s {given}); give each once"
+            )
+
+
 def run_comparison(
     cfg: FederatedConfig,
     arms: Sequence[str],
@@ -248,12 +262,13 @@ def run_comparison(
     (default :func:`~fedqdnn.federated.supervisor.simulate_supervised`) has the signature
     of :func:`~fedqdnn.federated.simulation.simulate`.
     """
-    if not arms or not seeds:
-        raise ValueError("a comparison needs at least one arm and one seed")
-    for name in arms:
-        get_arm(name)  # fail before any work
-    for seed in seeds:
-        cfg.replace(seed=seed)
+    check_arms_and_seeds(arms, seeds)
+    for name in arms:  # every run each arm needs is valid at each seed: fail before any work
+        for seed in seeds:
+            try:
+                get_arm(name).plan(cfg.replace(seed=seed))
+            except ValueError as err:
+                raise ValueError(f"arm {name!r}: {err}") from None
     with claim(Path(out), overwrite=overwrite):
         return _compare(cfg, arms, seeds, Path(out), simulate_fn)
 
@@ -286,6 +301,7 @@ def _compare(
         per_device=devices,
         arms={n: ARMS[n].description for n in arms},
         seeds=list(seeds),
+        distinct_seeds=len(set(seeds)),
         config=cfg.to_flat(),
         versions=versions(),
         wall_seconds=round(time.perf_counter() - started, 1),

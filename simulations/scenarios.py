@@ -31,7 +31,9 @@ def _read(name_or_path: str) -> tuple[str, str]:
         if not path.is_file():
             raise ValueError(f"scenario file {name_or_path!r} does not exist")
         try:
-            return str(path), path.read_text(encoding="utf-8")
+            return str(path), path.read_text(
+                encoding="utf-8-sig"
+            )  # a BOM (Windows editors) is no TOML
         except UnicodeDecodeError as err:
             raise ValueError(f"scenario {name_or_path}: not UTF-8 text (TOML), {err}") from None
         except OSError as err:

@@ -51,7 +51,8 @@ class Arm:
     kind: Kind = Kind.ABLATION
 
     def __post_init__(self) -> None:
-        FederatedConfig().replace(**self.changes)  # a mistyped key or value fails at import
+        # a mistyped key or value fails at import (rounds: room for a schedule it declares)
+        FederatedConfig(rounds=100).replace(**self.changes)
 
     def plan(self, cfg: FederatedConfig) -> list[tuple[FederatedConfig, list[int]]]:
         """(run config, devices served by that run's model) for every run this arm needs."""

@@ -16,6 +16,7 @@ from safetensors.numpy import save_file
 
 from fedqdnn.cli import main
 from fedqdnn.federated.run_folder import claim, run_identity
+from fedqdnn.schema import LOCK_FILE
 from tests.hf_helpers import save_writers
 
 HAS_CUDA = torch.cuda.is_available()
@@ -167,6 +168,14 @@ CASES = {
         lambda p: ["--tiers", "mcu-int2:0.5,cpu-fp32:0.2"],
         "sum to 0.7",
     ),
+    "a tier given twice": (
+        lambda p: ["--tiers", "mcu-int2:0.5,cpu-fp32:0.5,mcu-int2:0.5"],
+        "tier 'mcu-int2' is given twice",
+    ),
+    "a mode starting after the last round": (
+        lambda p: ["--mode-start", "32:999", "--rounds", "1"],
+        "mode-start entry 32:999 is not allowed: ROUND must be <= rounds = 1",
+    ),
     "alpha <= 0": (lambda p: ["--alpha", "0"], "alpha = '0'"),
     "alpha nan": (lambda p: ["--alpha", "nan"], "alpha = 'nan'"),
     "alpha inf": (lambda p: ["--alpha", "inf"], "alpha = 'inf'"),
@@ -278,6 +287,10 @@ CASES = {
         lambda p: _scenario(p, bytes(range(128, 256))),
         "scenario.toml: not UTF-8 text",
     ),
+    "scenario with a byte-order mark and a bad key": (  # the BOM is read, the key named
+        lambda p: _scenario(p, b"\xef\xbb\xbfroundz = 3\n"),
+        "unknown config key 'roundz'",
+    ),
     "scenario naming a folder": (
         lambda p: ["--scenario", str(p)],
         "is a folder; give a .toml file",
@@ -332,6 +345,19 @@ CASES = {
     "checkpoint round past the run's total": (
         lambda p: _run_folder(p, edit_state=_set("round", 99)),
         "round = 99 is not allowed: the run has 12 rounds",
+    ),
+    "last-round checkpoint with a short history": (
+        lambda p: _run_folder(p, edit_state=_set("round", 12)),
+        "history.round_seconds lacks round 2 of the 12 rounds done; start the run again",
+    ),
+    "last-round checkpoint without its final evaluation": (
+        lambda p: _run_folder(
+            p,
+            edit_state=lambda d: d.update(
+                round=12, history={"round_seconds": {str(r): 1.0 for r in range(1, 13)}}
+            ),
+        ),
+        "history.evaluate_metrics_serverapp lacks round 12 of the final window [12]",
     ),
     "checkpoint with an edited seed": (
         lambda p: _run_folder(p, edit_state=_set_config("seed", 7)),
@@ -477,6 +503,9 @@ def test_train_refuses_a_file_and_a_finished_result_before_training(tmp_path, ca
         (["compare", "--lr", "nan"], "lr = 'nan'"),
         (["compare", "--device", "tpu"], "device = 'tpu' is not allowed"),
         (["compare", "--gpus-per-client", "-1"], "--gpus-per-client"),
+        (["compare", "--arms", "fedqdnn,fedqdnn"], "arm 'fedqdnn' is given twice"),
+        (["compare", "--seeds", "1,1"], "seed 1 is given twice (seeds 1,1)"),
+        (["compare", "--arms", "fedqdnn,ascending"], "arm 'ascending': mode-start entry 32:30"),
     ],
 )
 def test_bad_compare_input_leaves_a_comparison_untouched(argv, needle, capsys, tmp_path):
@@ -488,6 +517,19 @@ def test_bad_compare_input_leaves_a_comparison_untouched(argv, needle, capsys, t
     err = _one_line(capsys)
     assert code == 2 and needle in err, err
     assert all((out / n).read_text() == OLD for n in ("comparison.json", "comparison.csv"))
+
+
+def test_run_comparison_refuses_a_repeated_arm_or_seed(tmp_path):
+    """Not only the CLI: a repeated seed would make one run count as several in every mean."""
+    from simulations.compare import run_comparison
+    from simulations.scenarios import load_scenario
+
+    cfg = load_scenario("three-tier")
+    with pytest.raises(ValueError, match="seed 0 is given twice"):
+        run_comparison(cfg, ["fedqdnn"], [0, 1, 0], tmp_path / "o")
+    with pytest.raises(ValueError, match="arm 'per-tier' is given twice"):
+        run_comparison(cfg, ["per-tier", "fedqdnn", "per-tier"], [0], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 def test_compare_refuses_a_finished_comparison(tmp_path, capsys):
@@ -609,3 +651,76 @@ def test_an_unforeseen_exception_is_one_line_with_its_traceback_kept(tmp_path, c
     assert 'raise KeyError("no such\\nentry")' in text and text.endswith(
         "KeyError: 'no such\\nentry'\n"
     )
+
+
+def test_a_run_ending_on_a_full_disk_names_the_file_and_the_resume_command(
+    tmp_path, capsys, monkeypatch
+):
+    """The child's one line (what ``write_bytes_atomic`` raised in the ServerApp) reaches the
+    user with what survives: the round-1 checkpoint and the command that continues from it."""
+    from fedqdnn.federated.supervisor import _Progress
+
+    out = tmp_path / "run"
+    failed = f"[Errno 28] cannot write {out}/checkpoint/state.json: No space left on device"
+
+    def full_disk(prepared, lock_fd, progress):
+        (out / "checkpoint").mkdir()
+        (out / "checkpoint" / "state.json").write_text('{"round": 1}')  # round 2's failed
+        return _Progress(rounds_done=1, error=failed, exit_code=1)
+
+    monkeypatch.setattr("fedqdnn.federated.supervisor._supervise", full_disk)
+    code = _main(["simulate", "--num-clients", "3", "--rounds", "3", "--out", str(out)])
+    err = _one_line(capsys)
+    assert code == 1, err
+    assert f"cannot write {out}/checkpoint/state.json: No space left on device" in err, err
+    assert f"the checkpoint of round 1 is kept, continue with: fedqdnn simulate --resume {out}" in (
+        err
+    ), err
+    assert (out / "checkpoint" / "state.json").read_text() == '{"round": 1}'
+
+
+def test_a_scenario_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors start UTF-8 files with a BOM; it is not TOML's "Invalid statement"."""
+    from simulations.scenarios import load_scenario
+
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbfrounds = 3\n")
+    assert load_scenario(str(path)).rounds == 3
+
+
+def test_a_bad_ray_address_from_the_environment_names_the_variable(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(OLD)
+    code = _main(["simulate", "--out", str(out), "--overwrite"])
+    err = _one_line(capsys)
+    assert code == 2, err
+    assert "RAY_ADDRESS=127.0.0.1:1 (from the environment): cannot reach a Ray cluster" in err
+    assert "unset RAY_ADDRESS" in err and "--ray-address" not in err, err
+    assert (out / "results.json").read_text() == OLD
+
+
+def test_plot_of_a_centralized_training_result_says_so(tmp_path, capsys):
+    trained = json.dumps({"accuracy_by_bits": {"2": 0.5}, "config": {}, "device": "cpu"})
+    (tmp_path / "results.json").write_text(trained)
+    code = _main(["plot", str(tmp_path)])
+    err = _one_line(capsys)
+    assert code == 2 and "is a centralized training result (fedqdnn train)" in err, err
+    assert "which has no plots" in err and "another fedqdnn version" not in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    assert (tmp_path / "results.json").read_text() == trained
+
+
+def test_resume_of_a_folder_in_use_names_resume(tmp_path, capsys):
+    args = _run_folder(tmp_path)
+    run_dir = tmp_path / "run"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with claim(run_dir, resume=True):
+        code = _main(["simulate", *args])
+    err = _one_line(capsys)
+    assert code == 2, err
+    assert f"--resume {run_dir} is in use by another fedqdnn run (pid {os.getpid()})" in err
+    assert "--out" not in err and "choose another folder" not in err, err
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+    assert after == {p: b for p, b in before.items() if p.name != LOCK_FILE}

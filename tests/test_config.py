@@ -7,6 +7,7 @@ import pytest
 from fedqdnn.centralized import TrainJob, make_job
 from fedqdnn.config import FLAT_KEYS, FederatedConfig, from_flat, parse_tiers
 from fedqdnn.data_source import DataSource
+from fedqdnn.fleet import device_tier
 from fedqdnn.losses import ConsistencyConfig, Teacher
 from fedqdnn.policies import TrainModes
 from fedqdnn.round_plan import Slowdown
@@ -57,7 +58,9 @@ def test_strings_parse_once_into_typed_fields():
     assert cfg.optim == OptimConfig(Optimizer.SGD, 0.002, 0.9, 0.0, 16, False)  # lr: the default
     assert cfg.to_flat()["slowdown"] == "cpu-fp32:4:8,mcu-int2:6:2.5"
     assert cfg.to_flat()["participants"] == "0,3,7"
-    research = from_flat({"mode-weights": "32:2", "mode-start": "32:40", "bn": "shared-affine"})
+    research = from_flat(
+        {"mode-weights": "32:2", "mode-start": "32:40", "rounds": 40, "bn": "shared-affine"}
+    )
     assert research.loss.weight_of(32) == 2.0 and research.mode_start == ((32, 40),)
     assert from_flat(research.to_flat()) == research
 
@@ -123,6 +126,12 @@ def test_data_source_is_one_section_shared_with_centralized_jobs():
         ({"mode-start": "2:5"}, "mode-start entry 2:5"),
         ({"mode-start": "8:5"}, "mode-start entry 8:5"),
         ({"mode-start": "32"}, "BITS:VALUE"),
+        (
+            {"mode-start": "32:999", "rounds": 1},
+            "mode-start entry 32:999 is not allowed: ROUND must be <= rounds = 1",
+        ),
+        ({"tiers": "mcu-int2:0.5,cpu-fp32:0.5,mcu-int2:0.5"}, "tier 'mcu-int2' is given twice"),
+        ({"tiers": "mcu-int2:0.5,mcu-int2:0.5"}, "tier 'mcu-int2' is given twice"),
         ({"mode-weights": "32:-1"}, "mode-weights"),
         ({"server-optimizer": "sgd"}, "server-optimizer = 'sgd'"),
         ({"server-momentum": 1.0}, "server-momentum = 1.0"),
@@ -170,3 +179,18 @@ def test_every_preset_validates():
     assert "three-tier" in names
     for name in names:
         assert isinstance(load_scenario(name), FederatedConfig)
+
+
+def test_untrained_modes_follow_tiers_policy_and_participants():
+    """Hand cases on the three-tier fleet (mcu-int2 runs 2; phone-npu-int4 up to 8; cpu-fp32
+    every mode): which modes no participating device ever trains."""
+    cfg = FederatedConfig()
+    assert cfg.untrained_modes() == ()
+    assert cfg.replace(train_modes="top").untrained_modes() == ()  # each tier its top
+    assert cfg.replace(train_modes="lowest-common").untrained_modes() == (4, 32)
+    assert cfg.replace(train_modes="fp32").untrained_modes() == (2, 4)
+    no_cpu = cfg.replace(tiers="mcu-int2:0.5,phone-npu-int4:0.5")
+    assert no_cpu.untrained_modes() == (32,)
+    tiers = [device_tier(cfg, p) for p in range(cfg.num_clients)]
+    mcu = [p for p, t in enumerate(tiers) if t == "mcu-int2"]
+    assert cfg.replace(participants=tuple(mcu)).untrained_modes() == (4, 32)

@@ -121,7 +121,7 @@ def test_client_seed_hand_computed():
 
 
 def test_mode_start_schedule_hand_cases():
-    cfg = CFG.replace(mode_start="32:3")
+    cfg = CFG.replace(rounds=3, mode_start="32:3")
     cpu = next(p for p in range(9) if device_for(cfg, p).tier == "cpu-fp32")
     device = device_for(cfg, cpu)
     assert modes_to_train(cfg, device, 2) == (2, 4)

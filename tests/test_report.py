@@ -78,6 +78,13 @@ def test_results_from_a_hand_built_run():
     assert second["rejected"] == [{"partition-id": 1, "reason": "wrong keys"}]
 
 
+def test_results_record_the_modes_no_device_trains():
+    assert _json(build_results(CFG, {}, _history(), 1.0))["untrained_modes"] == []
+    # lowest-common on a one-tier cpu fleet: every device trains its top, 32; 2 never trains
+    lowest = CFG.replace(train_modes="lowest-common")
+    assert _json(build_results(lowest, {}, _history(), 1.0))["untrained_modes"] == [2]
+
+
 def test_results_without_round_records_flower_fedavg():
     results = _json(build_results(CFG, {}, _history(), 1.0))
     assert results["per_device"] == [] and results["history"][0]["num_trained"] is None
@@ -128,3 +135,17 @@ def test_cadence_window_means_and_convergence_hand_computed():
     assert conv["by_tier"]["cpu-fp32"] == {"round": 4, "sim_seconds": 10.0}  # 0.5 < 0.7 <= 0.9
     assert conv["by_bits"]["32"] == {"round": 2, "sim_seconds": 4.0}
     assert conv["by_bits"]["2"] == {"round": 4, "sim_seconds": 10.0}
+
+
+def test_a_run_with_untrained_modes_warns_before_it_starts(tmp_path, capsys):
+    from fedqdnn.console import setup_console
+    from fedqdnn.federated.resources import Resources
+    from fedqdnn.federated.simulation import prepare
+
+    setup_console()
+    cfg = FederatedConfig(num_clients=3, rounds=1, train_modes="lowest-common")
+    prepare(cfg, tmp_path / "o", Resources())
+    err = capsys.readouterr().err
+    assert (
+        "no participating device trains the 4,32-bit mode(s) (train-modes = lowest-common)" in err
+    )

@@ -1,6 +1,7 @@
 """Output folders: one run at a time (a lock that dies with its process), nothing overwritten
 silently, --overwrite removes only what fedqdnn wrote, a checkpoint belongs to its run."""
 
+import errno
 import json
 import logging
 import math
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from fedqdnn import files
 from fedqdnn.federated.run_folder import (
     RUN_FILE,
     FolderError,
     check_folder,
     claim,
+    continue_hint,
     holding,
 )
 from fedqdnn.files import NON_FINITE_KEY, dumps_strict, write_json
@@ -99,6 +102,57 @@ def test_strict_json_writes_null_for_non_finite_numbers_and_says_why(tmp_path):
     assert data["history"] == [{"loss": None}, {"loss": None}] and data["b"] is None
     assert data[NON_FINITE_KEY] == {"history.0.loss": "nan", "history.1.loss": "-inf", "b": "inf"}
     assert json.loads(dumps_strict({"x": 1.0})) == {"x": 1.0}  # nothing to record: no key
+
+
+class _FullDisk:
+    """A file object whose data never reaches the disk: its write fails as a full disk does
+    (the temporary it was opened on exists, holding nothing)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.raw.close()
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_a_failed_write_removes_its_temporary_names_the_file_and_keeps_the_old(
+    where, tmp_path, monkeypatch
+):
+    target = tmp_path / "checkpoint" / "state.json"
+    write_json(target, {"round": 1})
+    if where == "write":
+        monkeypatch.setattr(files, "open", lambda p, mode: _FullDisk(open(p, mode)), raising=False)
+    else:  # the data fit the page cache; the disk refused it on flush
+
+        def fsync(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(files.os, "fsync", fsync)
+    with pytest.raises(OSError) as caught:
+        write_json(target, {"round": 2})
+    assert caught.value.errno == errno.ENOSPC
+    assert str(caught.value) == f"[Errno 28] cannot write {target}: No space left on device"
+    assert caught.value.__cause__ is None  # a run's one line is the innermost cause's
+    assert sorted(p.name for p in target.parent.iterdir()) == ["state.json"]  # no .tmp left
+    assert json.loads(target.read_text()) == {"round": 1}
+
+
+def test_continue_hint_names_the_resume_command_when_a_checkpoint_survives(tmp_path):
+    out = tmp_path / "my run"
+    assert continue_hint(out) == (
+        "no checkpoint was written, run the same command again to start over"
+    )
+    write_json(out / "checkpoint" / "state.json", {"round": 1})
+    assert continue_hint(out) == (
+        f"the checkpoint of round 1 is kept, continue with: fedqdnn simulate --resume '{out}'"
+    )
 
 
 def test_a_comparison_reuses_finished_runs_resumes_unfinished_and_restarts_the_rest(

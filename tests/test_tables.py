@@ -9,8 +9,9 @@ from simulations.sweeps import summary
 
 def test_markdown_table_and_cells_hand_computed():
     assert markdown_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"
-    assert mean_std_cell([0.5, 0.7]) == "60.0 ± 14.1"  # std of 50, 70 is 14.142
-    assert mean_std_cell([0.25]) == "25.0 ± 0.0"
+    assert mean_std_cell([0.5, 0.7]) == "60.0 ± 14.1 (n = 2)"  # std of 50, 70 is 14.142
+    # one value is not a spread of zero: shown as itself, with its count
+    assert mean_std_cell([0.25]) == "25.0 (n = 1)"
     assert mean_std_cell([]) == "–" and mean_cell([]) == "–"
     assert mean_cell([0.5, 0.7]) == "60.0"
 
@@ -52,8 +53,8 @@ def test_comparison_summary_names_bits_and_spreads():
     lines = summary_table(result).splitlines()
     # tiers are named with their top mode even without fedqdnn among the arms
     assert lines[0] == "| arm | cpu-fp32 (32-bit) | phone-npu-int4 (4-bit) |"
-    assert lines[2] == "| per-tier | 85.0 ± 7.1 | – |"
-    assert lines[3] == "| lowest-common | – | 50.0 ± 0.0 |"
+    assert lines[2] == "| per-tier | 85.0 ± 7.1 (n = 2) | – |"
+    assert lines[3] == "| lowest-common | – | 50.0 (n = 1) |"
 
 
 def test_centralized_table_shows_recalibrated_column_when_measured():

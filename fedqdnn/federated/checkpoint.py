@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.files import write_bytes_atomic, write_json
+from fedqdnn.round_plan import final_window
 from fedqdnn.schema import CHECKPOINT_STATE_FILE, model_file
 from fedqdnn.state_check import mismatch
 from fedqdnn.validation import one_line
@@ -208,4 +209,28 @@ def checkpoint_config(checkpoint: Checkpoint, where: Path) -> FederatedConfig:
                 f"checkpoint {where}: history.{name} has round {late[0]}, after the "
                 f"checkpoint's round {checkpoint.round}"
             )
+    _check_history_complete(checkpoint, cfg, where)
     return cfg
+
+
+def _check_history_complete(checkpoint: Checkpoint, cfg: FederatedConfig, where: Path) -> None:
+    """Every round up to the checkpoint's has its wall time, and every round of the final
+    window up to it its central evaluation (the server records both each round): a short
+    history would give results without those rounds, at the last round an empty final
+    accuracy."""
+    history = checkpoint.history
+    missing = [r for r in range(1, checkpoint.round + 1) if r not in history.round_seconds]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {where}: history.round_seconds lacks round {missing[0]} of the "
+            f"{checkpoint.round} rounds done; start the run again with --overwrite"
+        )
+    window = final_window(cfg.rounds, cfg.evaluate_every, cfg.final_average)
+    due = [r for r in window if r <= checkpoint.round]
+    missing = [r for r in due if r not in history.evaluate_metrics_serverapp]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {where}: history.evaluate_metrics_serverapp lacks round {missing[0]} "
+            f"of the final window {window} (its results would have no final accuracy); start "
+            "the run again with --overwrite"
+        )

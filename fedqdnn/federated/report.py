@@ -122,6 +122,7 @@ def build_results(
         seed=cfg.seed,
         versions=versions(),
         wall_seconds=round(wall_seconds, 2),
+        untrained_modes=list(cfg.untrained_modes()),
     )
 
 

@@ -36,7 +36,7 @@ def checked_resources(
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
     check_client_resources(cpus_per_client, gpus_per_client)
     if address:
-        check_ray_address(address)
+        check_ray_address(address, from_environment=not ray_address)
     else:
         check_local_resources(cpus_per_client, gpus_per_client)
     return Resources(cpus_per_client, gpus_per_client, address)
@@ -111,8 +111,10 @@ def check_local_resources(cpus_per_client: float, gpus_per_client: float) -> Non
         raise ValueError(problem)
 
 
-def check_ray_address(address: str) -> None:
-    """Refuse, within :data:`ADDRESS_PROBE_SECONDS`, a ``HOST:PORT`` nobody listens on.
+def check_ray_address(address: str, from_environment: bool = False) -> None:
+    """Refuse, within :data:`ADDRESS_PROBE_SECONDS`, a ``HOST:PORT`` nobody listens on; the
+    error names where the address came from (``--ray-address``, or the ``RAY_ADDRESS``
+    variable, which a user who gave no address would not think of).
 
     Other forms (``auto``, ``ray://...``) are left to Ray.
     """
@@ -128,6 +130,12 @@ def check_ray_address(address: str) -> None:
         reason = "the port is not in 0..65535"
     except OSError as err:
         reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+    if from_environment:
+        raise ValueError(
+            f"RAY_ADDRESS={address} (from the environment): cannot reach a Ray cluster there "
+            f"({reason}); start one with `ray start --head` or unset RAY_ADDRESS to run a "
+            "private local one"
+        )
     raise ValueError(
         f"--ray-address {address}: cannot reach a Ray cluster there ({reason}); start one with "
         "`ray start --head` or drop --ray-address to run a private local one"

@@ -72,6 +72,20 @@ def checkpoint_round(out: Path) -> int | None:
         return None
 
 
+def continue_hint(out: Path) -> str:
+    """How to go on after a run in ``out`` stopped: resume from its checkpoint when one
+    survives (the last round written in full), else start over."""
+    import shlex
+
+    kept = checkpoint_round(out)
+    if kept is None:
+        return "no checkpoint was written, run the same command again to start over"
+    return (
+        f"the checkpoint of round {kept} is kept, continue with: "
+        f"fedqdnn simulate --resume {shlex.quote(str(out))}"
+    )
+
+
 def holding(out: Path) -> str | None:
     """What ``out`` holds that a new run would overwrite, in words; None if nothing.
 
@@ -103,10 +117,8 @@ def _locker(out: Path) -> str | None:
 
 
 def _in_use(out: Path, who: str, flag: str) -> FolderError:
-    return FolderError(
-        f"{flag} {out} is in use by another fedqdnn run ({who}); wait for it to end or choose "
-        "another folder"
-    )
+    way = "wait for it to end" + ("" if flag == "--resume" else " or choose another folder")
+    return FolderError(f"{flag} {out} is in use by another fedqdnn run ({who}); {way}")
 
 
 def _check_contents(out: Path, resume: bool, overwrite: bool, flag: str) -> None:
@@ -138,12 +150,19 @@ def _check_writable(out: Path, flag: str) -> None:
         raise FolderError(f"{flag} {out} is not writable ({err.strerror or err})") from None
 
 
+def _flag(resume: bool) -> str:
+    """The option that named the folder: a resumed run's is ``--resume``."""
+    return "--resume" if resume else "--out"
+
+
 def check_folder(
-    out: Path, *, resume: bool = False, overwrite: bool = False, flag: str = "--out"
+    out: Path, *, resume: bool = False, overwrite: bool = False, flag: str | None = None
 ) -> None:
     """Refuse, before any work, a folder this run may not write: a file, not writable, in use
-    by another run, or holding a result (see the module docstring)."""
+    by another run, or holding a result (see the module docstring). Errors name the folder
+    by ``flag``, by default the one that gave it (``--resume`` or ``--out``)."""
     out = Path(out)
+    flag = flag or _flag(resume)
     if out.exists() and not out.is_dir():
         raise FolderError(f"{flag} {out} is a file; give a folder")
     who = _locker(out) if out.is_dir() else None
@@ -170,12 +189,13 @@ def claim(
     resume: bool = False,
     overwrite: bool = False,
     identity: dict | None = None,
-    flag: str = "--out",
+    flag: str | None = None,
 ) -> Iterator[int]:
     """Hold ``out`` for one run: checked, locked, cleared of an earlier run's outputs (a new
     run), ``identity`` written as run.json; yields the lock's file descriptor (a child process
     that inherits it keeps the folder locked while it lives)."""
     out = Path(out)
+    flag = flag or _flag(resume)
     check_folder(out, resume=resume, overwrite=overwrite, flag=flag)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fedqdnn.accelerator import release_cuda_memory, select_device
 from fedqdnn.config import FederatedConfig, from_flat
+from fedqdnn.console import logger
 from fedqdnn.federated.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -125,6 +126,13 @@ def prepare(
     check_folder(out, resume=checkpoint is not None, overwrite=overwrite)
     model = initial_model(cfg)  # loads (and caches) the data set: missing files fail here
     check_fleet(cfg, available_memory_bytes())
+    if untrained := cfg.untrained_modes():  # a baseline's choice: said, and in results.json
+        logger(__name__).warning(
+            "no participating device trains the %s-bit mode(s) (train-modes = %s); their "
+            "accuracy is that of untrained modes",
+            ",".join(map(str, untrained)),
+            cfg.train_modes.value,
+        )
     if checkpoint is not None:
         if from_flat(checkpoint.config) != cfg:
             raise CheckpointError(f"the checkpoint in {out} is of another config")
