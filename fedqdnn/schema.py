@@ -181,6 +181,8 @@ def mode_accuracies(metrics: dict) -> dict[str, float]:
 
 RESULTS_FILE = "results.json"
 MODEL_FILE = "model.safetensors"  # the final global model
+# the final window's models averaged into one (written when the window holds several)
+WINDOW_AVERAGE_MODEL_FILE = "model-window-average.safetensors"
 FINAL_MODELS_DIR = "final-models"  # models of the final window's earlier rounds
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_STATE_FILE = "state.json"

@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from tests.e2e_helpers import BIN, run
 from tests.png_checks import assert_plot
@@ -20,6 +22,8 @@ def test_simulate_three_tiers_learns_and_reports_every_tier(tmp_path):
             "6",
             "--rounds",
             "4",
+            "--final-average",
+            "2",
             "--out",
             str(out),
         ],
@@ -27,6 +31,17 @@ def test_simulate_three_tiers_learns_and_reports_every_tier(tmp_path):
     )
     assert code == 0, log[-3000:]
     results = json.loads((out / "results.json").read_text())
+    assert results["final"]["window_rounds"] == [3, 4]
+    # the window's two models averaged into one deployable model, entry by entry
+    third = load_file(str(out / "final-models" / "model-round3.safetensors"))
+    last = load_file(str(out / "model.safetensors"))
+    averaged = load_file(str(out / "model-window-average.safetensors"))
+    assert set(averaged) == set(last)
+    for key, value in averaged.items():
+        if value.dtype.kind == "f":
+            assert np.allclose(value, (third[key] + last[key]) / 2, atol=1e-6), key
+        else:
+            assert np.array_equal(value, last[key]), key
     final, initial = results["final"], results["initial_accuracy_by_bits"]
     assert set(final["accuracy_by_bits"]) == {"2", "4", "32"}
     for bits, acc in final["accuracy_by_bits"].items():

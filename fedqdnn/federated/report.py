@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +40,11 @@ from fedqdnn.schema import (
 )
 
 
-def save_model(path: Path, arrays, cfg: FederatedConfig) -> None:
+def save_model(path: Path, state: Mapping[str, np.ndarray], cfg: FederatedConfig) -> None:
     """A global model as safetensors (never pickle), config in the metadata; atomic."""
     from safetensors.numpy import save
 
-    tensors = {k: np.require(v.numpy(), requirements="C") for k, v in arrays.items()}
+    tensors = {k: np.require(v, requirements="C") for k, v in state.items()}
     write_bytes_atomic(path, save(tensors, metadata={"config": json.dumps(cfg.to_flat())}))
 
 

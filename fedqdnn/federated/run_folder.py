@@ -39,6 +39,7 @@ from fedqdnn.schema import (
     RESULTS_FILE,
     RUN_FILE,
     RUN_PLOTS,
+    WINDOW_AVERAGE_MODEL_FILE,
 )
 
 # Everything a run, a training job or a comparison writes at the top of its folder; the
@@ -49,6 +50,7 @@ OUTPUTS = tuple(
             RUN_FILE,
             RESULTS_FILE,
             MODEL_FILE,
+            WINDOW_AVERAGE_MODEL_FILE,
             CHECKPOINT_DIR,
             FINAL_MODELS_DIR,
             *RUN_PLOTS,

@@ -35,12 +35,13 @@ from flwr.serverapp import Grid, ServerApp
 from fedqdnn.accelerator import model_device, select_device
 from fedqdnn.config import Aggregation, FederatedConfig, from_flat
 from fedqdnn.console import setup_console
+from fedqdnn.deployment import average_states
 from fedqdnn.federated.checkpoint import (
     Checkpoint,
     RunHistory,
     save_checkpoint,
 )
-from fedqdnn.federated.report import build_results, save_model, write_results
+from fedqdnn.federated.report import build_results, load_model_state, save_model, write_results
 from fedqdnn.federated.run_folder import claim, run_identity
 from fedqdnn.fleet import initial_model, run_data
 from fedqdnn.models import QuantizableModel
@@ -51,6 +52,7 @@ from fedqdnn.schema import (
     FINAL_MODELS_DIR,
     INFO,
     MODEL_FILE,
+    WINDOW_AVERAGE_MODEL_FILE,
     ClientRow,
     Identity,
     Rejection,
@@ -310,7 +312,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
                 history.evaluate_metrics_clientapp[rnd] = dict(federated)
             accuracy = central(rnd)
         if rnd in window and rnd != cfg.rounds:  # the last round's model is model.safetensors
-            save_model(out / FINAL_MODELS_DIR / model_file(rnd), arrays, cfg)
+            save_model(out / FINAL_MODELS_DIR / model_file(rnd), to_state(arrays), cfg)
         history.round_seconds[rnd] = round(time.perf_counter() - round_start, 3)
         round_ended(rnd, accuracy)
         if cfg.checkpoint_every and (rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds):
@@ -323,7 +325,11 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
                 cfg.to_flat(),
             )
     results = build_results(cfg, strategy.rounds, history, time.perf_counter() - started)
-    save_model(out / MODEL_FILE, arrays, cfg)
+    final = to_state(arrays)
+    save_model(out / MODEL_FILE, final, cfg)
+    if len(window) > 1:  # the final window's models averaged into one (docs/results.md §6)
+        earlier = [load_model_state(out / FINAL_MODELS_DIR / model_file(r)) for r in window[:-1]]
+        save_model(out / WINDOW_AVERAGE_MODEL_FILE, average_states([*earlier, final]), cfg)
     write_results(out, results)  # last: results.json marks a finished run
     return results
 
