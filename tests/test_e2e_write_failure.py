@@ -1,7 +1,6 @@
 """A full disk mid-run end to end: the write fails naming its file, leaves no temporary, the
 round-1 checkpoint survives, and a resume from it finishes identical to an uninterrupted run."""
 
-import errno
 import json
 import os
 
@@ -11,26 +10,11 @@ from fedqdnn import files
 from fedqdnn.federated.run_folder import checkpoint_round
 from fedqdnn.federated.simulation import simulate
 from simulations.scenarios import load_scenario
+from tests.full_disk import FullDisk
 from tests.test_e2e_resume import _comparable
 
 pytestmark = pytest.mark.e2e
 FULL_AT = "model-round2.safetensors.tmp"  # round 2's checkpoint meets a full disk
-
-
-class _FullDisk:
-    """The temporary is created; no byte of it reaches the disk."""
-
-    def __init__(self, raw):
-        self.raw = raw
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.raw.close()
-
-    def write(self, data):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def test_a_full_disk_keeps_the_checkpoint_and_a_resume_finishes_identically(tmp_path, monkeypatch):
@@ -42,7 +26,7 @@ def test_a_full_disk_keeps_the_checkpoint_and_a_resume_finishes_identically(tmp_
 
     def open_on_a_full_disk(path, mode):
         raw = real_open(path, mode)
-        return _FullDisk(raw) if os.path.basename(path) == FULL_AT else raw
+        return FullDisk(raw) if os.path.basename(path) == FULL_AT else raw
 
     monkeypatch.setattr(files, "open", open_on_a_full_disk, raising=False)
     with pytest.raises(OSError) as caught:

@@ -27,6 +27,7 @@ from fedqdnn.files import NON_FINITE_KEY, dumps_strict, write_json
 from simulations.compare import _run, run_folder_name
 from simulations.scenarios import load_scenario
 from tests.e2e_helpers import REPO
+from tests.full_disk import FullDisk
 from tests.plot_data import results_at
 
 HOLD = """
@@ -104,23 +105,6 @@ def test_strict_json_writes_null_for_non_finite_numbers_and_says_why(tmp_path):
     assert json.loads(dumps_strict({"x": 1.0})) == {"x": 1.0}  # nothing to record: no key
 
 
-class _FullDisk:
-    """A file object whose data never reaches the disk: its write fails as a full disk does
-    (the temporary it was opened on exists, holding nothing)."""
-
-    def __init__(self, raw):
-        self.raw = raw
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.raw.close()
-
-    def write(self, data):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
 @pytest.mark.parametrize("where", ["write", "fsync"])
 def test_a_failed_write_removes_its_temporary_names_the_file_and_keeps_the_old(
     where, tmp_path, monkeypatch
@@ -128,7 +112,7 @@ def test_a_failed_write_removes_its_temporary_names_the_file_and_keeps_the_old(
     target = tmp_path / "checkpoint" / "state.json"
     write_json(target, {"round": 1})
     if where == "write":
-        monkeypatch.setattr(files, "open", lambda p, mode: _FullDisk(open(p, mode)), raising=False)
+        monkeypatch.setattr(files, "open", lambda p, mode: FullDisk(open(p, mode)), raising=False)
     else:  # the data fit the page cache; the disk refused it on flush
 
         def fsync(fd):
