@@ -1,8 +1,10 @@
 """Command line: ``fedqdnn train | simulate | compare | plot | bench``.
 
 The CLI is the edge: it validates flags once, builds config objects and passes them in.
-Defaults and help texts come from the config classes, so a flag says what it does and its
-default. Bad input ends with one line naming the value and what is allowed, exit status 2.
+Every config key is a flag ``--KEY VALUE`` generated from the config models (FederatedConfig
+for simulate and compare, TrainJob for train): one spelling everywhere, its help the field's
+description and default. Bad input ends with one line naming the value and what is allowed,
+exit status 2; an unexpected error with one line and the path of its traceback, exit 1.
 """
 
 from __future__ import annotations
