@@ -55,6 +55,14 @@ from fedqdnn.validation import (
 )
 
 
+class FleetSource(StrEnum):
+    """Where the devices come from: drawn by the server from the scenario (a simulation), or
+    declared by the nodes themselves (real devices: docs/deployment.md)."""
+
+    SIMULATED = "simulated"
+    DECLARED = "declared"
+
+
 class Aggregation(StrEnum):
     """Server-side aggregation: FedQDNN, or Flower's FedAvg (identical reply keys only)."""
 
@@ -225,6 +233,11 @@ class FederatedConfig(BaseModel):
         "turn by that pool of nodes (0: one node per device, bound by its partition-id, as on "
         "real devices)",
     )
+    fleet: FleetSource = Field(
+        FleetSource.SIMULATED,
+        description="simulated: tiers and data shards drawn from this scenario; declared: each "
+        "SuperNode is one device that declares its hardware and data in its node config",
+    )
     checkpoint_every: NonNegativeInt = Field(
         1, description="rounds between checkpoints (0 = never)"
     )
@@ -284,12 +297,37 @@ class FederatedConfig(BaseModel):
             or self.upload_bits != 32
             or any(self.fault_probabilities.values())
         )
+        if self.fleet == FleetSource.DECLARED:
+            self._check_declared()
         if self.aggregation == Aggregation.FEDAVG and systems:
             raise ValueError(
                 "aggregation = 'fedavg' needs identical replies from every "
                 "client: no availability, deadline, faults or 8-bit upload"
             )
         return self
+
+    def _check_declared(self) -> None:
+        """A declared fleet takes its devices from the nodes: keys that pick devices or tiers
+        from the scenario do not apply."""
+        if self.aggregation != Aggregation.FEDQDNN:
+            raise ValueError(
+                f"fleet = 'declared' needs aggregation = 'fedqdnn' (the server plans each "
+                f"declared device's modes); got aggregation = {self.aggregation.value!r}"
+            )
+        for key, value, default in (
+            ("participants", self.participants, ()),
+            ("slowdown", self.slowdown, ()),
+        ):
+            if value != default:
+                raise ValueError(
+                    f"{key} = {to_flat_value(value)!r} is not allowed with fleet = 'declared': "
+                    "the nodes declare the devices; allowed: leave it empty"
+                )
+        if self.num_clients == 0:
+            raise ValueError(
+                "num-clients = 0 is not allowed with fleet = 'declared'; allowed: the number of "
+                "SuperNodes (devices) the run waits for, >= 1"
+            )
 
     def _check_data_keys(self) -> None:
         """Natural partitions and column names need an hf: data set (built-ins have neither)."""
@@ -337,7 +375,8 @@ class FederatedConfig(BaseModel):
     def pooled(self) -> bool:
         """Whether nodes serve devices in turn (the message names the device) rather than each
         node being one device. Flower's own FedAvg addresses nodes itself: never pooled."""
-        return self.max_nodes > 0 and self.aggregation == Aggregation.FEDQDNN
+        declared = self.fleet == FleetSource.DECLARED
+        return self.max_nodes > 0 and self.aggregation == Aggregation.FEDQDNN and not declared
 
     def untrained_modes(self) -> tuple[int, ...]:
         """The model's modes no participating device trains in any round (under its tier and
@@ -345,8 +384,8 @@ class FederatedConfig(BaseModel):
         give them. A legitimate choice for baselines (lowest-common, top-only, one tier's
         run), so the run warns and records them rather than refusing; () while ``num-clients
         = 0`` is unresolved."""
-        if self.num_clients == 0:
-            return ()
+        if self.num_clients == 0 or self.fleet == FleetSource.DECLARED:
+            return ()  # a declared fleet's: from the declarations, at the run's start
         tiers = assign_profiles(self.num_clients, self.tiers, self.seed)
         lowest_top = fleet_lowest_top_mode(list(self.tiers), self.bits)
         trained: set[int] = set()

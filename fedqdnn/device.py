@@ -24,9 +24,12 @@ from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.compression import quantize_arrays
 from fedqdnn.config import FederatedConfig
 from fedqdnn.costs import array_bytes
+from fedqdnn.data_source import load_source
+from fedqdnn.data_splits import DatasetSplits
 from fedqdnn.fleet import device_tier, fleet_partitions, model_name, run_data
 from fedqdnn.hardware import HardwareProfile, fleet_lowest_top_mode, get_profile
-from fedqdnn.models import QuantizableModel, build_model
+from fedqdnn.models import QuantizableModel, build_model, default_model_for
+from fedqdnn.node_declaration import NodeSpec, declaration_of, node_data_source
 from fedqdnn.partition import split_local
 from fedqdnn.policies import BNStats
 from fedqdnn.rng import client_seed, local_split_seed
@@ -39,7 +42,7 @@ from fedqdnn.round_plan import (
     is_online,
     slowdown,
 )
-from fedqdnn.schema import RoundStatus, TrainReport
+from fedqdnn.schema import Declaration, RoundStatus, TrainReport
 from fedqdnn.training import evaluate, fit, mean_loss
 
 State = dict[str, np.ndarray]
@@ -99,16 +102,21 @@ def device_for(
 ) -> SimulatedDevice:
     """Build (once per process) device ``partition_id`` of the run ``cfg``, its model and
     data on torch device ``where``."""
+    return _shard_device(cfg, partition_id, get_profile(device_tier(cfg, partition_id)), where)
+
+
+def _shard_device(
+    cfg: FederatedConfig, partition_id: int, profile: HardwareProfile, where: torch.device
+) -> SimulatedDevice:
+    """Device ``partition_id``: shard ``partition_id`` of the run's data, on ``profile``."""
     data = run_data(cfg)
     parts = fleet_partitions(cfg)
     train_idx, test_idx = split_local(
         parts[partition_id], cfg.local_test_fraction, local_split_seed(cfg.seed, partition_id)
     )
-    tier = device_tier(cfg, partition_id)
-    profile = get_profile(tier)
     return SimulatedDevice(
         partition_id,
-        tier,
+        profile.name,
         profile,
         profile.affordable_modes(cfg.bits),
         data.train_inputs(train_idx).to(where),
@@ -119,20 +127,88 @@ def device_for(
     )
 
 
+@functools.lru_cache(maxsize=4)
+def declared_device(
+    cfg: FederatedConfig, spec: NodeSpec, device_id: int, where: torch.device = CPU
+) -> SimulatedDevice:
+    """The device a SuperNode declared (``fleet = "declared"``): its own hardware, and its
+    own data (a local copy: its train split trains, its test split evaluates) or its shard
+    of the run's data set (lab setups). ``device_id`` is the id the server gave it."""
+    if spec.data_root is None:
+        return _shard_device(cfg, spec.partition_id, spec.profile, where)
+    data = node_data(cfg, spec)
+    model = _cached_model(
+        cfg.model or default_model_for(data.input_shape), cfg.bits, data.num_classes,
+        data.in_channels, cfg.bn, cfg.learnable_clip, where,
+    )  # fmt: skip
+    return SimulatedDevice(
+        device_id,
+        spec.profile.name,
+        spec.profile,
+        spec.profile.affordable_modes(cfg.bits),
+        data.train_inputs().to(where),
+        data.y_train.to(where),
+        data.x_test.to(where),
+        data.y_test.to(where),
+        model,
+    )
+
+
+def node_data(cfg: FederatedConfig, spec: NodeSpec) -> DatasetSplits:
+    """The data a declared node holds: its local copy, or the run's data set (lab setups)."""
+    if spec.data_root is None:
+        return run_data(cfg)
+    return load_source(node_data_source(cfg, spec.data_root))
+
+
+def declare(cfg: FederatedConfig, spec: NodeSpec) -> Declaration:
+    """What this node tells the server: its name, hardware and data (counted as it trains)."""
+    data = node_data(cfg, spec)
+    if spec.data_root is None:
+        train_idx, test_idx = split_local(
+            fleet_partitions(cfg)[spec.partition_id],
+            cfg.local_test_fraction,
+            local_split_seed(cfg.seed, spec.partition_id),
+        )
+        counts = len(train_idx), len(test_idx)
+    else:
+        counts = len(data.y_train), len(data.y_test)
+    return declaration_of(spec, *counts, data)
+
+
 # ---------------------------------------------------------------- one round
 
 
 def modes_to_train(
-    cfg: FederatedConfig, device: SimulatedDevice, server_round: int | None = None
+    cfg: FederatedConfig,
+    device: SimulatedDevice,
+    server_round: int | None = None,
+    planned: tuple[int, ...] | None = None,
 ) -> tuple[int, ...]:
-    """The modes this device trains under the run's train-mode policy; in ``server_round``,
+    """The modes this device trains under the run's train-mode policy (a declared device:
+    those the server ``planned``, which must be modes it runs); in ``server_round``,
     without the modes whose ``mode-start`` round has not come yet (a schedule)."""
-    modes = cfg.train_modes.modes(device.modes, fleet_lowest_top_mode(list(cfg.tiers), cfg.bits))
+    if planned is None:
+        lowest_top = fleet_lowest_top_mode(list(cfg.tiers), cfg.bits)
+        modes = cfg.train_modes.modes(device.modes, lowest_top)
+    else:
+        modes = _checked_plan(device, planned)
     if server_round is None or not cfg.mode_start:
         return modes
     start = dict(cfg.mode_start)
     scheduled = tuple(b for b in modes if start.get(b, 1) <= server_round)
     return scheduled or (min(cfg.bits),)  # the lowest mode always trains (validated)
+
+
+def _checked_plan(device: SimulatedDevice, planned: tuple[int, ...]) -> tuple[int, ...]:
+    """The server's plan, refused when it asks for a mode the device's hardware cannot run."""
+    beyond = [b for b in planned if b not in device.modes]
+    if beyond or not planned:
+        raise ValueError(
+            f"the server asked device {device.partition_id} ({device.tier}) to train modes "
+            f"{tuple(planned)}; it runs only {device.modes}"
+        )
+    return tuple(sorted(planned))
 
 
 @dataclass(frozen=True)
@@ -147,9 +223,14 @@ class RoundPlan:
 
 
 def plan_round(
-    cfg: FederatedConfig, device: SimulatedDevice, server_round: int, bytes_down: int
+    cfg: FederatedConfig,
+    device: SimulatedDevice,
+    server_round: int,
+    bytes_down: int,
+    planned: tuple[int, ...] | None = None,
 ) -> RoundPlan:
-    """Online? Which modes fit the deadline? Any injected fault? Seeded by (seed, round, pid)."""
+    """Online? Which modes fit the deadline? Any injected fault? Seeded by (seed, round, pid).
+    ``planned``: the server's plan for a declared device (:func:`modes_to_train`)."""
     pid = device.partition_id
     if cfg.availability and not is_online(device.profile.availability, cfg.seed, server_round, pid):
         return RoundPlan("offline", (), None, 1.0, bytes_down)
@@ -157,7 +238,7 @@ def plan_round(
     slow = slowdown(cfg.slowdown, device.tier, server_round)
     slow *= SLOW_FACTOR if fault == "slow" else 1.0
     upload_estimate = bytes_down * cfg.upload_bits // 32
-    policy_modes = modes_to_train(cfg, device, server_round)
+    policy_modes = modes_to_train(cfg, device, server_round, planned)
     candidates = (
         candidate_mode_sets(policy_modes) if cfg.train_modes.adapts_to_deadline else [policy_modes]
     )
@@ -275,10 +356,12 @@ def skipped_round_report(
     )
 
 
-def evaluation_mode(cfg: FederatedConfig, device: SimulatedDevice) -> int:
+def evaluation_mode(
+    cfg: FederatedConfig, device: SimulatedDevice, planned: tuple[int, ...] | None = None
+) -> int:
     """The mode a device evaluates the global model at: the top of the modes it trains (under
     ``train-modes = lowest-common`` the fleet's lowest top mode, not its own top mode)."""
-    return modes_to_train(cfg, device)[-1]
+    return modes_to_train(cfg, device, None, planned)[-1]
 
 
 def evaluate_locally(device: SimulatedDevice, bits: int) -> tuple[float, float]:

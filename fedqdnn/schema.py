@@ -31,6 +31,8 @@ INFO = "info"  # ConfigRecord of a reply: who answered and how the round went
 
 SERVER_ROUND = "server-round"  # instruction: the round it belongs to
 PARTITION_ID = "partition-id"  # instruction: the device it is for; reply: the device answering
+MODES = "modes"  # instruction to a declared device: the modes the server planned for it
+DECLARATION = "declaration"  # query reply of a declared device: its Declaration as JSON
 
 
 def wire_name(name: str) -> str:
@@ -55,21 +57,46 @@ class Wire(BaseModel):
         return self.model_dump(by_alias=True)
 
 
-def instruction(flat_config: dict, server_round: int, partition_id: int | None) -> dict:
+def instruction(
+    flat_config: dict,
+    server_round: int,
+    partition_id: int | None,
+    modes: tuple[int, ...] | None = None,
+) -> dict:
     """The ConfigRecord content of an instruction: the run's flat config (clients need no run
-    config of their own), the round, and the device it is for (None: the node's own)."""
-    extra = {SERVER_ROUND: server_round}
+    config of their own), the round, the device it is for (None: the node's own) and, for a
+    declared device, the modes the server planned for it."""
+    extra: dict = {SERVER_ROUND: server_round}
     if partition_id is not None:
         extra[PARTITION_ID] = partition_id
+    if modes is not None:
+        extra[MODES] = list(modes)
     return {**flat_config, **extra}
 
 
-def read_instruction(content: dict) -> tuple[dict, int, int | None]:
-    """Inverse of :func:`instruction`: (flat config, round, device or None)."""
+class Instruction(BaseModel):
+    """An instruction as the client reads it (:func:`read_instruction`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    flat: dict
+    server_round: int
+    partition_id: int | None
+    modes: tuple[int, ...] | None
+
+
+def read_instruction(content: dict) -> Instruction:
+    """Inverse of :func:`instruction`."""
     flat = dict(content)
     server_round = int(flat.pop(SERVER_ROUND, 0))
     partition = flat.pop(PARTITION_ID, None)
-    return flat, server_round, None if partition is None else int(partition)
+    modes = flat.pop(MODES, None)
+    return Instruction(
+        flat=flat,
+        server_round=server_round,
+        partition_id=None if partition is None else int(partition),
+        modes=None if modes is None else tuple(int(b) for b in modes),
+    )
 
 
 RoundStatus = Literal["trained", "offline", "straggler"]
@@ -109,6 +136,31 @@ class Identity(Wire):
     """The ``info`` record of a query reply: which partition a node is (node IDs are random)."""
 
     partition_id: int
+
+
+class Declaration(Wire):
+    """What a declared device (``fleet = "declared"``) tells the server at the run's start:
+    its name, its hardware (the full profile) and its data (fedqdnn.node_declaration)."""
+
+    device_name: str
+    hardware: str  # the profile's name
+    bit_modes: list[int]  # native modes of the hardware
+    profile: dict  # every HardwareProfile field
+    data: str  # "data-root PATH" or "partition-id K"
+    partition_id: int | None = None
+    train_examples: int
+    test_examples: int
+    num_classes: int
+    input_shape: list[int]
+
+
+class DeclaredDevice(Declaration):
+    """A declared device as results.json records it: the declaration, the device id the
+    server gave it, its node and the modes it was planned to train."""
+
+    device_id: int
+    node_id: int
+    planned_modes: list[int]
 
 
 # ---------------------------------------------------------------- what the server records
@@ -294,6 +346,8 @@ class RunResults(_Result):
     # modes no participating device trains (FederatedConfig.untrained_modes): their accuracy
     # is that of an untrained mode; None in files written before this field
     untrained_modes: list[int] | None = None
+    # fleet = "declared": what every SuperNode declared (None for a simulated fleet)
+    declared_devices: list[DeclaredDevice] | None = None
 
 
 # ---------------------------------------------------------------- comparison.json

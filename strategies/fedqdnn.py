@@ -124,7 +124,8 @@ class FedQDNN(PlainFedAvg):
         chosen = select_partitions(self.route.devices, fraction, self.seed, server_round, salt)
         self._sent = []
         for pid, node in zip(chosen, self.route.nodes_for(chosen), strict=True):
-            device_config = ConfigRecord(instruction(dict(config), server_round, pid))
+            planned = None if self.route.modes is None else self.route.modes[pid]
+            device_config = ConfigRecord(instruction(dict(config), server_round, pid, planned))
             content = RecordDict({ARRAYS: arrays, CONFIG: device_config})
             message = Message(content=content, dst_node_id=node, message_type=message_type)
             self._sent.append((message, pid))
@@ -171,7 +172,20 @@ class FedQDNN(PlainFedAvg):
         except (KeyError, TypeError, ValueError) as err:
             detail = one_line(err) if isinstance(err, ValidationError) else repr(err)
             return None, None, f"malformed reply: {detail}"
+        beyond = self._beyond_plan(msg, update)
+        if beyond is not None:
+            return None, row, beyond
         return update, row, validate_update(self._global, update, self.bit_modes)
+
+    def _beyond_plan(self, msg: Message, update: ClientUpdate) -> str | None:
+        """Why a declared device's update is refused: it trained modes the server did not
+        plan for the device the instruction was for (None: within the plan, or no plan)."""
+        if self.route is None or self.route.modes is None:
+            return None
+        allowed = self.route.modes.get(self._device_of(msg), ())
+        if set(update.trained_modes) <= set(allowed):
+            return None
+        return f"trained modes {update.trained_modes}, beyond its planned modes {allowed}"
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -176,3 +176,27 @@ def test_strategy_state_round_trip_resumes_identically():
     # the 2-bit entries blend the previous global value (weight 0.5 * 4) with 4 new examples
     expected = (2.0 * new[f"{BN}.bits2.weight"].numpy() + 1 * 3.0 + 3 * 4.0) / 6
     assert np.allclose(out_a[f"{BN}.bits2.weight"].numpy(), expected)
+
+
+def test_declared_devices_are_sent_their_plan_and_held_to_it():
+    """A declared fleet: every instruction carries the device's planned modes, and an update
+    with a mode beyond the plan (a 2-bit MCU uploading FP32 entries) is refused."""
+    strategy = FedQDNN(num_clients=2, bit_modes=(2, 32))
+    plan = {0: (2,), 1: (2, 32)}
+    strategy.bind_nodes(NodeRoute((0, 1), bound={0: 10, 1: 11}, modes=plan))
+    sent = strategy.configure_train(1, to_arrayrecord(STATE), ConfigRecord({}), grid=None)
+    assert [list(m.content["config"]["modes"]) for m in sent] == [[2], [2, 32]]
+    first, second = sent
+    for message, message_id in ((first, "m0"), (second, "m1")):  # ids the SuperLink gives
+        message.metadata.__dict__["_message_id"] = message_id
+
+    def reply_to(instruction: Message, pid: int, modes) -> Message:
+        reply = _reply(pid, modes, 1, 1.0)
+        return Message(content=reply.content, reply_to=instruction)
+
+    _, metrics = strategy.aggregate_train(
+        1, [reply_to(first, 0, (2, 32)), reply_to(second, 1, (2, 32))]
+    )
+    rejected = strategy.rounds[1].rejected
+    assert metrics["num-valid"] == 1 and [r.partition_id for r in rejected] == [0]
+    assert rejected[0].reason == "trained modes (2, 32), beyond its planned modes (2,)"

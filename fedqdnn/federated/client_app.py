@@ -20,10 +20,12 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedqdnn.accelerator import select_device
-from fedqdnn.config import FederatedConfig, from_flat
+from fedqdnn.config import FederatedConfig, FleetSource, from_flat
 from fedqdnn.costs import array_bytes
 from fedqdnn.device import (
     SimulatedDevice,
+    declare,
+    declared_device,
     device_for,
     evaluate_locally,
     evaluation_mode,
@@ -32,15 +34,18 @@ from fedqdnn.device import (
     skipped_round_report,
     train_round,
 )
+from fedqdnn.node_declaration import NodeSpec, parse_node_config
 from fedqdnn.schema import (
     ARRAYS,
     CONFIG,
+    DECLARATION,
     INFO,
     METRICS,
     PARTITION_ID,
     DeviceInfo,
     EvaluationReport,
     Identity,
+    Instruction,
     RoundStatus,
     TrainReport,
     read_instruction,
@@ -80,20 +85,33 @@ def _parse(flat_items: tuple) -> FederatedConfig:
     return from_flat(dict(flat_items))
 
 
-def _config(msg: Message) -> tuple[FederatedConfig, int, int | None]:
-    """The run config the server sent (parsed once per distinct config), the round, and the
-    device the message is for (None when the server leaves it to the node: Flower's FedAvg)."""
-    flat, server_round, partition = read_instruction(dict(msg.content[CONFIG]))
-    return _parse(tuple(sorted(flat.items()))), server_round, partition
+def _config(msg: Message) -> tuple[FederatedConfig, Instruction]:
+    """The run config the server sent (parsed once per distinct config) and the instruction:
+    round, the device the message is for (None when the server leaves it to the node:
+    Flower's FedAvg), the modes planned for a declared device."""
+    instruction = read_instruction(dict(msg.content[CONFIG]))
+    return _parse(tuple(sorted(instruction.flat.items()))), instruction
+
+
+def _node_spec(cfg: FederatedConfig, context: Context) -> NodeSpec:
+    """This node's declaration (``fleet = "declared"``), from its node config."""
+    return parse_node_config(dict(context.node_config), cfg)
 
 
 def _device(cfg: FederatedConfig, context: Context, partition: int | None) -> SimulatedDevice:
-    """The device a message is for: the one it names, else this node's own (nodes map onto
+    """The device a message is for. A declared fleet: this node's own device, whose hardware
+    and data come from its node config only (``partition``: the id the server gave it).
+    A simulated fleet: the device the message names, else this node's own (nodes map onto
     ``participants`` in order of their ``partition-id``)."""
     use_cpu_share()
+    where = _torch_device(cfg.device)
+    if cfg.fleet == FleetSource.DECLARED:
+        if partition is None:
+            raise ValueError("an instruction to a declared device must name its device id")
+        return declared_device(cfg, _node_spec(cfg, context), partition, where)
     if partition is None:
         partition = cfg.participant_ids[int(context.node_config[PARTITION_ID])]
-    return device_for(cfg, partition, _torch_device(cfg.device))
+    return device_for(cfg, partition, where)
 
 
 def _reply(
@@ -122,11 +140,12 @@ def _info(device: SimulatedDevice, status: RoundStatus | None = None) -> DeviceI
 def train(msg: Message, context: Context) -> Message:
     """Train the modes this device's plan allows this round; reply with shared + trained-mode
     entries, or with a status (offline, straggler) and no arrays."""
-    cfg, rnd, partition = _config(msg)
-    device = _device(cfg, context, partition)
+    cfg, instruction = _config(msg)
+    rnd = instruction.server_round
+    device = _device(cfg, context, instruction.partition_id)
     arrays = msg.content[ARRAYS]
     bytes_down = array_bytes(arrays)
-    plan = plan_round(cfg, device, rnd, bytes_down)
+    plan = plan_round(cfg, device, rnd, bytes_down, instruction.modes)
     if plan.status != "trained":
         report = skipped_round_report(cfg, device, plan)
         return _reply(msg, _info(device, plan.status), report)
@@ -137,7 +156,15 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.query()
 def identify(msg: Message, context: Context) -> Message:
-    """Tell the server which partition this node simulates (node IDs are random per run)."""
+    """Tell the server who this node is (node IDs are random per run): the partition it
+    simulates, or (a declared fleet: the query carries the run config) the device it is,
+    its hardware and its data. A bad node config fails here, in one line naming the key."""
+    if CONFIG in msg.content:
+        cfg, _ = _config(msg)
+        if cfg.fleet == FleetSource.DECLARED:
+            declaration = declare(cfg, _node_spec(cfg, context))
+            info = {DECLARATION: declaration.model_dump_json(by_alias=True)}
+            return Message(content=RecordDict({INFO: ConfigRecord(info)}), reply_to=msg)
     identity = Identity(partition_id=int(context.node_config[PARTITION_ID]))
     return Message(content=RecordDict({INFO: ConfigRecord(identity.wire())}), reply_to=msg)
 
@@ -146,10 +173,10 @@ def identify(msg: Message, context: Context) -> Message:
 def evaluate_local(msg: Message, context: Context) -> Message:
     """Per-device accuracy: the global model at the top mode this device trains (its
     evaluation mode), on its local test split."""
-    cfg, _, partition = _config(msg)
-    device = _device(cfg, context, partition)
+    cfg, instruction = _config(msg)
+    device = _device(cfg, context, instruction.partition_id)
     load_state(device.model, to_torch_state(msg.content[ARRAYS]))
-    bits = evaluation_mode(cfg, device)
+    bits = evaluation_mode(cfg, device, instruction.modes)
     accuracy, loss = evaluate_locally(device, bits)
     report = EvaluationReport(
         num_examples=len(device.y_test), accuracy=accuracy, loss=loss, bits=bits

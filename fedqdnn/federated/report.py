@@ -27,6 +27,7 @@ from fedqdnn.schema import (
     RESULTS_FILE,
     TRAIN_LOSS,
     Convergence,
+    DeclaredDevice,
     DeviceAccuracy,
     EvaluationRow,
     FinalAccuracy,
@@ -60,6 +61,7 @@ def build_results(
     rounds: dict[int, RoundRecord],
     result: RunHistory,
     wall_seconds: float,
+    declared: list[DeclaredDevice] | None = None,
 ) -> RunResults:
     """Assemble results.json from the strategy's round records (empty for Flower's FedAvg,
     which keeps none) and the run history.
@@ -123,8 +125,19 @@ def build_results(
         seed=cfg.seed,
         versions=versions(),
         wall_seconds=round(wall_seconds, 2),
-        untrained_modes=list(cfg.untrained_modes()),
+        untrained_modes=list(
+            cfg.untrained_modes() if declared is None else declared_untrained_modes(cfg, declared)
+        ),
+        declared_devices=declared,
     )
+
+
+def declared_untrained_modes(
+    cfg: FederatedConfig, declared: list[DeclaredDevice]
+) -> tuple[int, ...]:
+    """The model's modes no declared device was planned to train."""
+    trained = {b for d in declared for b in d.planned_modes}
+    return tuple(b for b in cfg.bits if b not in trained)
 
 
 def _per_device(records: list[RoundRecord | None]) -> list[DeviceAccuracy]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from flwr.app import (
 from flwr.serverapp import Grid, ServerApp
 
 from fedqdnn.accelerator import model_device, select_device
-from fedqdnn.config import Aggregation, FederatedConfig, from_flat
+from fedqdnn.config import Aggregation, FederatedConfig, FleetSource, from_flat
 from fedqdnn.console import setup_console
 from fedqdnn.deployment import average_states
 from fedqdnn.federated.checkpoint import (
@@ -45,15 +46,20 @@ from fedqdnn.federated.report import build_results, load_model_state, save_model
 from fedqdnn.federated.run_folder import claim, run_identity
 from fedqdnn.fleet import initial_model, run_data
 from fedqdnn.models import QuantizableModel
+from fedqdnn.node_declaration import check_fleet_declarations, declared_profile, planned_modes
 from fedqdnn.policies import ServerOptimizer
 from fedqdnn.round_plan import evaluation_rounds, final_window
 from fedqdnn.schema import (
     CHECKPOINT_DIR,
+    CONFIG,
+    DECLARATION,
     FINAL_MODELS_DIR,
     INFO,
     MODEL_FILE,
     WINDOW_AVERAGE_MODEL_FILE,
     ClientRow,
+    Declaration,
+    DeclaredDevice,
     Identity,
     Rejection,
     RoundRecord,
@@ -183,6 +189,13 @@ def _concise_reason(reason: object) -> str:
     return f"{head}: {tail}"
 
 
+def client_error_text(reason: str) -> str:
+    """The ClientApp's own message from Flower's error reason (``<class 'ValueError'>:<'...'>``
+    in 1.42), else the reason in one line."""
+    match = re.fullmatch(r"<class '[\w.]+'>:<'(.*)'>", reason.strip(), flags=re.DOTALL)
+    return match.group(1) if match else _concise_reason(reason)
+
+
 def make_strategy(cfg: FederatedConfig) -> ServerStrategy:
     """FedQDNN, or Flower's plain FedAvg (identical reply keys only, e.g. uniform-fp32)."""
     if cfg.aggregation == Aggregation.FEDAVG:
@@ -204,13 +217,65 @@ def make_strategy(cfg: FederatedConfig) -> ServerStrategy:
     )
 
 
-def node_route(grid: Grid, cfg: FederatedConfig) -> NodeRoute:
+def node_route(grid: Grid, cfg: FederatedConfig) -> tuple[NodeRoute, list[DeclaredDevice] | None]:
     """How devices reach nodes: a pool of interchangeable nodes, or (``max-nodes = 0``) each
-    device's own node, found by asking every node for its partition id."""
+    device's own node, found by asking every node for its partition id, or (``fleet =
+    "declared"``) each node is the device it declares; then also the declarations."""
+    if cfg.fleet == FleetSource.DECLARED:
+        return discover_declared_fleet(grid, cfg)
     devices = tuple(sorted(cfg.participant_ids))
     if cfg.pooled:
-        return NodeRoute(devices, pool=tuple(sorted(grid.get_node_ids())))
-    return NodeRoute(devices, bound=discover_partitions(grid, cfg))
+        return NodeRoute(devices, pool=tuple(sorted(grid.get_node_ids()))), None
+    return NodeRoute(devices, bound=discover_partitions(grid, cfg)), None
+
+
+def discover_declared_fleet(
+    grid: Grid, cfg: FederatedConfig
+) -> tuple[NodeRoute, list[DeclaredDevice]]:
+    """Ask every node what device it is (fedqdnn.node_declaration); check the fleet and plan
+    each device's modes from its declared hardware. A bad or conflicting declaration fails
+    the run here, in one line naming the node and the key."""
+    nodes = sorted(grid.get_node_ids())
+    if len(nodes) != cfg.num_clients:
+        raise ValueError(
+            f"{len(nodes)} SuperNodes are connected but num-clients = {cfg.num_clients}; with "
+            "fleet = 'declared' every SuperNode is one device: allowed: num-clients = the "
+            "number of SuperNodes"
+        )
+    query = RecordDict({CONFIG: ConfigRecord(cfg.to_flat())})
+    messages = [
+        Message(content=query, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
+    ]
+    declarations: dict[int, Declaration] = {}
+    for reply in grid.send_and_receive(messages, timeout=REPLY_TIMEOUT):
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            raise ValueError(f"SuperNode {node}: {client_error_text(reply.error.reason)}")
+        declarations[node] = Declaration.model_validate_json(str(reply.content[INFO][DECLARATION]))
+    missing = sorted(set(nodes) - set(declarations))
+    if missing:
+        raise ValueError(f"SuperNodes {missing} did not declare themselves within the timeout")
+    data = run_data(cfg)
+    device_nodes = check_fleet_declarations(cfg, declarations, data.num_classes, data.input_shape)
+    profiles = {device: declared_profile(declarations[n]) for device, n in device_nodes.items()}
+    plans = planned_modes(cfg, profiles)
+    devices = [
+        DeclaredDevice(
+            **declarations[node].model_dump(),
+            device_id=device,
+            node_id=node,
+            planned_modes=list(plans[device]),
+        )
+        for device, node in sorted(device_nodes.items())
+    ]
+    for d in devices:
+        log.info(
+            "device %d = SuperNode %d: %s, %s (%d train / %d test examples), trains modes %s",
+            d.device_id, d.node_id, d.device_name, d.hardware, d.train_examples,
+            d.test_examples, d.planned_modes,
+        )  # fmt: skip
+    route = NodeRoute(tuple(sorted(device_nodes)), bound=device_nodes, modes=plans)
+    return route, devices
 
 
 def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
@@ -270,7 +335,8 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
         arrays, history, first = _restore(spec.resume, model)
         strategy.load_state_dict(spec.resume.strategy, spec.resume.strategy_arrays)
         log.info("resuming after round %d", first - 1)
-    strategy.bind_nodes(node_route(grid, cfg))
+    route, declared = node_route(grid, cfg)
+    strategy.bind_nodes(route)
 
     def central(server_round: int) -> dict[int, float]:
         accuracy = evaluate_fn(server_round, arrays)
@@ -324,7 +390,8 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
                 *strategy.state_dict(),
                 cfg.to_flat(),
             )
-    results = build_results(cfg, strategy.rounds, history, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    results = build_results(cfg, strategy.rounds, history, wall, declared)
     final = to_state(arrays)
     save_model(out / MODEL_FILE, final, cfg)
     if len(window) > 1:  # the final window's models averaged into one (docs/results.md §6)
@@ -346,7 +413,8 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float = 60.0) -> None:
         time.sleep(0.5)
     raise ValueError(
         f"num-clients = {expected} but only {count} SuperNodes connected within {timeout:.0f}s; "
-        f"start the federation with --federation-config 'num-supernodes={expected}'"
+        f"start {expected} SuperNodes (deployment), or give a simulation "
+        f"--federation-config 'num-supernodes={expected}'"
     )
 
 

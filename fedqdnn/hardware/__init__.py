@@ -4,7 +4,12 @@
 profiles from TOML), ``fleet`` (which tier each device of a scenario has).
 """
 
-from fedqdnn.hardware.fleet import PROPORTION_TOLERANCE, assign_profiles, fleet_lowest_top_mode
+from fedqdnn.hardware.fleet import (
+    PROPORTION_TOLERANCE,
+    assign_profiles,
+    fleet_lowest_top_mode,
+    fleet_lowest_top_mode_of,
+)
 from fedqdnn.hardware.presets import PRESETS, get_profile, profile_from_dict
 from fedqdnn.hardware.profile import HardwareProfile
 
@@ -14,6 +19,7 @@ __all__ = [
     "HardwareProfile",
     "assign_profiles",
     "fleet_lowest_top_mode",
+    "fleet_lowest_top_mode_of",
     "get_profile",
     "profile_from_dict",
 ]

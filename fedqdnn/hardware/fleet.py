@@ -7,7 +7,7 @@ import random
 from collections.abc import Mapping, Sequence
 
 from fedqdnn.hardware.presets import get_profile
-from fedqdnn.hardware.profile import is_number
+from fedqdnn.hardware.profile import HardwareProfile, is_number
 
 
 def _largest_remainder(num: int, weights: list[float]) -> list[int]:
@@ -68,4 +68,11 @@ def assign_profiles(num_clients: int, proportions: Mapping[str, float], seed: in
 
 def fleet_lowest_top_mode(tiers: Sequence[str], model_modes: Sequence[int]) -> int:
     """The highest mode every tier of the fleet can run (what a lowest-common fleet deploys)."""
-    return min(get_profile(tier).top_mode(model_modes) for tier in tiers)
+    return fleet_lowest_top_mode_of([get_profile(tier) for tier in tiers], model_modes)
+
+
+def fleet_lowest_top_mode_of(
+    profiles: Sequence[HardwareProfile], model_modes: Sequence[int]
+) -> int:
+    """:func:`fleet_lowest_top_mode` of a fleet given by its profiles (declared devices)."""
+    return min(profile.top_mode(model_modes) for profile in profiles)
