@@ -220,8 +220,7 @@ class Federation:
         }
         self.procs: list[tuple[subprocess.Popen, Path]] = []
         self.supernodes = 0
-        superlink_step, self.supernode_step, config_step = _STEPS[mode]
-        self.superlink_step = superlink_step
+        self.superlink_step, self.supernode_step, config_step = _STEPS[mode]
         config = documented_config(config_step, docs, **self.values)
         (self.home / "config.toml").write_text(config)
 
