@@ -33,7 +33,7 @@ from fedqdnn.device import device_for
 from fedqdnn.fleet import build_model_for
 from fedqdnn.hardware import fleet_lowest_top_mode
 from fedqdnn.models import QuantizableModel
-from fedqdnn.policies import Deploy
+from fedqdnn.policies import Deploy, ModeChoice
 from fedqdnn.quant import FULL_PRECISION
 from fedqdnn.training import evaluate
 
@@ -69,51 +69,89 @@ def _ptq(model: QuantizableModel, bits: int, x_calibration: torch.Tensor) -> Qua
     return model
 
 
+def best_mode(scores: Mapping[int, float]) -> int:
+    """The mode with the best score; a tie goes to the higher-precision mode."""
+    return max(scores, key=lambda bits: (scores[bits], bits))
+
+
 def evaluate_devices(
     cfg: FederatedConfig,
     state_for_device: Mapping[int, Mapping[str, np.ndarray]],
     policy: Deploy,
     devices: Sequence[int] | None = None,
+    choice: ModeChoice = ModeChoice.POLICY,
 ) -> list[DeviceResult]:
     """Accuracy of every device (partition) under ``policy``.
 
     ``state_for_device`` maps partition id to the global model state that device receives
-    (one state for all devices except in per-tier training).
+    (one state for all devices except in per-tier training). ``choice = best-on-train``: each
+    device runs, of the modes it can run up to the policy's, the one whose deployed model (as
+    ``policy`` deploys it) is most accurate on the device's own training data; its test split
+    stays unseen until the choice is made.
     """
     policy = Deploy(policy)
-    where = select_device(cfg.device)
     devices = list(devices if devices is not None else range(cfg.num_clients))
+    fleet = _Deployer(cfg, state_for_device, policy, devices)
     lowest_top = fleet_lowest_top_mode(list(cfg.tiers), cfg.bits)
-    models: dict[int, QuantizableModel] = {}
-    recalibrated: dict[tuple[int, int], QuantizableModel] = {}
     out = []
     for pid in devices:
         device = device_for(cfg, pid)
-        key = id(state_for_device[pid])
-        if key not in models:
-            models[key] = _model_with(cfg, state_for_device[pid], where)
-        model = models[key]
-        bits = policy.bits(device.top_mode, lowest_top)
-        if policy is Deploy.PTQ:
-            model = _ptq(model, bits, device.x_train)
-        elif policy is Deploy.RECALIBRATE:
-            if (key, bits) not in recalibrated:
-                users = [
-                    p
-                    for p in devices
-                    if state_for_device[p] is state_for_device[pid]
-                    and device_for(cfg, p).top_mode == bits
-                ]
-                x = torch.cat([device_for(cfg, p).x_train for p in users])
-                recalibrated[(key, bits)] = copy.deepcopy(model)
-                recalibrate_bn(recalibrated[(key, bits)], x, bits)
-            model = recalibrated[(key, bits)]
-        accuracy, _ = evaluate(model, device.x_test, device.y_test, bits)
+        policy_bits = policy.bits(device.top_mode, lowest_top)
+        candidates = [policy_bits]
+        if choice is ModeChoice.BEST_ON_TRAIN and policy is not Deploy.FP32:
+            candidates = [b for b in device.modes if b <= policy_bits]
+        bits = candidates[0]
+        if len(candidates) > 1:
+            scores = {
+                b: evaluate(fleet.model(pid, b), device.x_train, device.y_train, b)[0]
+                for b in candidates
+            }
+            bits = best_mode(scores)
+        accuracy, _ = evaluate(fleet.model(pid, bits), device.x_test, device.y_test, bits)
         out.append(DeviceResult(pid, device.tier, bits, accuracy, len(device.y_test)))
-    models.clear()
-    recalibrated.clear()
-    release_cuda_memory()
+    fleet.release()
     return out
+
+
+class _Deployer:
+    """The model each device runs at a mode under a deploy policy (built once per state,
+    recalibrated once per state and mode)."""
+
+    def __init__(
+        self,
+        cfg: FederatedConfig,
+        state_for_device: Mapping[int, Mapping[str, np.ndarray]],
+        policy: Deploy,
+        devices: list[int],
+    ) -> None:
+        self.cfg, self.states, self.policy, self.devices = cfg, state_for_device, policy, devices
+        self.where = select_device(cfg.device)
+        self.models: dict[int, QuantizableModel] = {}
+        self.recalibrated: dict[tuple[int, int], QuantizableModel] = {}
+
+    def model(self, pid: int, bits: int) -> QuantizableModel:
+        key = id(self.states[pid])
+        if key not in self.models:
+            self.models[key] = _model_with(self.cfg, self.states[pid], self.where)
+        if self.policy is Deploy.PTQ:
+            return _ptq(self.models[key], bits, device_for(self.cfg, pid).x_train)
+        if self.policy is not Deploy.RECALIBRATE:
+            return self.models[key]
+        if (key, bits) not in self.recalibrated:
+            users = [
+                p
+                for p in self.devices
+                if self.states[p] is self.states[pid] and device_for(self.cfg, p).top_mode == bits
+            ] or [pid]  # a mode no device tops: its statistics from this device's data
+            x = torch.cat([device_for(self.cfg, p).x_train for p in users])
+            self.recalibrated[(key, bits)] = copy.deepcopy(self.models[key])
+            recalibrate_bn(self.recalibrated[(key, bits)], x, bits)
+        return self.recalibrated[(key, bits)]
+
+    def release(self) -> None:
+        self.models.clear()
+        self.recalibrated.clear()
+        release_cuda_memory()
 
 
 def average_states(states: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -113,13 +113,16 @@ def _profile(node_config: Mapping[str, object]) -> HardwareProfile:
 
 def parse_node_config(node_config: Mapping[str, object], cfg: FederatedConfig) -> NodeSpec:
     """A node's declaration from its node config; ValueError in one line naming the key."""
+    where = f"device {node_config[DEVICE_NAME]}: " if DEVICE_NAME in node_config else ""
     unknown = sorted(set(node_config) - set(NODE_KEYS))
     if unknown:
-        raise ValueError(f"node config: {unknown[0]} is unknown; allowed: {', '.join(NODE_KEYS)}")
+        raise ValueError(
+            f"{where}node config: {unknown[0]} is unknown; allowed: {', '.join(NODE_KEYS)}"
+        )
     try:
         return _parse(node_config, cfg)
     except ValueError as err:
-        raise ValueError(f"node config: {err}") from None
+        raise ValueError(f"{where}node config: {err}") from None
 
 
 def _parse(node_config: Mapping[str, object], cfg: FederatedConfig) -> NodeSpec:

@@ -63,6 +63,15 @@ class Deploy(StrEnum):
         return device_top
 
 
+class ModeChoice(StrEnum):
+    """Which mode a device deploys: the one its deploy policy names, or (a Quantizable DNN
+    switches modes at run time) the most accurate on the device's own training data among
+    the modes it can run up to that one."""
+
+    POLICY = "policy"
+    BEST_ON_TRAIN = "best-on-train"
+
+
 class ServerOptimizer(StrEnum):
     """Update of the shared weights from the clients' average (Flower's strategies' math)."""
 

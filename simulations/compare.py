@@ -37,6 +37,7 @@ from fedqdnn.files import read_json_checked, write_json, write_text_atomic
 from fedqdnn.fleet import build_model_for
 from fedqdnn.hardware import get_profile
 from fedqdnn.model_size import deployed_model_bytes
+from fedqdnn.policies import ModeChoice
 from fedqdnn.provenance import versions
 from fedqdnn.schema import (
     COMPARISON_CSV,
@@ -158,8 +159,15 @@ class ArmResult:
     per_device: list[DeviceAccuracy]
 
 
-def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn) -> ArmResult:
-    """Run one arm at one seed; per-tier rows and its accuracy curves."""
+def compare_one(
+    cfg: FederatedConfig,
+    name: str,
+    out: Path,
+    simulate_fn,
+    choice: ModeChoice = ModeChoice.POLICY,
+) -> ArmResult:
+    """Run one arm at one seed; per-tier rows and its accuracy curves (``choice``: which
+    mode each device deploys, fedqdnn.deployment.evaluate_devices)."""
     arm = get_arm(name)
     window_states: list[dict[int, dict]] = []
     runs: list[FinishedRun] = []
@@ -174,10 +182,10 @@ def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn) -> ArmR
         runs.append(run)
     model_cfg = cfg.replace(**arm.changes)
     devices = _mean_over_window(
-        [evaluate_devices(model_cfg, states, arm.deploy) for states in window_states]
+        [evaluate_devices(model_cfg, states, arm.deploy, choice=choice) for states in window_states]
     )
     averaged = accuracy_by_tier(
-        evaluate_devices(model_cfg, _averaged_per_device(window_states), arm.deploy)
+        evaluate_devices(model_cfg, _averaged_per_device(window_states), arm.deploy, choice=choice)
     )
     costs = _per_device_costs(runs, cfg.num_clients)
     model = build_model_for(model_cfg)

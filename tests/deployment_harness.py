@@ -13,7 +13,7 @@ tests run. Three security modes pick the blocks:
 API:
 
     run_federation(workdir, node_configs, run_config, *, mode="insecure",
-                   unregistered_node_configs=(), timeout=300.0) -> RunResult
+                   unregistered_node_configs=(), timeout=300.0, prepare=None) -> RunResult
         Start a SuperLink and one SuperNode per node config, submit the run, wait for its
         final status and stop every process; RunResult(status, run_id, log, refused).
     Federation(workdir, mode="insecure")   context manager for finer steps:
@@ -22,6 +22,10 @@ API:
     make_certificates(certs_dir, hosts)    a CA and a server certificate for ``hosts``
     make_node_key(path)                    a SuperNode key pair (``path``, ``path.pub``)
     documented_command(step, **values)     one documented command, placeholders replaced
+    documented_lines(step, **values)       a block's lines (deploy:node-configs: one per device)
+    Federation.run_documented(step, **values), Federation.details(run_id)
+                                           another documented step (deploy:device-data);
+                                           a run's status-details (why it failed)
 
 Every process the harness starts runs in its own session; ``stop`` terminates, then kills, each
 one's process tree and asserts that none is left. Processes it did not start are never touched.
@@ -62,6 +66,7 @@ PLACEHOLDERS = (
     "RUN_ID",
     "CERTS_DIR",
     "KEY",
+    "DATA_DIR",
 )
 _PLACEHOLDER = re.compile(r"\b(" + "|".join(sorted(PLACEHOLDERS, key=len, reverse=True)) + r")\b")
 _BLOCK = re.compile(r"^```\w*[ \t]+deploy:([\w-]+)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
@@ -121,6 +126,16 @@ def documented_config(step: str, docs: Path = DOCS, **values: str) -> str:
     if step not in blocks:
         raise ValueError(f"{docs} has no block deploy:{step}; it has {sorted(blocks)}")
     return _replace(blocks[step], values)
+
+
+def documented_lines(step: str, docs: Path = DOCS, **values: str) -> list[str]:
+    """The non-empty lines of block ``deploy:step`` (e.g. one node config per device),
+    placeholders replaced."""
+    return [
+        line.strip()
+        for line in documented_config(step, docs, **values).splitlines()
+        if line.strip()
+    ]
 
 
 def make_certificates(certs_dir: Path, hosts: tuple[str, ...] = (SERVER, "localhost")) -> Path:
@@ -246,7 +261,7 @@ class Federation:
         return proc
 
     def _cli(self, step: str, timeout: float = 120, **values: str) -> tuple[int, str]:
-        """Run the documented ``flwr`` command of ``step`` to completion."""
+        """Run the documented command of ``step`` (``flwr``, ``python -m ...``) to completion."""
         argv = documented_command(step, self.docs, **self.values, **values)
         try:
             done = subprocess.run(
@@ -295,6 +310,21 @@ class Federation:
         argv = documented_command(self.supernode_step, self.docs, **values)
         self.supernodes += 1
         return self._start(f"supernode-{self.supernodes - 1}", argv)
+
+    def run_documented(self, step: str, timeout: float = 300, **values: str) -> str:
+        """Run the documented command of ``step`` (e.g. preparing data) to completion; its
+        output, or AssertionError with it when it fails."""
+        code, out = self._cli(step, timeout, **values)
+        if code != 0:
+            raise AssertionError(f"deploy:{step} failed ({code}):\n{out[-3000:]}")
+        return out
+
+    def details(self, run_id: str) -> str:
+        """The run's ``status-details`` as ``flwr ls`` shows them (why a run failed)."""
+        code, out = self._cli("status", RUN_ID=run_id)
+        if code != 0:
+            raise AssertionError(f"flwr ls failed ({code}):\n{out[-3000:]}")
+        return str(_json_of(out)["runs"][0].get("status-details", ""))
 
     def submit(self, run_config: str) -> str:
         """Submit the run with ``flwr run``; returns its run ID."""
@@ -384,16 +414,20 @@ def run_federation(
     mode: Mode = "insecure",
     unregistered_node_configs: tuple[str, ...] = (),
     timeout: float = 300,
+    prepare: dict[str, dict[str, str]] | None = None,
 ) -> RunResult:
     """Run one federation end to end; every process is stopped before this returns.
 
     In auth mode each SuperNode of ``node_configs`` gets a registered key and each of
     ``unregistered_node_configs`` an unregistered one; those must be refused (exit non-zero)
-    and their output is returned in ``RunResult.refused``.
+    and their output is returned in ``RunResult.refused``. ``prepare``: documented steps to
+    run first (step -> placeholder values), e.g. ``{"device-data": {"DATA_DIR": ...}}``.
     """
     if unregistered_node_configs and mode != "auth":
         raise ValueError(f"unregistered SuperNodes need mode 'auth', not {mode!r}")
     with Federation(workdir, mode) as fed:
+        for step, values in (prepare or {}).items():  # e.g. deploy:device-data
+            fed.run_documented(step, **values)
         fed.start_superlink()
         refused_procs = []
         for k, node_config in enumerate(node_configs):

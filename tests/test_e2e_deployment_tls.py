@@ -1,4 +1,5 @@
-"""End to end: the secured deployment of docs/deployment.md on loopback (TLS, SuperNode auth)."""
+"""The secured deployment of docs/deployment.md on loopback (TLS + SuperNode auth, end to end),
+and a check that every documented step resolves."""
 
 import json
 
@@ -10,18 +11,11 @@ from tests.deployment_harness import (
     documented_blocks,
     documented_command,
     documented_config,
+    documented_lines,
     run_federation,
 )
 
 NODES = 3
-
-
-def _node_configs() -> list[str]:
-    return [f"partition-id={k} num-partitions={NODES}" for k in range(NODES)]
-
-
-def _run_config(out) -> str:
-    return f"num-clients={NODES} max-nodes=0 rounds=2 dataset='digits' out-dir='{out}'"
 
 
 def test_every_documented_step_resolves():
@@ -29,14 +23,15 @@ def test_every_documented_step_resolves():
     values = {name: f"<{name}>" for name in PLACEHOLDERS}
     steps = set(documented_blocks())
     expected = {"run", "status", "log", "register", "config", "config-tls"}
+    expected |= {"device-data", "node-configs"}
     expected |= {
         f"{role}{suffix}" for role in ("superlink", "supernode") for suffix in ("", "-tls", "-auth")
     }
     assert steps == expected
     assert len(MODES) == 3
-    for step in steps - {"config", "config-tls"}:
+    for step in steps - {"config", "config-tls", "node-configs"}:
         argv = documented_command(step, **values)
-        assert argv[0] in {"flower-superlink", "flower-supernode", "flwr"}, argv
+        assert argv[0] in {"flower-superlink", "flower-supernode", "flwr", "python"}, argv
     supernode = documented_command("supernode-auth", **values)
     assert supernode[supernode.index("--node-config") + 1] == "<NODE_CONFIG>"
     assert "--enable-supernode-auth" in documented_command("superlink-auth", **values)
@@ -44,28 +39,28 @@ def test_every_documented_step_resolves():
 
 
 @pytest.mark.e2e
-def test_tls_federation_completes(tmp_path):
-    out = tmp_path / "out"
-    result = run_federation(tmp_path, _node_configs(), _run_config(out), mode="tls", timeout=400)
-    assert result.status == "finished:completed", result.log[-3000:]
-    results = json.loads((out / "results.json").read_text())
-    assert len(results["per_device"]) == NODES
-    assert results["config"]["rounds"] == 2
-
-
-@pytest.mark.e2e
-def test_supernode_auth_refuses_unregistered_node(tmp_path):
-    out = tmp_path / "out"
+def test_tls_with_supernode_auth_refuses_an_unregistered_node(tmp_path):
+    """The walk-through's federation over TLS with SuperNode authentication: the three
+    registered devices complete the run; a fourth, unregistered, is refused."""
+    data_dir, out = tmp_path / "data", tmp_path / "out"
+    node_configs = documented_lines("node-configs", DATA_DIR=str(data_dir))
     result = run_federation(
         tmp_path,
-        _node_configs(),
-        _run_config(out),
+        node_configs,
+        f"fleet='declared' num-clients={NODES} rounds=2 dataset='digits' out-dir='{out}'",
         mode="auth",
-        unregistered_node_configs=(f"partition-id=0 num-partitions={NODES}",),
+        unregistered_node_configs=(node_configs[0],),
         timeout=400,
+        prepare={"device-data": {"DATA_DIR": str(data_dir)}},
     )
     assert result.status == "finished:completed", result.log[-3000:]
-    assert len(json.loads((out / "results.json").read_text())["per_device"]) == NODES
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(d["device-name"] for d in results["declared_devices"]) == [
+        "jetson",
+        "laptop",
+        "pi",
+    ]
+    assert len(results["per_device"]) == NODES
     assert len(result.refused) == 1
     assert "[code: 2004] Failed to activate SuperNode" in result.refused[0], result.refused[0][
         -3000:
