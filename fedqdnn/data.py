@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +58,26 @@ def _splits(name: str, xtr, ytr, xte, yte, num_classes: int) -> DatasetSplits:
     )
 
 
-def load_digits(data_seed: int = 0, test_fraction: float = 0.2) -> DatasetSplits:
-    """sklearn's 1,797 8x8 digits, stratified split seeded by ``data_seed``."""
+def load_digits(
+    data_seed: int = 0, test_fraction: float = 0.2, cache_dir: Path | None = None
+) -> DatasetSplits:
+    """sklearn's 1,797 8x8 digits, stratified split seeded by ``data_seed``.
+
+    Importing sklearn (and scipy) takes longer than everything else a device does to load its
+    data, and under Flower's Deployment Engine every message is a fresh process, so the split
+    arrays are cached in ``cache_dir`` (default :func:`default_cache_dir`) keyed by seed, test
+    fraction and sklearn version; a cached file holds exactly what the split returns.
+    """
+    sklearn = metadata.version("scikit-learn")
+    name = f"digits-seed{data_seed}-test{test_fraction}-sklearn{sklearn}.npz"
+    data = _cached_arrays(
+        Path(cache_dir or default_cache_dir()) / name,
+        lambda: _split_digits(data_seed, test_fraction),
+    )
+    return _splits("digits", data["x"], data["y"], data["x_test"], data["y_test"], 10)
+
+
+def _split_digits(data_seed: int, test_fraction: float) -> dict[str, np.ndarray]:
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
 
@@ -67,7 +87,7 @@ def load_digits(data_seed: int = 0, test_fraction: float = 0.2) -> DatasetSplits
         x, bunch.target, test_size=test_fraction, random_state=data_seed, stratify=bunch.target
     )
     xtr, xte = _standardize(xtr, xte, axis=(0, 1, 2, 3))
-    return _splits("digits", xtr, ytr, xte, yte, 10)
+    return {"x": xtr, "y": ytr, "x_test": xte, "y_test": yte}
 
 
 def load_mnist1d(
@@ -86,12 +106,7 @@ def load_mnist1d(
     path = (
         Path(cache_dir or default_cache_dir()) / f"mnist1d-{num_samples}-seed{42 + data_seed}.npz"
     )
-    try:
-        with np.load(path) as cached:
-            data = {k: cached[k] for k in ("x", "y", "x_test", "y_test")}
-    except (OSError, KeyError, ValueError):
-        data = _generate_mnist1d(num_samples, 42 + data_seed)
-        _save_npz_atomic(path, data)
+    data = _cached_arrays(path, lambda: _generate_mnist1d(num_samples, 42 + data_seed))
     return _splits(
         "mnist1d", data["x"][:, None], data["y"], data["x_test"][:, None], data["y_test"], 10
     )
@@ -109,6 +124,18 @@ def _generate_mnist1d(num_samples: int, seed: int) -> dict[str, np.ndarray]:
     finally:
         np.random.set_state(np_state)
     return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
+
+
+def _cached_arrays(path: Path, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays ``x``, ``y``, ``x_test``, ``y_test`` kept in ``path``; made by ``make`` and
+    saved there when the file is missing or broken."""
+    try:
+        with np.load(path) as cached:
+            return {k: cached[k] for k in ("x", "y", "x_test", "y_test")}
+    except (OSError, KeyError, ValueError):
+        data = make()
+        _save_npz_atomic(path, data)
+        return data
 
 
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -19,6 +19,17 @@ def test_digits_split_is_fixed_and_stratified():
     assert counts.min() >= 35  # stratified: every class about 36 times
 
 
+def test_digits_cache_returns_exactly_the_split(tmp_path):
+    fresh = load_digits(1, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("digits-seed1-test0.2-sklearn*.npz")
+    cached = load_digits(1, cache_dir=tmp_path)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(fresh, name), getattr(cached, name))
+    assert cached.x_train.dtype == torch.float32 and cached.y_train.dtype == torch.int64
+    path.write_bytes(b"truncated")  # a broken cache file is made again
+    assert torch.equal(load_digits(1, cache_dir=tmp_path).x_test, fresh.x_test)
+
+
 def test_mnist1d_sample_count_and_rng_restored(tmp_path):
     np.random.seed(123)
     expected_next = np.random.rand()

@@ -171,7 +171,7 @@ def test_split_local():
             split_local(idx, bad, seed=0)
 
 
-@pytest.mark.parametrize("n, k, seed", [(1000, 7, 0), (1003, 10, 5), (200, 100, 1)])
+@pytest.mark.parametrize("n, k, seed", [(1000, 7, 0), (1003, 10, 5), (200, 100, 1), (1437, 9, 0)])
 def test_iid_equals_flower_iid_partitioner_on_the_shuffled_rows(n, k, seed):
     """Independent reference: Flower's IidPartitioner, one shard per partition."""
     from datasets import Dataset

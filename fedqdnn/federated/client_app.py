@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 
 import numpy as np
 import torch
@@ -66,10 +67,11 @@ def use_cpu_share() -> int:
 
 def ray_gpu_share() -> bool | None:
     """Inside a Ray actor: whether Ray assigned it a GPU (``--gpus-per-client`` > 0; it then
-    sees only that GPU). None outside Ray (a SuperNode of the deployment engine)."""
-    try:
-        import ray
-    except ImportError:  # flwr without its simulation extra
+    sees only that GPU). None outside Ray (a SuperNode of the deployment engine): a Ray worker
+    has imported ray before it runs us, and importing it here would cost a device's process
+    a second or more per message."""
+    ray = sys.modules.get("ray")
+    if ray is None:
         return None
     return bool(ray.get_gpu_ids()) if ray.is_initialized() else None
 
