@@ -327,6 +327,12 @@ def _run_compare(args: argparse.Namespace) -> int:
     print(summary_table(result))
     print("deployed: the final window's models averaged into one model")
     print(summary_table(result, "accuracy_window_average"))
+    for field, what in (
+        ("accuracy_best_mode", "each model of the final window"),
+        ("accuracy_window_average_best_mode", "the window's models averaged"),
+    ):
+        print(f"deployed: {what}, each device at its best mode on its training data")
+        print(summary_table(result, field))
     print(convergence_table(result))
     print(f"comparison written to {args.out} ({result.wall_seconds:.0f}s)")
     return 0

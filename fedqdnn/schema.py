@@ -363,6 +363,10 @@ class ArmRow(_Result):
     accuracy: float  # mean over the final window's models, each deployed
     # the final window's models averaged into one, deployed (None: written before it existed)
     accuracy_window_average: float | None = None
+    # the same two, each device running the mode (up to the policy's) most accurate on its
+    # own training data (fedqdnn.deployment, ModeChoice; None: written before it existed)
+    accuracy_best_mode: float | None = None
+    accuracy_window_average_best_mode: float | None = None
     rounds_to_target: int | None
     sim_seconds_to_target: float | None
     model_bytes: int

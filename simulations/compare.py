@@ -159,15 +159,27 @@ class ArmResult:
     per_device: list[DeviceAccuracy]
 
 
-def compare_one(
-    cfg: FederatedConfig,
-    name: str,
-    out: Path,
-    simulate_fn,
-    choice: ModeChoice = ModeChoice.POLICY,
-) -> ArmResult:
-    """Run one arm at one seed; per-tier rows and its accuracy curves (``choice``: which
-    mode each device deploys, fedqdnn.deployment.evaluate_devices)."""
+def _deployed_by_tier(
+    model_cfg: FederatedConfig,
+    window_states: list[dict[int, dict]],
+    deploy,
+    choice: ModeChoice,
+) -> tuple[list[DeviceResult], dict[str, float]]:
+    """Devices' accuracy under one mode choice: each window model deployed (mean over the
+    window, per device), and the window's average deployed as one model (per tier)."""
+    devices = _mean_over_window(
+        [evaluate_devices(model_cfg, states, deploy, choice=choice) for states in window_states]
+    )
+    averaged = evaluate_devices(
+        model_cfg, _averaged_per_device(window_states), deploy, choice=choice
+    )
+    return devices, accuracy_by_tier(averaged)
+
+
+def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn) -> ArmResult:
+    """Run one arm at one seed; per-tier rows (every deployment: as trained and window
+    average, each at the policy's mode and at the best mode on local training data) and its
+    accuracy curves."""
     arm = get_arm(name)
     window_states: list[dict[int, dict]] = []
     runs: list[FinishedRun] = []
@@ -181,12 +193,11 @@ def compare_one(
         run_of_device.update({d: run.results for d in devices})
         runs.append(run)
     model_cfg = cfg.replace(**arm.changes)
-    devices = _mean_over_window(
-        [evaluate_devices(model_cfg, states, arm.deploy, choice=choice) for states in window_states]
+    devices, averaged = _deployed_by_tier(model_cfg, window_states, arm.deploy, ModeChoice.POLICY)
+    best_devices, best_averaged = _deployed_by_tier(
+        model_cfg, window_states, arm.deploy, ModeChoice.BEST_ON_TRAIN
     )
-    averaged = accuracy_by_tier(
-        evaluate_devices(model_cfg, _averaged_per_device(window_states), arm.deploy, choice=choice)
-    )
+    best = accuracy_by_tier(best_devices)
     costs = _per_device_costs(runs, cfg.num_clients)
     model = build_model_for(model_cfg)
     rows = []
@@ -202,6 +213,8 @@ def compare_one(
                 bits=bits,
                 accuracy=round(accuracy, 6),
                 accuracy_window_average=round(averaged[tier], 6),
+                accuracy_best_mode=round(best[tier], 6),
+                accuracy_window_average_best_mode=round(best_averaged[tier], 6),
                 rounds_to_target=reached.round,
                 sim_seconds_to_target=reached.sim_seconds,
                 model_bytes=deployed_model_bytes(model, bits),
@@ -345,7 +358,8 @@ def summary_table(result: Comparison, field: str = "accuracy") -> str:
     """Markdown: mean ± std accuracy (%) per tier and arm over seeds; each tier named
     with the mode it runs at its best (its top mode). ``field``: ``accuracy`` (the final
     window's models, each deployed, mean) or ``accuracy_window_average`` (their average
-    deployed as one model)."""
+    deployed as one model), or either ``..._best_mode`` (each device at its best mode on its
+    training data)."""
     tiers = list(dict.fromkeys(r.tier for r in result.rows))
     modes = [int(b) for b in str(result.config["bits"]).split(",")]
     header = ["arm", *(f"{t} ({get_profile(t).top_mode(modes)}-bit)" for t in tiers)]

@@ -2,13 +2,14 @@
 
 import numpy as np
 import pytest
+import torch
 
 from fedqdnn.config import FederatedConfig
-from fedqdnn.deployment import accuracy_by_tier, evaluate_devices
+from fedqdnn.deployment import accuracy_by_tier, best_mode, evaluate_devices
 from fedqdnn.device import device_for, load_state
-from fedqdnn.fleet import initial_model
-from fedqdnn.policies import Deploy
-from fedqdnn.training import evaluate
+from fedqdnn.fleet import initial_model, run_data
+from fedqdnn.policies import Deploy, ModeChoice
+from fedqdnn.training import evaluate, fit
 
 CFG = FederatedConfig(num_clients=6, seed=1)
 
@@ -78,3 +79,34 @@ def test_average_states_means_floats_and_keeps_the_last_integer_buffers():
     assert out["w"].dtype == np.float32 and out["w"].tolist() == [2.0, 4.0]
     assert out["n"].dtype == np.int64 and int(out["n"]) == 7
     assert average_states([a])["w"].tolist() == [1.0, 2.0]
+
+
+def test_best_mode_breaks_ties_toward_precision():
+    assert best_mode({2: 0.5, 4: 0.7, 32: 0.6}) == 4
+    assert best_mode({2: 0.7, 4: 0.7, 32: 0.6}) == 4
+
+
+def test_best_on_train_picks_each_devices_best_mode_on_its_training_data():
+    """A trained model whose 32-bit BN statistics are scrambled: devices that run FP32 pick,
+    by their own training accuracy, the mode that scores best there, and are then scored on
+    their test split at that mode; devices with one mode are unchanged."""
+    trained = initial_model(CFG)
+    data = run_data(CFG)
+    fit(trained, data.x_train, data.y_train, CFG.bits, CFG.loss, CFG.optim, 3, seed=0)
+    state = {k: v.detach().numpy().copy() for k, v in trained.state_dict().items()}
+    for key in state:
+        if ".bits32." in key and key.endswith("running_mean"):
+            state[key] = np.full_like(state[key], 9.0)
+    states = {p: state for p in range(6)}
+    policy = evaluate_devices(CFG, states, Deploy.TOP)
+    chosen = evaluate_devices(CFG, states, Deploy.TOP, choice=ModeChoice.BEST_ON_TRAIN)
+    model = initial_model(CFG)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    for before, after in zip(policy, chosen, strict=True):
+        device = device_for(CFG, after.client)
+        train = {b: evaluate(model, device.x_train, device.y_train, b)[0] for b in device.modes}
+        assert after.bits == max(train, key=lambda b: (train[b], b))
+        assert after.accuracy == evaluate(model, device.x_test, device.y_test, after.bits)[0]
+        if len(device.modes) == 1:
+            assert after == before
+    assert any(r.bits != 32 for r in chosen if device_for(CFG, r.client).top_mode == 32)
