@@ -4,13 +4,19 @@ per-round warnings."""
 import logging
 
 import numpy as np
+import pytest
 import torch
-from flwr.app import ArrayRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedqdnn.config import FederatedConfig
 from fedqdnn.data_source import DataSource
-from fedqdnn.federated.server_app import central_evaluator, exchange, round_warnings
+from fedqdnn.federated.server_app import (
+    central_evaluator,
+    discover_partitions,
+    exchange,
+    round_warnings,
+)
 from fedqdnn.fleet import initial_model, run_data
 from fedqdnn.schema import ClientRow, Rejection, RoundRecord
 from fedqdnn.training import evaluate, fit
@@ -107,3 +113,39 @@ def test_round_warnings_name_the_excluded_replies_and_the_dropped_devices():
     trained = _dropped(0, "trained")
     assert round_warnings(2, cfg, RoundRecord(train=[trained])) == []
     assert round_warnings(2, cfg, None) == []  # Flower's FedAvg keeps no records
+
+
+class _IdentityGrid:
+    """Nodes 10, 11, 12 answering the identity query with the given partition ids."""
+
+    def __init__(self, partition_ids: list[int]) -> None:
+        self.partition_ids = dict(zip((10, 11, 12), partition_ids, strict=True))
+
+    def get_node_ids(self):
+        return list(self.partition_ids)
+
+    def send_and_receive(self, messages, timeout):
+        replies = []
+        for msg in messages:
+            info = ConfigRecord({"partition-id": self.partition_ids[msg.metadata.dst_node_id]})
+            replies.append(Message(RecordDict({"info": info}), reply_to=msg))
+        return replies
+
+
+@pytest.mark.parametrize(
+    ("partition_ids", "message"),
+    [
+        ([0, 1, 2], None),
+        ([0, 3, 2], "SuperNode 11: partition-id = 3 is out of range; allowed: 0..2"),
+        ([0, 1, 1], "SuperNodes 11 and 12 both declare partition-id = 1; allowed: one node"),
+    ],
+)
+def test_node_discovery_refuses_bad_partition_ids(monkeypatch, partition_ids, message):
+    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+    cfg = FederatedConfig(num_clients=3, max_nodes=0)
+    if message is None:
+        assert discover_partitions(_IdentityGrid(partition_ids), cfg) == {0: 10, 1: 11, 2: 12}
+        return
+    with pytest.raises(ValueError, match="^" + message.replace(".", r"\.")):
+        discover_partitions(_IdentityGrid(partition_ids), cfg)

@@ -279,17 +279,32 @@ def discover_declared_fleet(
 
 
 def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
-    """partition id -> node id, asked once from every node (node IDs are random per run)."""
+    """partition id -> node id, asked once from every node (node IDs are random per run).
+    A node whose partition-id is out of range, or given twice, fails the run in one line."""
     nodes = list(grid.get_node_ids())
     queries = [
         Message(content=RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
     ]
-    mapping = {}
+    participants = cfg.participant_ids
+    mapping: dict[int, int] = {}
     for reply in grid.send_and_receive(queries, timeout=REPLY_TIMEOUT):
+        node = reply.metadata.src_node_id
         if reply.has_error():
-            raise RuntimeError(f"a node failed to identify itself: {reply.error.reason[-300:]}")
+            raise RuntimeError(f"SuperNode {node} failed to identify itself: "
+                               f"{client_error_text(reply.error.reason)}")  # fmt: skip
         index = Identity.model_validate(dict(reply.content[INFO])).partition_id
-        mapping[cfg.participant_ids[index]] = reply.metadata.src_node_id
+        if not 0 <= index < len(participants):
+            raise ValueError(
+                f"SuperNode {node}: partition-id = {index} is out of range; allowed: "
+                f"0..{len(participants) - 1} (one per participating device)"
+            )
+        device = participants[index]
+        if device in mapping:
+            raise ValueError(
+                f"SuperNodes {mapping[device]} and {node} both declare partition-id = {index}; "
+                "allowed: one node per partition-id"
+            )
+        mapping[device] = node
     return mapping
 
 
