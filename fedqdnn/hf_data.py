@@ -443,6 +443,51 @@ def _decoded_folder(train, test, columns: Columns, data_seed: int, dataset: str)
     return folder
 
 
+def _files_index(data_root: str, choices: dict, data_seed: int) -> Path | None:
+    """Where the decoded cache of local files is remembered: keyed by every file's path, size
+    and modification time under ``data_root`` and our choices, so that a process that finds
+    it (a SuperNode starts one per message) skips opening the files with ``datasets``, whose
+    import alone costs seconds. None when ``data_root`` does not exist."""
+    root = Path(data_root).resolve()
+    if not root.exists():
+        return None
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    listing = [
+        (str(p.relative_to(root.parent)), p.stat().st_size, p.stat().st_mtime_ns) for p in files
+    ]
+    key = {
+        "format": CACHE_FORMAT,
+        "root": str(root),
+        "files": listing,
+        "choices": choices,
+        "data_seed": data_seed,
+        "holdout": HOLDOUT_FRACTION,
+        "test_max": CENTRAL_TEST_MAX,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_root() / "by-files" / f"{digest}.json"
+
+
+def _indexed_folder(index: Path) -> tuple[Path, bool] | None:
+    """(decoded folder, has natural ids) that ``index`` remembers, if it is still there."""
+    try:
+        entry = json.loads(index.read_text())
+    except (OSError, ValueError):
+        return None
+    folder = cache_root() / str(entry.get("folder", ""))
+    if not (folder / "meta.json").is_file():
+        return None
+    return folder, bool(entry.get("groups"))
+
+
+def _write_index(index: Path, folder: Path, has_groups: bool) -> None:
+    """Remember ``folder`` for these local files (atomic: a reader sees all or nothing)."""
+    index.parent.mkdir(parents=True, exist_ok=True)
+    staging = index.with_name(f"{index.name}.tmp-{os.getpid()}")
+    staging.write_text(json.dumps({"folder": folder.name, "groups": has_groups}))
+    os.replace(staging, index)
+
+
 def load_hf(
     name: str,
     *,
@@ -459,18 +504,27 @@ def load_hf(
     partition id (``train_groups``: ids numbered in sorted order of the column's values).
     """
     dataset = f"hf:{name}"
-    train, test = open_splits(name, data_root, download)
-    columns = detect_columns(train.features, dataset, image_column, label_column, group_column)
-    if test is not None and not {columns.image, columns.label} <= set(test.features):
-        test = None  # a test split without our columns (e.g. unlabeled): hold out instead
-    folder = _decoded_folder(train, test, columns, data_seed, dataset)
+    choices = {"image": image_column, "label": label_column, "group": group_column}
+    index = _files_index(data_root, choices, data_seed) if data_root else None
+    known = _indexed_folder(index) if index is not None else None
+    if known is not None:  # local files seen before: no need to open them with datasets
+        folder, has_groups = known
+    else:
+        train, test = open_splits(name, data_root, download)
+        columns = detect_columns(train.features, dataset, image_column, label_column, group_column)
+        if test is not None and not {columns.image, columns.label} <= set(test.features):
+            test = None  # a test split without our columns (e.g. unlabeled): hold out instead
+        folder = _decoded_folder(train, test, columns, data_seed, dataset)
+        has_groups = bool(columns.group)
+        if index is not None:
+            _write_index(index, folder, has_groups)
     meta = json.loads((folder / "meta.json").read_text())
     mean, std = tuple(meta["pixel_mean"]), tuple(meta["pixel_std"])
 
     def array(file: str) -> torch.Tensor:  # copy-on-write map: shared pages, writable for torch
         return torch.from_numpy(np.load(folder / file, mmap_mode="c"))
 
-    groups = np.load(folder / "groups.npy") if columns.group else None
+    groups = np.load(folder / "groups.npy") if has_groups else None
     return DatasetSplits(
         dataset,
         array("x_train.npy"),

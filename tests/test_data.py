@@ -135,3 +135,16 @@ def test_every_loaders_labels_are_checked(y_train, y_test, num_classes, needle):
         _splits(y_train, y_test, num_classes)
     assert needle in str(err.value) and "\n" not in str(err.value)
     assert _splits([0, 1, 1], [1], 2).num_classes == 2  # two classes: fine
+
+
+def test_standardize_pixels_equals_torchvision_bit_for_bit():
+    """Our standardization (no torchvision import in a device process) is torchvision's."""
+    from torchvision.transforms.v2 import functional as tvf
+
+    from fedqdnn.data_splits import standardize_pixels
+
+    pixels = torch.randint(0, 256, (20, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    pixels = pixels.to(torch.uint8)
+    mean, std = (0.3, 0.45, 0.5), (0.2, 0.25, 0.31)
+    expected = tvf.normalize(tvf.to_dtype(pixels, torch.float32, scale=True), list(mean), list(std))
+    assert torch.equal(standardize_pixels(pixels, mean, std), expected)

@@ -1,6 +1,7 @@
 """hf: data sets (no network): local copies, the HF cache, columns, decoding, natural fleets."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -190,17 +191,27 @@ def test_image_folder_labels_come_from_folder_names(tmp_path):
 def test_decoded_once_then_read_from_the_cache(tmp_path, monkeypatch):
     root = str(save_writers(tmp_path / "saved"))
     first = load_hf("t/w", data_root=root)
-    folders = list(hf_data.cache_root().iterdir())
+    folders = [f for f in hf_data.cache_root().iterdir() if f.name != "by-files"]
     assert [f.name for f in folders] == [folders[0].name] and (folders[0] / "meta.json").is_file()
 
     def no_decoding(*args):
         raise AssertionError("decoded again")
 
+    def not_opened(*args):
+        raise AssertionError("opened again")
+
     monkeypatch.setattr(hf_data, "_decode", no_decoding)
+    opened = hf_data.open_splits
+    # the same local files: found by their listing, without opening them (no datasets import)
+    monkeypatch.setattr(hf_data, "open_splits", not_opened)
     again = load_hf("t/w", data_root=root)
     assert torch.equal(again.x_train, first.x_train) and torch.equal(again.x_test, first.x_test)
-    with pytest.raises(AssertionError, match="decoded again"):  # other columns: other cache
+    with pytest.raises(AssertionError, match="opened again"):  # other columns: other cache
         load_hf("t/w", data_root=root, group_column="writer_id")
+    monkeypatch.setattr(hf_data, "open_splits", opened)
+    changed = next(p for p in Path(root).rglob("*") if p.is_file())
+    os.utime(changed, ns=(1, 1))  # a file changed: opened again, same content, same decoding
+    assert torch.equal(load_hf("t/w", data_root=root).x_train, first.x_train)
 
 
 def test_a_hub_dataset_downloaded_before_loads_offline_from_the_hf_cache(tmp_path):
