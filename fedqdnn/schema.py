@@ -251,8 +251,10 @@ SIM_TIME_PLOT = "sim_time_per_round.png"
 RUN_PLOTS = (DEVICE_PLOT, ROUND_PLOT, TIME_PLOT, SIM_TIME_PLOT)
 # plots of a comparison (simulations.compare_plots); it also draws ROUND_PLOT and TIME_PLOT
 TIER_PLOT = "per_tier_accuracy.png"
+# the same, the window's models averaged and each device at its best mode (docs/results.md §6)
+DEPLOYED_TIER_PLOT = "per_tier_accuracy_deployed.png"
 SIZE_PLOT = "accuracy_vs_size.png"
-COMPARISON_PLOTS = (TIER_PLOT, ROUND_PLOT, TIME_PLOT, SIZE_PLOT)
+COMPARISON_PLOTS = (TIER_PLOT, DEPLOYED_TIER_PLOT, ROUND_PLOT, TIME_PLOT, SIZE_PLOT)
 
 
 def model_file(server_round: int | str) -> str:

@@ -29,7 +29,15 @@ from fedqdnn.plotting import (
     save,
     time_unit,
 )
-from fedqdnn.schema import ROUND_PLOT, SIZE_PLOT, TIER_PLOT, TIME_PLOT, Comparison, run_key
+from fedqdnn.schema import (
+    DEPLOYED_TIER_PLOT,
+    ROUND_PLOT,
+    SIZE_PLOT,
+    TIER_PLOT,
+    TIME_PLOT,
+    Comparison,
+    run_key,
+)
 
 HIGHLIGHT = "fedqdnn"  # the method under study: drawn thicker, on top
 MAX_COLUMNS = 4
@@ -78,23 +86,33 @@ def seed_band(result: Comparison, arm: str, tier: str) -> Band | None:
     )
 
 
-def deployed(result: Comparison, arm: str, tier: str) -> tuple[float, float, int, int] | None:
-    """(mean, std over seeds, bits, model bytes) of an arm's deployed accuracy in a tier."""
+def deployed(
+    result: Comparison, arm: str, tier: str, field: str = "accuracy"
+) -> tuple[float, float, int, int] | None:
+    """(mean, std over seeds, bits, model bytes) of an arm's deployed accuracy in a tier
+    (``field``: which deployment, schema.ArmRow)."""
     rows = [r for r in result.rows if r.arm == arm and r.tier == tier]
     if not rows:
         return None
-    accs = [r.accuracy for r in rows]
+    accs = [getattr(r, field) for r in rows]
     sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
     return statistics.fmean(accs), sd, rows[0].bits, rows[0].model_bytes
 
 
 # ---------------------------------------------------------------- the plots
 
+DEPLOYED_FIELD = "accuracy_window_average_best_mode"
+DEPLOYMENTS = {
+    "accuracy": "each window model as trained",
+    DEPLOYED_FIELD: "window average, each device at its best mode",
+}
+
 
 def plot_comparison(out: Path, result: Comparison) -> list[Path]:
     """Draw the comparison plots into ``out``; returns their paths."""
     return [
         save(draw_per_tier(result), out / TIER_PLOT),
+        save(draw_per_tier(result, DEPLOYED_FIELD), out / DEPLOYED_TIER_PLOT),
         save(draw_curves(result, by_time=False), out / ROUND_PLOT),
         save(draw_curves(result, by_time=True), out / TIME_PLOT),
         save(draw_size(result), out / SIZE_PLOT),
@@ -152,16 +170,28 @@ def _usual_bits(result: Comparison, tier: str) -> int:
     return statistics.mode(r.bits for r in result.rows if r.tier == tier)
 
 
-def draw_per_tier(result: Comparison):
-    """Deployed accuracy per tier: a bar per arm, mean ± std over seeds, value written."""
+def draw_per_tier(result: Comparison, field: str = "accuracy"):
+    """Deployed accuracy per tier: a bar per arm, mean ± std over seeds, value written.
+    ``field = accuracy_window_average_best_mode``: the window's models averaged, each device
+    at its best mode (a comparison written before those existed: as trained, and said so)."""
+    if any(getattr(r, field) is None for r in result.rows):
+        field = "accuracy"
+        what = "as trained: no window average in this comparison"
+    else:
+        what = DEPLOYMENTS[field]
     names, tiers, styles = list(result.arms), tiers_of(result), arm_styles(result)
-    lows = [d[0] - d[1] for t in tiers for n in names if (d := deployed(result, n, t)) is not None]
+    lows = [
+        d[0] - d[1]
+        for t in tiers
+        for n in names
+        if (d := deployed(result, n, t, field)) is not None
+    ]
     lo = max(0.0, math.floor((min(lows) - 0.08) * 10) / 10)
     fig, axes = _panels(len(tiers), 3.4, 0.9 + 0.3 * len(names), 1.6, sharex=True, sharey=True)
     for ax, tier in zip(axes, tiers, strict=True):
         usual = _usual_bits(result, tier)
         for i, name in enumerate(names):
-            d = deployed(result, name, tier)
+            d = deployed(result, name, tier, field)
             if d is None:
                 ax.text(lo, i, "  not run", va="center", fontsize=7, color="0.4")
                 continue
@@ -200,8 +230,8 @@ def draw_per_tier(result: Comparison):
     axes[0].set_yticks(range(len(names)), names)
     axes[0].invert_yaxis()  # first arm on top
     fig.suptitle(
-        f"Deployed accuracy per tier: {_mean_over_seeds(result)}, in %"
-        " (another mode than the tier's in brackets)"
+        f"Deployed accuracy per tier ({what}): {_mean_over_seeds(result)}, in %\n"
+        "another mode than the tier's in brackets"
     )
     return fig
 

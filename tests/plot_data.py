@@ -114,6 +114,7 @@ def comparison_at(arms: int, devices: int, seeds: int = 3, rounds: int = 30) -> 
             rows.append(
                 ArmRow(arm=name, seed=seed, tier=tier, bits=bits,
                        accuracy=_level(tier, rounds) - penalty + rng.normal(0, 0.01),
+                       accuracy_window_average_best_mode=_level(tier, rounds) - penalty / 2,
                        rounds_to_target=None, sim_seconds_to_target=None,
                        model_bytes=1000 * bits + 7 * int(name[1:]), bytes_per_round=0,
                        sim_seconds_per_round=TIERS[tier][3])

@@ -26,6 +26,7 @@ from fedqdnn.federated.report_plots import (
 from fedqdnn.plotting import percent_text, pyplot, time_unit
 from fedqdnn.schema import (
     COMPARISON_PLOTS,
+    DEPLOYED_TIER_PLOT,
     DEVICE_PLOT,
     ROUND_PLOT,
     RUN_PLOTS,
@@ -322,7 +323,8 @@ PNGS = {"results": [*RUN_PLOTS], "comparison": [*COMPARISON_PLOTS]}
 EXPECTED_PNG = {
     "results": {DEVICE_PLOT: ((1080, 504), 3), ROUND_PLOT: ((1320, 504), 5),
                 TIME_PLOT: ((1320, 504), 5), SIM_TIME_PLOT: ((1320, 504), 3)},
-    "comparison": {TIER_PLOT: (None, 2), ROUND_PLOT: (None, 2), TIME_PLOT: (None, 2),
+    "comparison": {TIER_PLOT: (None, 2), DEPLOYED_TIER_PLOT: (None, 2), ROUND_PLOT: (None, 2),
+                   TIME_PLOT: (None, 2),
                    SIZE_PLOT: ((1140, 576), 2)},
 }  # fmt: skip
 
