@@ -3,7 +3,10 @@
 
 A client learns which device it simulates from its instruction (a pool of simulation nodes
 serves the devices in turn: the server names the device) or from its node config's
-``partition-id`` (as a real device knows its hardware), trains the modes its plan allows and
+``partition-id``. Under ``fleet = "declared"`` (real devices) the node *is* its device: its
+hardware and data come from its node config only (:mod:`fedqdnn.node_declaration`), it tells
+the server its declaration when queried, and it trains only the modes the server planned for
+it, refusing a plan beyond its hardware. A client trains the modes its plan allows and
 replies with the shared weights plus the per-mode entries of the modes it trained only, or with
 a status (offline, straggler). It computes on the torch device ``device`` selects: CUDA under
 ``auto`` when Ray gave its actor a GPU share.
