@@ -175,6 +175,12 @@ ARMS: dict[str, Arm] = {
             kind=Kind.VARIANT,
         ),
         Arm(
+            "two-bit-loss-weight",
+            "variant: the 2-bit mode's loss term weighted 2 (the tier every device trains)",
+            {"mode_weights": "2:2"},
+            kind=Kind.VARIANT,
+        ),
+        Arm(
             "ascending",
             "variant: low-bit modes lead, the FP32 mode joins from round 30",
             {"mode_start": "32:30"},
