@@ -31,7 +31,6 @@ from fedqdnn.hardware import (
     PRESETS,
     HardwareProfile,
     fleet_lowest_top_mode_of,
-    get_profile,
     profile_from_dict,
 )
 from fedqdnn.schema import Declaration
@@ -96,7 +95,7 @@ def _profile(node_config: Mapping[str, object]) -> HardwareProfile:
     name = node_config[HARDWARE]
     if name not in PRESETS:
         raise ValueError(f"{HARDWARE} = {name!r} is unknown; allowed: {', '.join(PRESETS)}")
-    base = get_profile(str(name))
+    base = PRESETS[name]
     changes = {field: node_config[key] for key, field in PROFILE_KEYS.items() if key in node_config}
     if not changes:
         return base
@@ -165,7 +164,6 @@ def declaration_of(spec: NodeSpec, train_examples: int, test_examples: int, data
     return Declaration(
         device_name=spec.name,
         hardware=profile.name,
-        bit_modes=list(profile.bit_modes),
         profile=dataclasses.asdict(profile),
         data=f"{DATA_ROOT} {spec.data_root}"
         if spec.data_root

@@ -144,8 +144,7 @@ class Declaration(Wire):
 
     device_name: str
     hardware: str  # the profile's name
-    bit_modes: list[int]  # native modes of the hardware
-    profile: dict  # every HardwareProfile field
+    profile: dict  # every HardwareProfile field (its native modes: bit_modes)
     data: str  # "data-root PATH" or "partition-id K"
     partition_id: int | None = None
     train_examples: int

@@ -242,16 +242,11 @@ def discover_declared_fleet(
             "fleet = 'declared' every SuperNode is one device: allowed: num-clients = the "
             "number of SuperNodes"
         )
-    query = RecordDict({CONFIG: ConfigRecord(cfg.to_flat())})
-    messages = [
-        Message(content=query, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
-    ]
-    declarations: dict[int, Declaration] = {}
-    for reply in grid.send_and_receive(messages, timeout=REPLY_TIMEOUT):
-        node = reply.metadata.src_node_id
-        if reply.has_error():
-            raise ValueError(f"SuperNode {node}: {client_error_text(reply.error.reason)}")
-        declarations[node] = Declaration.model_validate_json(str(reply.content[INFO][DECLARATION]))
+    replies = ask_every_node(grid, nodes, RecordDict({CONFIG: ConfigRecord(cfg.to_flat())}))
+    declarations = {
+        node: Declaration.model_validate_json(str(content[INFO][DECLARATION]))
+        for node, content in replies.items()
+    }
     missing = sorted(set(nodes) - set(declarations))
     if missing:
         raise ValueError(f"SuperNodes {missing} did not declare themselves within the timeout")
@@ -278,21 +273,28 @@ def discover_declared_fleet(
     return route, devices
 
 
+def ask_every_node(grid: Grid, nodes: list[int], content: RecordDict) -> dict[int, RecordDict]:
+    """Each node's answer to one query (node id -> reply content); a node that answers with an
+    error fails the run in one line naming it and the ClientApp's message."""
+    messages = [
+        Message(content=content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
+    ]
+    answers = {}
+    for reply in grid.send_and_receive(messages, timeout=REPLY_TIMEOUT):
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            raise ValueError(f"SuperNode {node}: {client_error_text(reply.error.reason)}")
+        answers[node] = reply.content
+    return answers
+
+
 def discover_partitions(grid: Grid, cfg: FederatedConfig) -> dict[int, int]:
     """partition id -> node id, asked once from every node (node IDs are random per run).
     A node whose partition-id is out of range, or given twice, fails the run in one line."""
-    nodes = list(grid.get_node_ids())
-    queries = [
-        Message(content=RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
-    ]
     participants = cfg.participant_ids
     mapping: dict[int, int] = {}
-    for reply in grid.send_and_receive(queries, timeout=REPLY_TIMEOUT):
-        node = reply.metadata.src_node_id
-        if reply.has_error():
-            raise RuntimeError(f"SuperNode {node} failed to identify itself: "
-                               f"{client_error_text(reply.error.reason)}")  # fmt: skip
-        index = Identity.model_validate(dict(reply.content[INFO])).partition_id
+    for node, content in ask_every_node(grid, list(grid.get_node_ids()), RecordDict()).items():
+        index = Identity.model_validate(dict(content[INFO])).partition_id
         if not 0 <= index < len(participants):
             raise ValueError(
                 f"SuperNode {node}: partition-id = {index} is out of range; allowed: "
