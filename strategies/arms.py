@@ -181,6 +181,12 @@ ARMS: dict[str, Arm] = {
             kind=Kind.VARIANT,
         ),
         Arm(
+            "strong-consistency",
+            "variant: every lower mode's KL term to its teacher weighted 2 (kd-weight 2)",
+            {"kd_weight": 2.0},
+            kind=Kind.VARIANT,
+        ),
+        Arm(
             "ascending",
             "variant: low-bit modes lead, the FP32 mode joins from round 30",
             {"mode_start": "32:30"},
