@@ -300,6 +300,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from simulations.compare import (
         check_arms_and_seeds,
         convergence_table,
+        parse_seeds,
         run_comparison,
         summary_table,
     )
@@ -312,12 +313,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--arms {given!r} names no arm; e.g. {allowed}")
     for name in names:
         get_arm(name)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds {args.seeds!r} is not a comma list of integers") from None
-    if not seeds:
-        raise ValueError("--seeds is empty; give e.g. 0,1,2")
+    seeds = parse_seeds(args.seeds)
     check_arms_and_seeds(names, seeds)  # before any resource is checked or data loaded
     resources = checked_resources(args.cpus_per_client, args.gpus_per_client)
     cfg = scenario_config(args)

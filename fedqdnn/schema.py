@@ -254,6 +254,9 @@ TIER_PLOT = "per_tier_accuracy.png"
 DEPLOYED_TIER_PLOT = "per_tier_accuracy_deployed.png"
 SIZE_PLOT = "accuracy_vs_size.png"
 COMPARISON_PLOTS = (TIER_PLOT, DEPLOYED_TIER_PLOT, ROUND_PLOT, TIME_PLOT, SIZE_PLOT)
+# a sweep of comparisons (simulations.sweeps): its index and its plot
+SWEEP_FILE = "sweep.json"
+SWEEP_PLOT = "accuracy_vs_sweep.png"
 
 
 def model_file(server_round: int | str) -> str:
@@ -409,6 +412,30 @@ class Comparison(_Result):
     non_finite_values: dict[str, str] | None = None
     # distinct seeds behind each mean (rows, tables, plots); absent in files written before
     distinct_seeds: int | None = None
+
+
+class SweepCell(_Result):
+    """One arm's deployed accuracy in one tier at one sweep point, over the seeds."""
+
+    point: str
+    arm: str
+    tier: str
+    bits: int
+    mean: float
+    std: float | None  # sample std over seeds; None with one seed
+    seeds: int
+
+
+class Sweep(_Result):
+    """sweep.json: comparisons on the same seeds at the points of one swept setting."""
+
+    kind: str  # what is swept: alpha (label skew) or tiers (fleet mix)
+    points: dict[str, str]  # point -> the swept value, in sweep order
+    field: str  # the ArmRow deployment every cell reports
+    cells: list[SweepCell] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    versions: dict[str, str | None]
+    non_finite_values: dict[str, str] | None = None
 
 
 def run_key(arm: str, seed: int) -> str:

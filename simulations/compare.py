@@ -254,6 +254,17 @@ def _eta(started: float, done: float, total: float) -> str:
     return f" ({elapsed:.0f}s elapsed, ETA {elapsed * (total - done) / done:.0f}s)"
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds`` as a list: ``ValueError`` (one line) unless a comma list of integers."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r} is not a comma list of integers") from None
+    if not seeds:
+        raise ValueError("--seeds is empty; give e.g. 0,1,2")
+    return seeds
+
+
 def check_arms_and_seeds(arms: Sequence[str], seeds: Sequence[int]) -> None:
     """At least one arm and one seed, none given twice: a repeated seed would count one run
     as several in every mean and std (a one-seed result dressed as a multi-seed one)."""
@@ -266,6 +277,18 @@ def check_arms_and_seeds(arms: Sequence[str], seeds: Sequence[int]) -> None:
             raise ValueError(
                 f"{what} {repeated!r} is given twice ({what}s {given}); give each once"
             )
+
+
+def check_comparison(cfg: FederatedConfig, arms: Sequence[str], seeds: Sequence[int]) -> None:
+    """``ValueError`` (one line) unless every run each arm needs is valid at each seed: a
+    comparison, or a sweep of them, fails before any work."""
+    check_arms_and_seeds(arms, seeds)
+    for name in arms:
+        for seed in seeds:
+            try:
+                get_arm(name).plan(cfg.replace(seed=seed))
+            except ValueError as err:
+                raise ValueError(f"arm {name!r}: {err}") from None
 
 
 def run_comparison(
@@ -283,13 +306,7 @@ def run_comparison(
     (default :func:`~fedqdnn.federated.supervisor.simulate_supervised`) has the signature
     of :func:`~fedqdnn.federated.simulation.simulate`.
     """
-    check_arms_and_seeds(arms, seeds)
-    for name in arms:  # every run each arm needs is valid at each seed: fail before any work
-        for seed in seeds:
-            try:
-                get_arm(name).plan(cfg.replace(seed=seed))
-            except ValueError as err:
-                raise ValueError(f"arm {name!r}: {err}") from None
+    check_comparison(cfg, arms, seeds)
     with claim(Path(out), overwrite=overwrite):
         return _compare(cfg, arms, seeds, Path(out), simulate_fn)
 

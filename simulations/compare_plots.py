@@ -108,6 +108,14 @@ DEPLOYMENTS = {
 }
 
 
+def measured_field(result: Comparison, field: str) -> tuple[str, str]:
+    """(field, what it is) for ``field`` when every row of ``result`` has it; else the as-trained
+    accuracy, said so (a comparison written before the deployment existed)."""
+    if any(getattr(r, field) is None for r in result.rows):
+        return "accuracy", "as trained: no window average in this comparison"
+    return field, DEPLOYMENTS[field]
+
+
 def plot_comparison(out: Path, result: Comparison) -> list[Path]:
     """Draw the comparison plots into ``out``; returns their paths."""
     return [
@@ -142,7 +150,7 @@ def same_curves(bands: dict[str, Band | None]) -> list[str]:
     return [" = ".join(names) for names in groups.values() if len(names) > 1]
 
 
-def _panels(count: int, width: float, height: float, legend_width: float, **kwargs):
+def panel_grid(count: int, width: float, height: float, legend_width: float, **kwargs):
     """A grid of ``count`` panels (at most MAX_COLUMNS a row); unused cells hidden."""
     cols = min(count, MAX_COLUMNS)
     rows = math.ceil(count / cols)
@@ -174,11 +182,7 @@ def draw_per_tier(result: Comparison, field: str = "accuracy"):
     """Deployed accuracy per tier: a bar per arm, mean ± std over seeds, value written.
     ``field = accuracy_window_average_best_mode``: the window's models averaged, each device
     at its best mode (a comparison written before those existed: as trained, and said so)."""
-    if any(getattr(r, field) is None for r in result.rows):
-        field = "accuracy"
-        what = "as trained: no window average in this comparison"
-    else:
-        what = DEPLOYMENTS[field]
+    field, what = measured_field(result, field)
     names, tiers, styles = list(result.arms), tiers_of(result), arm_styles(result)
     lows = [
         d[0] - d[1]
@@ -187,7 +191,7 @@ def draw_per_tier(result: Comparison, field: str = "accuracy"):
         if (d := deployed(result, n, t, field)) is not None
     ]
     lo = max(0.0, math.floor((min(lows) - 0.08) * 10) / 10)
-    fig, axes = _panels(len(tiers), 3.4, 0.9 + 0.3 * len(names), 1.6, sharex=True, sharey=True)
+    fig, axes = panel_grid(len(tiers), 3.4, 0.9 + 0.3 * len(names), 1.6, sharex=True, sharey=True)
     for ax, tier in zip(axes, tiers, strict=True):
         usual = _usual_bits(result, tier)
         for i, name in enumerate(names):
@@ -244,7 +248,7 @@ def draw_curves(result: Comparison, by_time: bool):
     drawn = [b for b in bands.values() if b is not None]
     most = max((s for b in drawn for s in b.seconds), default=0.0)
     scale, unit = time_unit(most) if by_time else (1.0, "")
-    fig, axes = _panels(len(tiers), 4.0, 3.8, 2.0, sharex=True, sharey=True)
+    fig, axes = panel_grid(len(tiers), 4.0, 3.8, 2.0, sharex=True, sharey=True)
     handles = {}
     target = result.config.get("target-accuracy")
     for ax, tier in zip(axes, tiers, strict=True):

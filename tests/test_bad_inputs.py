@@ -7,6 +7,7 @@ removed. A case that got past every check would start a run; the guard fixture f
 
 import json
 import os
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -530,6 +531,32 @@ def test_run_comparison_refuses_a_repeated_arm_or_seed(tmp_path):
     with pytest.raises(ValueError, match="arm 'per-tier' is given twice"):
         run_comparison(cfg, ["per-tier", "fedqdnn", "per-tier"], [0], tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--values", "0.1,x"], "--values: 'x' is not a number"),
+        (["--values", "0.1,-1"], "alpha = -1.0 is not allowed"),
+        (["--arms", "fedqdnn,magic"], "sweep point alpha-0.1: arm 'magic': unknown arm"),
+        (["--seeds", "0,x"], "--seeds '0,x' is not a comma list of integers"),
+        (["--seeds", "2,2"], "seed 2 is given twice"),
+        (["--arms", "fedqdnn,ascending", "--rounds", "20"], "point alpha-0.1: arm 'ascending'"),
+    ],
+)
+def test_bad_sweep_input_is_one_line_before_any_point_runs(
+    argv, needle, tmp_path, capsys, monkeypatch
+):
+    from simulations import sweeps
+
+    out = tmp_path / "sweep"
+    argv = ["sweeps", "alpha", "--values", "0.1,0.5", *argv, "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        sweeps.main()
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert not out.exists()  # nothing started: no point's folder claimed
 
 
 def test_compare_refuses_a_finished_comparison(tmp_path, capsys):

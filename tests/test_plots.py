@@ -32,9 +32,12 @@ from fedqdnn.schema import (
     RUN_PLOTS,
     SIM_TIME_PLOT,
     SIZE_PLOT,
+    SWEEP_FILE,
+    SWEEP_PLOT,
     TIER_PLOT,
     TIME_PLOT,
     Curve,
+    Sweep,
 )
 from simulations.compare_plots import (
     Band,
@@ -44,6 +47,8 @@ from simulations.compare_plots import (
     same_curves,
     seed_band,
 )
+from simulations.sweep_plots import draw_sweep
+from simulations.sweeps import write_sweep
 from tests.plot_data import TIERS, comparison_at, results_at
 from tests.png_checks import assert_plot
 
@@ -362,3 +367,44 @@ def test_the_png_check_refuses_a_figure_with_nothing_drawn(tmp_path):
         assert_plot(tmp_path / "two.png", (1320, 504), hues=3)
     with pytest.raises(AssertionError):
         assert_plot(tmp_path / "two.png", (1080, 504), hues=2)
+
+
+# ---------------------------------------------------------------- a sweep of comparisons
+
+
+@pytest.mark.parametrize("arms", [4, 15])
+def test_sweep_plot_one_line_per_arm_through_the_points_means_and_file(arms, tmp_path):
+    strong, mild = comparison_at(arms, 9, rounds=4), comparison_at(arms, 1000, seeds=2, rounds=4)
+    last = f"s{arms - 1}"
+    for row in strong.rows:  # far below the rest at alpha 0.1: written out, not drawn to scale
+        if row.arm == last:
+            row.accuracy_window_average_best_mode = 0.1
+    points = {"alpha-0.1": "0.1", "alpha-0.5": "0.5"}
+    result = write_sweep(tmp_path, "alpha", points, {"alpha-0.1": strong, "alpha-0.5": mild})
+    assert Sweep.model_validate(json.loads((tmp_path / SWEEP_FILE).read_text())) == result
+    assert_plot(tmp_path / SWEEP_PLOT, hues=2)
+    fig = draw_sweep(result)
+    assert len(fig.axes) == len(TIERS)
+    assert fig.get_size_inches()[0] <= 16
+    colours = assert_legends_match_marks(fig)
+    assert len(set(colours.values())) == arms  # one colour per arm
+    for ax, tier in zip(fig.axes, TIERS, strict=True):  # lowest mode first
+        assert ax.get_title().startswith(tier)
+        for name in ("s0", last):
+            lines = ax.get_lines()  # the data line (round markers), not the error bars' caps
+            (line,) = [ln for ln in lines if ln.get_gid() == name and ln.get_marker() == "o"]
+            expected = [
+                statistics.fmean(
+                    r.accuracy_window_average_best_mode
+                    for r in comparison.rows
+                    if r.arm == name and r.tier == tier
+                )
+                for comparison in (strong, mild)
+            ]
+            assert list(line.get_ydata()) == pytest.approx(expected)
+            assert list(line.get_xdata()) == [0, 1]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0.1", "0.5"]
+        assert ax.get_ylim()[0] > 0.1
+        notes = [t.get_text() for t in ax.texts]
+        assert notes == [f"below the axis:\n{last} 10% at 0.1"], notes
+    pyplot().close(fig)

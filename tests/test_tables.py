@@ -1,10 +1,12 @@
 """Result tables: the one Markdown builder and every report that uses it."""
 
+import pytest
+
 from fedqdnn.centralized import format_table
-from fedqdnn.schema import ArmRow, Comparison
+from fedqdnn.schema import ArmRow, Comparison, Sweep
 from fedqdnn.tables import markdown_table, mean_cell, mean_std_cell
 from simulations.compare import convergence_table, summary_table
-from simulations.sweeps import summary
+from simulations.sweeps import summary, sweep_cells
 
 
 def test_markdown_table_and_cells_hand_computed():
@@ -27,19 +29,43 @@ def _comparison(rows: list[ArmRow], arms: list[str], **config) -> Comparison:
                       seeds=[0], config=config, versions={}, wall_seconds=0.0)  # fmt: skip
 
 
-def test_sweep_summary_averages_one_arm_per_tier():
-    rows = [
-        _row("fedqdnn", "a", 0.5),
-        _row("fedqdnn", "a", 0.7),
-        _row("fedqdnn", "b", 0.9),
-        _row("other", "a", 0.1),
-    ]
-    table = summary({"p": _comparison(rows, ["fedqdnn"]), "q": _comparison(rows[3:], ["o"])})
+def test_sweep_cells_and_summary_every_arm_deployed_accuracy_hand_computed():
+    def row(arm, tier, seed, trained, deployed, bits=2):
+        return _row(arm, tier, trained, bits=bits).model_copy(
+            update={"seed": seed, "accuracy_window_average_best_mode": deployed}
+        )
+
+    low = _comparison(
+        [row("fedqdnn", "a", 0, 0.1, 0.5), row("fedqdnn", "a", 1, 0.1, 0.7),
+         row("fedqdnn", "b", 0, 0.1, 0.9, bits=32), row("fedqdnn", "b", 1, 0.1, 0.8, bits=32),
+         row("lc", "a", 0, 0.1, 0.6), row("lc", "a", 1, 0.1, 0.6)],
+        ["fedqdnn", "lc"],
+    )  # fmt: skip
+    old = _comparison([_row("fedqdnn", "a", 0.25)], ["fedqdnn"])  # written before deployments
+    cells = sweep_cells({"alpha-0.1": low, "alpha-0.5": old})
+    got = {(c.point, c.arm, c.tier): (round(c.mean, 9), c.std, c.seeds, c.bits) for c in cells}
+    assert got == {
+        ("alpha-0.1", "fedqdnn", "a"): (0.6, pytest.approx(0.1414213562), 2, 2),
+        ("alpha-0.1", "fedqdnn", "b"): (0.85, pytest.approx(0.0707106781), 2, 32),
+        ("alpha-0.1", "lc", "a"): (0.6, 0.0, 2, 2),
+        ("alpha-0.5", "fedqdnn", "a"): (0.25, None, 1, 2),  # as trained, one seed
+    }
+    table = summary(
+        Sweep(
+            kind="alpha",
+            points={"alpha-0.1": "0.1", "alpha-0.5": "0.5"},
+            field="accuracy_window_average_best_mode",
+            cells=cells,
+            seeds=[0, 1],
+            versions={},
+        )  # fmt: skip
+    )
     assert table.splitlines() == [
-        "| point | a | b |",
-        "|---|---|---|",
-        "| p | 60.0 | 90.0 |",
-        "| q | – | – |",
+        "| arm | point | a | b |",
+        "|---|---|---|---|",
+        "| fedqdnn | alpha-0.1 | 60.0 ± 14.1 (n = 2) | 85.0 ± 7.1 (n = 2) |",
+        "| fedqdnn | alpha-0.5 | 25.0 (n = 1) | – |",
+        "| lc | alpha-0.1 | 60.0 ± 0.0 (n = 2) | – |",
     ]
 
 
