@@ -1,4 +1,4 @@
-"""Command line: ``fedqdnn train | simulate | compare | plot | bench``.
+"""Command line: ``fedqdnn train | simulate | compare | merge | plot | bench``.
 
 The CLI is the edge: it validates flags once, builds config objects and passes them in.
 Every config key is a flag ``--KEY VALUE`` generated from the config models (FederatedConfig
@@ -336,6 +336,27 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="merge comparisons of one scenario run apart (other seeds or arms) into one",
+    )
+    p.add_argument("folders", type=Path, nargs="+", help="compare output folders")
+    p.add_argument("--out", type=Path, required=True, help="output folder of the merged one")
+    _add_overwrite(p)
+    p.set_defaults(handler=_run_merge)
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from simulations.compare import summary_table
+    from simulations.merge import merge_folders
+
+    result = merge_folders(args.folders, args.out, overwrite=args.overwrite)
+    print(summary_table(result, "accuracy_window_average_best_mode"))
+    print(f"{len(args.folders)} comparisons merged into {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------- plot / bench
 
 
@@ -419,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_simulate(sub)
     _add_compare(sub)
+    _add_merge(sub)
     _add_plot(sub)
     _add_bench(sub)
     return parser

@@ -398,6 +398,16 @@ class Curve(_Result):
         return self
 
 
+class ComparisonPart(_Result):
+    """One comparison merged into another (simulations.merge): where it was and what ran."""
+
+    folder: str
+    arms: list[str]
+    seeds: list[int]
+    versions: dict[str, str | None]
+    wall_seconds: float
+
+
 class Comparison(_Result):
     """comparison.json: every arm x seed on one scenario."""
 
@@ -412,6 +422,8 @@ class Comparison(_Result):
     non_finite_values: dict[str, str] | None = None
     # distinct seeds behind each mean (rows, tables, plots); absent in files written before
     distinct_seeds: int | None = None
+    # the comparisons merged into this one (simulations.merge); None: run as one
+    parts: list[ComparisonPart] | None = None
 
 
 class SweepCell(_Result):

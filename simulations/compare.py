@@ -344,13 +344,17 @@ def _compare(
         versions=versions(),
         wall_seconds=round(time.perf_counter() - started, 1),
     )
+    write_comparison(out, result)
+    return result
+
+
+def write_comparison(out: Path, result: Comparison) -> None:
+    """Plots, comparison.csv, then comparison.json (last: it marks a complete comparison)."""
     from simulations.compare_plots import plot_comparison
 
     plot_comparison(out, result)
-    write_csv(out / COMPARISON_CSV, rows)
-    # last: comparison.json marks a complete one
+    write_csv(out / COMPARISON_CSV, result.rows)
     write_json(out / COMPARISON_FILE, result.to_json())
-    return result
 
 
 def read_comparison(path: Path) -> Comparison:

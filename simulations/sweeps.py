@@ -2,7 +2,8 @@
 
 Each point is a full comparison (``simulations.compare``) on the same seeds and arms, so every
 number is reproducible from the seeds; each point's comparison lands in ``OUT/<point>/`` (its
-runs cached there, so a sweep that stopped resumes), and ``OUT/sweep.json`` plus
+runs cached there, so a sweep that stopped resumes; a point already compared, e.g. seeds run
+apart and joined by ``fedqdnn merge``, is read, not run again), and ``OUT/sweep.json`` plus
 ``OUT/accuracy_vs_sweep.png`` give every arm's deployed accuracy per tier at every point.
 
     python -m simulations.sweeps alpha --scenario fleet-100 --values 0.1,0.3,0.5 \\
@@ -21,10 +22,11 @@ from fedqdnn.console import setup_console
 from fedqdnn.files import write_json
 from fedqdnn.plotting import save
 from fedqdnn.provenance import versions
-from fedqdnn.schema import SWEEP_FILE, SWEEP_PLOT, Comparison, Sweep, SweepCell
+from fedqdnn.schema import COMPARISON_FILE, SWEEP_FILE, SWEEP_PLOT, Comparison, Sweep, SweepCell
 from fedqdnn.tables import markdown_table, mean_std_cell
-from simulations.compare import check_comparison, parse_seeds, run_comparison
+from simulations.compare import check_comparison, parse_seeds, read_comparison, run_comparison
 from simulations.compare_plots import DEPLOYED_FIELD, measured_field
+from simulations.merge import scenario_difference, select_arms
 from simulations.scenarios import load_scenario
 
 # Fleet compositions for the tier-mix sweep: share of 2-bit / 4-bit / FP32 devices.
@@ -42,16 +44,41 @@ def sweep(
     out: Path,
     overwrite: bool = False,
 ) -> dict[str, Comparison]:
-    """Run a comparison per point; returns {point: comparison}. Every point is checked first."""
+    """Run a comparison per point; returns {point: comparison}. Every point is checked first;
+    a point whose folder already holds a finished comparison of its scenario and seeds with
+    these arms (among others) is read, not run again (``overwrite``: run it again)."""
+    finished = {}
     for name, cfg in points.items():
         try:
             check_comparison(cfg, arms, seeds)
+            if not overwrite and (out / name / COMPARISON_FILE).is_file():
+                finished[name] = finished_point(out / name, cfg, arms, seeds)
         except ValueError as err:
             raise ValueError(f"sweep point {name}: {err}") from None
     return {
-        name: run_comparison(cfg, arms, seeds, out / name, overwrite=overwrite)
+        name: finished.get(name)
+        or run_comparison(cfg, arms, seeds, out / name, overwrite=overwrite)
         for name, cfg in points.items()
     }
+
+
+def finished_point(
+    folder: Path, cfg: FederatedConfig, arms: list[str], seeds: list[int]
+) -> Comparison:
+    """The comparison in ``folder`` restricted to ``arms``; ``ValueError`` unless it is one of
+    ``cfg``'s scenario on exactly ``seeds`` holding every arm (e.g. made by fedqdnn merge)."""
+    result = read_comparison(folder / COMPARISON_FILE)
+    if (diff := scenario_difference(cfg.to_flat(), result.config)) is not None:
+        raise ValueError(f"{folder} holds another scenario ({diff}); --overwrite runs it again")
+    if sorted(result.seeds) != sorted(seeds):
+        raise ValueError(
+            f"{folder} holds seeds {','.join(map(str, result.seeds))}, not "
+            f"{','.join(map(str, seeds))}; --overwrite runs it again"
+        )
+    try:
+        return select_arms(result, arms)
+    except ValueError as err:
+        raise ValueError(f"{folder}: {err}; --overwrite runs it again") from None
 
 
 def sweep_cells(results: dict[str, Comparison], field: str = DEPLOYED_FIELD) -> list[SweepCell]:
