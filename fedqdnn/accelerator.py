@@ -14,6 +14,8 @@ from __future__ import annotations
 import gc
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -110,3 +112,17 @@ def release_cuda_memory() -> None:
     if torch.cuda.is_initialized():
         gc.collect()
         torch.cuda.empty_cache()
+
+
+@contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run a block with ``count`` torch intra-op threads, restored after. Evaluating a fleet is
+    thousands of small forward passes: intra-op parallelism gains little on them, and beside
+    Ray's workers on the same cores it oversubscribes them (measured 12x slower on 2 loaded
+    cores; docs/scaling.md). Results are the same bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

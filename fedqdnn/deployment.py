@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedqdnn.accelerator import release_cuda_memory, select_device
+from fedqdnn.accelerator import intra_op_threads, release_cuda_memory, select_device
 from fedqdnn.calibration import active_bns, recalibrate_bn
 from fedqdnn.config import FederatedConfig
 from fedqdnn.device import device_for
@@ -92,6 +92,19 @@ def evaluate_devices(
     policy = Deploy(policy)
     devices = list(devices if devices is not None else range(cfg.num_clients))
     fleet = _Deployer(cfg, state_for_device, policy, devices)
+    with intra_op_threads(1):  # many small passes: one thread each (see intra_op_threads)
+        out = _evaluate_each(cfg, fleet, policy, devices, choice)
+    fleet.release()
+    return out
+
+
+def _evaluate_each(
+    cfg: FederatedConfig,
+    fleet: _Deployer,
+    policy: Deploy,
+    devices: list[int],
+    choice: ModeChoice,
+) -> list[DeviceResult]:
     lowest_top = fleet_lowest_top_mode(list(cfg.tiers), cfg.bits)
     out = []
     for pid in devices:
@@ -109,7 +122,6 @@ def evaluate_devices(
             bits = best_mode(scores)
         accuracy, _ = evaluate(fleet.model(pid, bits), device.x_test, device.y_test, bits)
         out.append(DeviceResult(pid, device.tier, bits, accuracy, len(device.y_test)))
-    fleet.release()
     return out
 
 

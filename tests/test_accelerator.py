@@ -218,3 +218,15 @@ def test_gpu_benchmark_exits_with_one_line_without_cuda(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("benchmarks/gpu.py: CUDA is not available here")
     assert done.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_intra_op_threads_sets_and_restores_the_count_even_on_error():
+    from fedqdnn.accelerator import intra_op_threads
+
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), intra_op_threads(1):
+        raise RuntimeError("a failed evaluation")
+    assert torch.get_num_threads() == before
