@@ -2,10 +2,13 @@
 
 L = CE(z_top, y) + sum_{b < top} [ ce_weight * CE(z_b, y)
                                   + kd_weight * T^2 * KL( softmax(z_t(b)/T) || softmax(z_b/T) ) ]
+    [ + global_kd_weight * sum_b T^2 * KL( softmax(z0_b/T) || softmax(z_b/T) ) ]
 
 where t(b) is the teacher of mode b: the top mode (``teacher="top"``) or the next-higher
 trained mode (``teacher="next"``, recursive as in Any-Precision). Teacher logits are
-detached, so the gradient of a lower mode never pulls the teacher toward the student.
+detached, so the gradient of a lower mode never pulls the teacher toward the student. The
+bracketed term is off by default: z0_b are mode b's logits under the frozen model a federated
+client received this round (a variant, docs/results.md section 6).
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ class ConsistencyConfig:
     teacher: Teacher = Field(
         Teacher.TOP, description="teacher of a lower mode: top (top mode) or next (next mode up)"
     )
+    global_kd_weight: LossWeight = Field(
+        0.0,
+        description="weight of each trained mode's T^2 KL to the same mode of the model the "
+        "round started from (a federated client's drift correction under label skew; 0: off)",
+    )
     mode_weights: Annotated[
         tuple[tuple[int, LossWeight], ...], BeforeValidator(parse_mode_pairs)
     ] = Field((), description="weight of a mode's whole term, e.g. '32:2' (others 1)")
@@ -75,8 +83,15 @@ def consistency_loss(
     logits_by_bits: Mapping[int, torch.Tensor],
     targets: torch.Tensor,
     config: ConsistencyConfig | None = None,
+    start_logits: Mapping[int, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[int, float]]:
-    """Combined loss over the trained modes; also returns each mode's term for logging."""
+    """Combined loss over the trained modes; also returns each mode's term for logging.
+
+    ``start_logits`` (with ``global_kd_weight > 0``): each mode's logits under the model the
+    local training started from; every trained mode, the top one and a one-mode device's
+    included, adds ``global_kd_weight * T^2 * KL(start || mode)`` to its term, so that a
+    device's few local classes pull the shared model less far from what the federation knew.
+    """
     config = config or ConsistencyConfig()
     modes = sorted(logits_by_bits)
     top = modes[-1]
@@ -90,5 +105,10 @@ def consistency_loss(
             z_teacher = logits_by_bits[teacher_of(bits, modes, config.teacher)]
             term = term + config.kd_weight * distillation_kl(z, z_teacher, config.temperature)
         terms[bits] = term if config.weight_of(bits) == 1.0 else config.weight_of(bits) * term
+    if config.global_kd_weight > 0 and start_logits is not None:
+        for bits in modes:
+            terms[bits] = terms[bits] + config.global_kd_weight * distillation_kl(
+                logits_by_bits[bits], start_logits[bits], config.temperature
+            )
     total = torch.stack(list(terms.values())).sum()
     return total, {b: float(t.detach()) for b, t in terms.items()}

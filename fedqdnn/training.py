@@ -9,6 +9,7 @@ device.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -100,18 +101,28 @@ def joint_step(
     modes: Sequence[int],
     loss_config: ConsistencyConfig,
     optimizer: torch.optim.Optimizer,
+    start_model: QuantizableModel | None = None,
 ) -> tuple[float, dict[int, float]]:
     """One optimizer step over the summed loss of ``modes`` (top mode first).
 
     The full-precision stem is the same in every mode, so it runs once per batch; its
     backward receives the sum of every mode's gradient, exactly as separate passes would.
+    ``start_model``: the frozen model training started from (``global_kd_weight``).
     """
     logits = {}
     stem_out = model.stem(x)
     for bits in sorted(modes, reverse=True):
         model.set_bits(bits)
         logits[bits] = model.body(stem_out)
-    loss, terms = consistency_loss(logits, y, loss_config)
+    start_logits = None
+    if start_model is not None:
+        with torch.no_grad():
+            start_stem = start_model.stem(x)
+            start_logits = {}
+            for bits in modes:
+                start_model.set_bits(bits)
+                start_logits[bits] = start_model.body(start_stem)
+    loss, terms = consistency_loss(logits, y, loss_config, start_logits)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -148,6 +159,7 @@ def train_epoch(
     generator: torch.Generator,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     augment: bool = False,
+    start_model: QuantizableModel | None = None,
 ) -> EpochStats:
     """One pass over (x, y) with joint steps; returns mean loss and per-mode terms."""
     model.train()
@@ -158,7 +170,7 @@ def train_epoch(
     for xb, yb in iterate_batches(x, y, batch_size, generator, model_device(model)):
         if augment:
             xb = augment_images(xb, generator)
-        loss, terms = joint_step(model, xb, yb, modes, loss_config, optimizer)
+        loss, terms = joint_step(model, xb, yb, modes, loss_config, optimizer, start_model)
         if scheduler is not None:
             scheduler.step()
         total += loss * len(yb)
@@ -214,6 +226,9 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     steps = epochs * math.ceil(len(y) / optim_config.batch_size)
     optimizer, scheduler = make_optimizer(model, optim_config, steps)
+    start_model = None
+    if loss_config.global_kd_weight > 0:  # the model training starts from, frozen
+        start_model = copy.deepcopy(model).eval().requires_grad_(False)
     history = []
     for epoch in range(epochs):
         stats = train_epoch(
@@ -227,6 +242,7 @@ def fit(
             generator,
             scheduler,
             augment,
+            start_model,
         )
         history.append(stats)
         if on_epoch is not None:

@@ -187,6 +187,21 @@ ARMS: dict[str, Arm] = {
             kind=Kind.VARIANT,
         ),
         Arm(
+            "global-distillation",
+            "variant: every trained mode also distils from the model the round started from "
+            "(global-kd-weight 1; drift correction under label skew)",
+            {"global_kd_weight": 1.0},
+            kind=Kind.VARIANT,
+        ),
+        Arm(
+            "lowest-common+global-distillation",
+            "baseline with the same drift correction: lowest-common, its one mode distilling "
+            "from the model the round started from (global-kd-weight 1)",
+            {"train_modes": TrainModes.LOWEST_COMMON, "global_kd_weight": 1.0},
+            deploy=Deploy.LOWEST_COMMON,
+            kind=Kind.VARIANT,
+        ),
+        Arm(
             "ascending",
             "variant: low-bit modes lead, the FP32 mode joins from round 30",
             {"mode_start": "32:30"},

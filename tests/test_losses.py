@@ -67,3 +67,54 @@ def test_mode_weights_scale_whole_terms():
     assert wterms[32] == pytest.approx(2 * terms[32]) and wterms[2] == pytest.approx(0.5 * terms[2])
     assert float(weighted) == pytest.approx(2 * terms[32] + 0.5 * terms[2], rel=1e-6)
     assert ConsistencyConfig(mode_weights={32: 2}).weight_of(4) == 1.0
+
+
+@pytest.mark.parametrize("modes", [(2,), (2, 4, 32)], ids=["one-mode-device", "three-modes"])
+def test_global_distillation_adds_each_modes_kl_to_its_start_logits(modes):
+    rng = np.random.default_rng(1)
+    logits = {b: rng.normal(size=(6, 4)) for b in modes}
+    start = {b: rng.normal(size=(6, 4)) for b in modes}
+    y = np.array([0, 1, 2, 3, 1, 0])
+    t = lambda d: {b: torch.tensor(z, dtype=torch.float64) for b, z in d.items()}  # noqa: E731
+    plain_cfg = ConsistencyConfig(temperature=2.0)
+    cfg = ConsistencyConfig(temperature=2.0, global_kd_weight=0.5)
+    plain, plain_terms = consistency_loss(t(logits), torch.tensor(y), plain_cfg)
+    loss, terms = consistency_loss(t(logits), torch.tensor(y), cfg, t(start))
+    for b in modes:  # every mode, the top one and a one-mode device's included
+        extra = 0.5 * _np_kl(logits[b], start[b], 2.0)
+        assert terms[b] == pytest.approx(plain_terms[b] + extra, rel=1e-9)
+    expected = plain.item() + sum(0.5 * _np_kl(logits[b], start[b], 2.0) for b in modes)
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    off, _ = consistency_loss(t(logits), torch.tensor(y), plain_cfg, t(start))
+    assert off.item() == plain.item()  # weight 0: start logits ignored
+
+
+def test_global_distillation_keeps_a_skewed_client_nearer_its_start_model():
+    """One local class (the strongest skew): without the term the model learns to answer that
+    class everywhere; with it, its predictions elsewhere stay near those it started from."""
+    from fedqdnn.models import build_model
+    from fedqdnn.training import OptimConfig, fit
+
+    probe = torch.randn(128, 1, 8, 8, generator=torch.Generator().manual_seed(9))
+
+    def predictions(model, bits):
+        model.eval()
+        with torch.no_grad(), model.bits(bits):
+            return torch.log_softmax(model(probe), dim=1)
+
+    def drift(weight: float) -> dict[int, float]:
+        torch.manual_seed(0)
+        model = build_model("digits_cnn", (2, 4, 32), 10, 1)
+        before = {b: predictions(model, b) for b in (2, 32)}
+        x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+        y = torch.zeros(64, dtype=torch.long)
+        cfg = ConsistencyConfig(global_kd_weight=weight)
+        fit(model, x, y, [2, 4, 32], cfg, OptimConfig(lr=0.01), epochs=10, seed=0)
+        after = {b: predictions(model, b) for b in (2, 32)}
+        kl = torch.nn.functional.kl_div
+        return {b: float(kl(after[b], before[b], log_target=True, reduction="batchmean"))
+                for b in (2, 32)}  # fmt: skip
+
+    free, anchored = drift(0.0), drift(5.0)
+    for bits in (2, 32):
+        assert anchored[bits] < 0.5 * free[bits], (bits, anchored, free)
