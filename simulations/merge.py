@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedqdnn.config import from_flat
 from fedqdnn.provenance import versions
 from fedqdnn.schema import Comparison, ComparisonPart, run_key
 
@@ -19,11 +20,20 @@ SCENARIO_FREE_KEYS = ("seed",)  # keys a comparison's runs set themselves
 
 
 def scenario_difference(a: dict, b: dict) -> str | None:
-    """The first config key two comparisons differ in (the seed aside), as ``key: a vs b``."""
+    """The first config key two comparisons differ in (the seed aside), as ``key: a vs b``.
+    A key one of them lacks (written before the key existed) counts as its default."""
+    a, b = _with_defaults(a), _with_defaults(b)
     for key in sorted(set(a) | set(b)):
         if key not in SCENARIO_FREE_KEYS and a.get(key) != b.get(key):
             return f"{key}: {a.get(key)!r} vs {b.get(key)!r}"
     return None
+
+
+def _with_defaults(flat: dict) -> dict:
+    try:
+        return from_flat(flat).to_flat()
+    except ValueError:  # a key this version no longer knows: compared as written
+        return dict(flat)
 
 
 def merge_comparisons(parts: Sequence[Comparison], folders: Sequence[str]) -> Comparison:

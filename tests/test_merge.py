@@ -64,8 +64,11 @@ def test_a_merge_that_would_mislead_is_refused_in_one_line():
     full = _made(2, 2)
     seed0, seed1 = _part(full, ["s0", "s1"], [0]), _part(full, ["s0", "s1"], [1])
     other = seed1.model_copy(update={"config": {**seed1.config, "alpha": 0.1}})
-    with pytest.raises(ValueError, match=r"^b is another scenario than a \(alpha: None vs 0.1\)"):
+    with pytest.raises(ValueError, match=r"^b is another scenario than a \(alpha: 0.5 vs 0.1\)"):
         merge_comparisons([seed0, other], ["a", "b"])
+    # a key one part lacks (written before it existed) is its default: the same scenario
+    older = seed1.model_copy(update={"config": {**seed1.config, "global-kd-weight": 0.0}})
+    assert merge_comparisons([seed0, older], ["a", "b"]).seeds == [0, 1]
     with pytest.raises(ValueError, match="^arm s0 seed 0 is in both a and b$"):
         merge_comparisons([seed0, seed0], ["a", "b"])
     lone = _part(full, ["s1"], [1])
