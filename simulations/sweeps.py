@@ -28,6 +28,7 @@ from simulations.compare import check_comparison, parse_seeds, read_comparison, 
 from simulations.compare_plots import DEPLOYED_FIELD, measured_field
 from simulations.merge import scenario_difference, select_arms
 from simulations.scenarios import load_scenario
+from strategies.arms import ARMS, Kind
 
 # Fleet compositions for the tier-mix sweep: share of 2-bit / 4-bit / FP32 devices.
 TIER_MIXES = {
@@ -128,6 +129,37 @@ def summary(result: Sweep) -> str:
     return markdown_table(["arm", "point", *tiers], rows)
 
 
+def margins(result: Sweep, method: str = "fedqdnn") -> str:
+    """Markdown: per point and tier, ``method`` against the best deployable baseline present
+    (its margin: the claim "at least as good as anything a user could deploy instead") and the
+    gap to the reference (FP32 FedAvg on all devices, not deployable); means over seeds, pt."""
+    kinds = {c.arm: ARMS[c.arm].kind if c.arm in ARMS else None for c in result.cells}
+    by_key = {(c.point, c.arm, c.tier): c for c in result.cells}
+    rows = []
+    for point in result.points:
+        for tier in dict.fromkeys(c.tier for c in result.cells):
+            own = by_key.get((point, method, tier))
+            if own is None:
+                continue
+            rivals = [c for (p, a, t), c in by_key.items()
+                      if p == point and t == tier and kinds[a] == Kind.BASELINE]  # fmt: skip
+            best = max(rivals, key=lambda c: c.mean, default=None)
+            refs = [c for (p, a, t), c in by_key.items()
+                    if p == point and t == tier and kinds[a] == Kind.REFERENCE]  # fmt: skip
+            rows.append(
+                [
+                    point,
+                    tier,
+                    f"{100 * own.mean:.1f}",
+                    f"{best.arm} {100 * best.mean:.1f}" if best else "–",
+                    f"{100 * (own.mean - best.mean):+.1f}" if best else "–",
+                    f"{100 * (own.mean - refs[0].mean):+.1f}" if refs else "–",
+                ]
+            )
+    header = ["point", "tier", method, "best deployable baseline", "margin", "gap to reference"]
+    return markdown_table(header, rows)
+
+
 def _cell(cell: SweepCell | None) -> str:
     if cell is None:
         return "–"
@@ -178,7 +210,9 @@ def main() -> None:
         results = sweep(points, args.arms.split(","), seeds, args.out, overwrite=args.overwrite)
     except ValueError as err:  # a bad value, arm, seed or point: one line, as compare says it
         parser.exit(2, f"error: {err}\n")
-    print(summary(write_sweep(args.out, args.kind, values, results)))
+    written = write_sweep(args.out, args.kind, values, results)
+    print(summary(written))
+    print(margins(written))
 
 
 def sweep_points(
