@@ -328,6 +328,15 @@ def _run_compare(args: argparse.Namespace) -> int:
         ("accuracy", "each model of the final window at the arm's mode (mean over the window)"),
         ("accuracy_window_average", "the window's models averaged, at the arm's mode"),
         ("accuracy_best_mode", "each model of the window, each device at its best mode"),
+        (
+            "accuracy_window_average_pooled_bn",
+            "the window's average with BN statistics pooled at deployment over the devices "
+            "that can run each mode",
+        ),
+        (
+            "accuracy_window_average_best_mode_pooled_bn",
+            "the same, each device at its best mode",
+        ),
     ):
         print(f"deployed: {what}")
         print(summary_table(result, field))

@@ -33,7 +33,7 @@ from fedqdnn.device import device_for
 from fedqdnn.fleet import build_model_for
 from fedqdnn.hardware import fleet_lowest_top_mode
 from fedqdnn.models import QuantizableModel
-from fedqdnn.policies import Deploy, ModeChoice
+from fedqdnn.policies import Deploy, ModeChoice, Statistics
 from fedqdnn.quant import FULL_PRECISION
 from fedqdnn.training import evaluate
 
@@ -80,6 +80,7 @@ def evaluate_devices(
     policy: Deploy,
     devices: Sequence[int] | None = None,
     choice: ModeChoice = ModeChoice.POLICY,
+    statistics: Statistics = Statistics.CARRIED,
 ) -> list[DeviceResult]:
     """Accuracy of every device (partition) under ``policy``.
 
@@ -87,11 +88,13 @@ def evaluate_devices(
     (one state for all devices except in per-tier training). ``choice = best-on-train``: each
     device runs, of the modes it can run up to the policy's, the one whose deployed model (as
     ``policy`` deploys it) is most accurate on the device's own training data; its test split
-    stays unseen until the choice is made.
+    stays unseen until the choice is made. ``statistics = pooled``: every mode a device runs
+    normalizes with statistics pooled over the training data of the devices that share its
+    model and can run that mode (:class:`~fedqdnn.policies.Statistics`).
     """
     policy = Deploy(policy)
     devices = list(devices if devices is not None else range(cfg.num_clients))
-    fleet = _Deployer(cfg, state_for_device, policy, devices)
+    fleet = _Deployer(cfg, state_for_device, policy, devices, Statistics(statistics))
     with intra_op_threads(1):  # many small passes: one thread each (see intra_op_threads)
         out = _evaluate_each(cfg, fleet, policy, devices, choice)
     fleet.release()
@@ -135,8 +138,10 @@ class _Deployer:
         state_for_device: Mapping[int, Mapping[str, np.ndarray]],
         policy: Deploy,
         devices: list[int],
+        statistics: Statistics = Statistics.CARRIED,
     ) -> None:
         self.cfg, self.states, self.policy, self.devices = cfg, state_for_device, policy, devices
+        self.statistics = statistics
         self.where = select_device(cfg.device)
         self.models: dict[int, QuantizableModel] = {}
         self.recalibrated: dict[tuple[int, int], QuantizableModel] = {}
@@ -145,20 +150,37 @@ class _Deployer:
         key = id(self.states[pid])
         if key not in self.models:
             self.models[key] = _model_with(self.cfg, self.states[pid], self.where)
-        if self.policy is Deploy.PTQ:
+        pooled = self.statistics is Statistics.POOLED
+        if self.policy is Deploy.PTQ and not pooled:
             return _ptq(self.models[key], bits, device_for(self.cfg, pid).x_train)
-        if self.policy is not Deploy.RECALIBRATE:
+        if self.policy is not Deploy.RECALIBRATE and not pooled:
             return self.models[key]
         if (key, bits) not in self.recalibrated:
+            x = torch.cat([device_for(self.cfg, p).x_train for p in self._pool(pid, bits)])
+            if self.policy is Deploy.PTQ:  # the FP32 BN copied into the mode, then pooled
+                self.recalibrated[(key, bits)] = _ptq(self.models[key], bits, x)
+            else:
+                self.recalibrated[(key, bits)] = copy.deepcopy(self.models[key])
+                recalibrate_bn(self.recalibrated[(key, bits)], x, bits)
+        return self.recalibrated[(key, bits)]
+
+    def _pool(self, pid: int, bits: int) -> list[int]:
+        """The devices whose training data give mode ``bits`` of ``pid``'s model its
+        statistics: those sharing the model that top at ``bits`` (the shared-BN ablation's
+        recalibration), or with pooled statistics every one that can run it (or is deployed
+        at it, e.g. FP32 for the reference); this device alone if none."""
+        same = [p for p in self.devices if self.states[p] is self.states[pid]]
+        if self.statistics is Statistics.POOLED:
+            lowest = fleet_lowest_top_mode(list(self.cfg.tiers), self.cfg.bits)
             users = [
                 p
-                for p in self.devices
-                if self.states[p] is self.states[pid] and device_for(self.cfg, p).top_mode == bits
-            ] or [pid]  # a mode no device tops: its statistics from this device's data
-            x = torch.cat([device_for(self.cfg, p).x_train for p in users])
-            self.recalibrated[(key, bits)] = copy.deepcopy(self.models[key])
-            recalibrate_bn(self.recalibrated[(key, bits)], x, bits)
-        return self.recalibrated[(key, bits)]
+                for p in same
+                if bits in (d := device_for(self.cfg, p)).modes
+                or self.policy.bits(d.top_mode, lowest) == bits
+            ]
+        else:
+            users = [p for p in same if device_for(self.cfg, p).top_mode == bits]
+        return users or [pid]
 
     def release(self) -> None:
         self.models.clear()

@@ -72,6 +72,16 @@ class ModeChoice(StrEnum):
     BEST_ON_TRAIN = "best-on-train"
 
 
+class Statistics(StrEnum):
+    """Whose BN statistics a deployed mode normalizes with: those the model carries (trained,
+    or averaged with the window's weights), or statistics pooled at deployment over the
+    training data of every device that shares the model and can run the mode (one federated
+    pass of per-mode counts, sums and sums of squares; HeteroFL's static BN)."""
+
+    CARRIED = "carried"
+    POOLED = "pooled"
+
+
 class ServerOptimizer(StrEnum):
     """Update of the shared weights from the clients' average (Flower's strategies' math)."""
 

@@ -371,6 +371,10 @@ class ArmRow(_Result):
     # own training data (fedqdnn.deployment, ModeChoice; None: written before it existed)
     accuracy_best_mode: float | None = None
     accuracy_window_average_best_mode: float | None = None
+    # the window average with BN statistics pooled at deployment over the devices that can run
+    # each mode (fedqdnn.policies.Statistics), at the policy's and at the best mode
+    accuracy_window_average_pooled_bn: float | None = None
+    accuracy_window_average_best_mode_pooled_bn: float | None = None
     rounds_to_target: int | None
     sim_seconds_to_target: float | None
     model_bytes: int

@@ -37,7 +37,7 @@ from fedqdnn.files import read_json_checked, write_json, write_text_atomic
 from fedqdnn.fleet import build_model_for
 from fedqdnn.hardware import get_profile
 from fedqdnn.model_size import deployed_model_bytes
-from fedqdnn.policies import ModeChoice
+from fedqdnn.policies import ModeChoice, Statistics
 from fedqdnn.provenance import versions
 from fedqdnn.schema import (
     COMPARISON_CSV,
@@ -198,6 +198,15 @@ def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn) -> ArmR
         model_cfg, window_states, arm.deploy, ModeChoice.BEST_ON_TRAIN
     )
     best = accuracy_by_tier(best_devices)
+    averaged_states = _averaged_per_device(window_states)
+    pooled, best_pooled = (
+        accuracy_by_tier(
+            evaluate_devices(
+                model_cfg, averaged_states, arm.deploy, choice=c, statistics=Statistics.POOLED
+            )
+        )
+        for c in (ModeChoice.POLICY, ModeChoice.BEST_ON_TRAIN)
+    )
     costs = _per_device_costs(runs, cfg.num_clients)
     model = build_model_for(model_cfg)
     rows = []
@@ -215,6 +224,8 @@ def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn) -> ArmR
                 accuracy_window_average=round(averaged[tier], 6),
                 accuracy_best_mode=round(best[tier], 6),
                 accuracy_window_average_best_mode=round(best_averaged[tier], 6),
+                accuracy_window_average_pooled_bn=round(pooled[tier], 6),
+                accuracy_window_average_best_mode_pooled_bn=round(best_pooled[tier], 6),
                 rounds_to_target=reached.round,
                 sim_seconds_to_target=reached.sim_seconds,
                 model_bytes=deployed_model_bytes(model, bits),

@@ -110,3 +110,31 @@ def test_best_on_train_picks_each_devices_best_mode_on_its_training_data():
         if len(device.modes) == 1:
             assert after == before
     assert any(r.bits != 32 for r in chosen if device_for(CFG, r.client).top_mode == 32)
+
+
+@pytest.mark.parametrize("policy", [Deploy.TOP, Deploy.LOWEST_COMMON])
+def test_pooled_statistics_are_those_of_every_device_that_can_run_the_mode(policy):
+    """Each mode's BN statistics re-estimated on the training data of all devices able to run
+    it (an independent recalibration here), whatever the model carried (scrambled here)."""
+    import copy
+
+    from fedqdnn.calibration import recalibrate_bn
+    from fedqdnn.deployment import _model_with
+    from fedqdnn.policies import Statistics
+
+    state = _state()
+    stale = {k: (np.full_like(v, 3.0) if "running" in k else v) for k, v in state.items()}
+    states = {p: stale for p in range(6)}
+    got = evaluate_devices(CFG, states, policy, statistics=Statistics.POOLED)
+    carried = evaluate_devices(CFG, states, policy)
+    devices = [device_for(CFG, p) for p in range(6)]
+    model = _model_with(CFG, stale, torch.device("cpu"))
+    for r in got:
+        users = [d for d in devices if r.bits in d.modes]
+        assert len(users) >= (6 if r.bits == 2 else 1)  # every device runs 2-bit
+        expected = copy.deepcopy(model)
+        recalibrate_bn(expected, torch.cat([d.x_train for d in users]), r.bits)
+        device = devices[r.client]
+        assert r.accuracy == evaluate(expected, device.x_test, device.y_test, r.bits)[0]
+    assert [r.bits for r in got] == [r.bits for r in carried]
+    assert [r.accuracy for r in got] != [r.accuracy for r in carried]  # the stale stats mattered
