@@ -436,6 +436,7 @@ class SweepCell(_Result):
     point: str
     arm: str
     tier: str
+    field: str  # the ArmRow deployment: accuracy, accuracy_window_average_best_mode, ...
     bits: int
     mean: float
     std: float | None  # sample std over seeds; None with one seed
@@ -447,8 +448,8 @@ class Sweep(_Result):
 
     kind: str  # what is swept: alpha (label skew) or tiers (fleet mix)
     points: dict[str, str]  # point -> the swept value, in sweep order
-    field: str  # the ArmRow deployment every cell reports
-    cells: list[SweepCell] = Field(min_length=1)
+    field: str  # the ArmRow deployment the plot and the first tables report
+    cells: list[SweepCell] = Field(min_length=1)  # every deployment every point measured
     seeds: list[int] = Field(min_length=1)
     versions: dict[str, str | None]
     non_finite_values: dict[str, str] | None = None

@@ -25,7 +25,7 @@ from fedqdnn.provenance import versions
 from fedqdnn.schema import COMPARISON_FILE, SWEEP_FILE, SWEEP_PLOT, Comparison, Sweep, SweepCell
 from fedqdnn.tables import markdown_table, mean_std_cell
 from simulations.compare import check_comparison, parse_seeds, read_comparison, run_comparison
-from simulations.compare_plots import DEPLOYED_FIELD, measured_field
+from simulations.compare_plots import DEPLOYED_FIELD, DEPLOYMENTS
 from simulations.merge import scenario_difference, select_arms
 from simulations.scenarios import load_scenario
 from strategies.arms import ARMS, Kind
@@ -82,37 +82,47 @@ def finished_point(
         raise ValueError(f"{folder}: {err}; --overwrite runs it again") from None
 
 
-def sweep_cells(results: dict[str, Comparison], field: str = DEPLOYED_FIELD) -> list[SweepCell]:
-    """Every arm's mean and std over seeds per tier at every point, of deployment ``field``
-    (the as-trained accuracy at a point whose comparison predates it)."""
+def sweep_cells(results: dict[str, Comparison]) -> list[SweepCell]:
+    """Every arm's mean and std over seeds per tier at every point, for every deployment
+    (ArmRow field) the point's comparison measured (one written before a deployment existed
+    has no cells for it)."""
     cells = []
     for point, result in results.items():
-        used, _ = measured_field(result, field)
-        for arm in result.arms:
-            for tier in dict.fromkeys(r.tier for r in result.rows):
-                rows = [r for r in result.rows if r.arm == arm and r.tier == tier]
-                if not rows:
-                    continue
-                values = [getattr(r, used) for r in rows]
-                cells.append(
-                    SweepCell(
-                        point=point,
-                        arm=arm,
-                        tier=tier,
-                        bits=rows[0].bits,
-                        mean=statistics.fmean(values),
-                        std=statistics.stdev(values) if len(values) > 1 else None,
-                        seeds=len(values),
+        for field in DEPLOYMENTS:
+            if any(getattr(r, field) is None for r in result.rows):
+                continue
+            for arm in result.arms:
+                for tier in dict.fromkeys(r.tier for r in result.rows):
+                    rows = [r for r in result.rows if r.arm == arm and r.tier == tier]
+                    if not rows:
+                        continue
+                    values = [getattr(r, field) for r in rows]
+                    cells.append(
+                        SweepCell(
+                            point=point,
+                            arm=arm,
+                            tier=tier,
+                            field=field,
+                            bits=rows[0].bits,
+                            mean=statistics.fmean(values),
+                            std=statistics.stdev(values) if len(values) > 1 else None,
+                            seeds=len(values),
+                        )
                     )
-                )
     return cells
 
 
-def summary(result: Sweep) -> str:
-    """Markdown: every arm's deployed accuracy (%) per tier at every point."""
-    tiers = list(dict.fromkeys(c.tier for c in result.cells))
-    by_key = {(c.point, c.arm, c.tier): c for c in result.cells}
-    arms = list(dict.fromkeys(c.arm for c in result.cells))
+def cells_of(result: Sweep, field: str) -> list[SweepCell]:
+    """The cells of one deployment."""
+    return [c for c in result.cells if c.field == field]
+
+
+def summary(result: Sweep, field: str = DEPLOYED_FIELD) -> str:
+    """Markdown: every arm's accuracy (%) per tier at every point, deployed as ``field``."""
+    cells = cells_of(result, field)
+    tiers = list(dict.fromkeys(c.tier for c in cells))
+    by_key = {(c.point, c.arm, c.tier): c for c in cells}
+    arms = list(dict.fromkeys(c.arm for c in cells))
     rows = []
     for arm in arms:
         for point in result.points:
@@ -129,15 +139,16 @@ def summary(result: Sweep) -> str:
     return markdown_table(["arm", "point", *tiers], rows)
 
 
-def margins(result: Sweep, method: str = "fedqdnn") -> str:
+def margins(result: Sweep, method: str = "fedqdnn", field: str = DEPLOYED_FIELD) -> str:
     """Markdown: per point and tier, ``method`` against the best deployable baseline present
     (its margin: the claim "at least as good as anything a user could deploy instead") and the
     gap to the reference (FP32 FedAvg on all devices, not deployable); means over seeds, pt."""
-    kinds = {c.arm: ARMS[c.arm].kind if c.arm in ARMS else None for c in result.cells}
-    by_key = {(c.point, c.arm, c.tier): c for c in result.cells}
+    cells = cells_of(result, field)
+    kinds = {c.arm: ARMS[c.arm].kind if c.arm in ARMS else None for c in cells}
+    by_key = {(c.point, c.arm, c.tier): c for c in cells}
     rows = []
     for point in result.points:
-        for tier in dict.fromkeys(c.tier for c in result.cells):
+        for tier in dict.fromkeys(c.tier for c in cells):
             own = by_key.get((point, method, tier))
             if own is None:
                 continue
@@ -211,8 +222,10 @@ def main() -> None:
     except ValueError as err:  # a bad value, arm, seed or point: one line, as compare says it
         parser.exit(2, f"error: {err}\n")
     written = write_sweep(args.out, args.kind, values, results)
-    print(summary(written))
-    print(margins(written))
+    for field in dict.fromkeys(c.field for c in written.cells):
+        print(f"deployed: {DEPLOYMENTS[field]}")
+        print(summary(written, field))
+        print(margins(written, field=field))
 
 
 def sweep_points(

@@ -43,29 +43,30 @@ def test_sweep_cells_and_summary_every_arm_deployed_accuracy_hand_computed():
     )  # fmt: skip
     old = _comparison([_row("fedqdnn", "a", 0.25)], ["fedqdnn"])  # written before deployments
     cells = sweep_cells({"alpha-0.1": low, "alpha-0.5": old})
-    got = {(c.point, c.arm, c.tier): (round(c.mean, 9), c.std, c.seeds, c.bits) for c in cells}
-    assert got == {
-        ("alpha-0.1", "fedqdnn", "a"): (0.6, pytest.approx(0.1414213562), 2, 2),
-        ("alpha-0.1", "fedqdnn", "b"): (0.85, pytest.approx(0.0707106781), 2, 32),
-        ("alpha-0.1", "lc", "a"): (0.6, 0.0, 2, 2),
-        ("alpha-0.5", "fedqdnn", "a"): (0.25, None, 1, 2),  # as trained, one seed
+    got = {
+        (c.point, c.arm, c.tier, c.field): (round(c.mean, 9), c.std, c.seeds, c.bits) for c in cells
     }
-    table = summary(
-        Sweep(
-            kind="alpha",
-            points={"alpha-0.1": "0.1", "alpha-0.5": "0.5"},
-            field="accuracy_window_average_best_mode",
-            cells=cells,
-            seeds=[0, 1],
-            versions={},
-        )  # fmt: skip
-    )
-    assert table.splitlines() == [
+    deployed = "accuracy_window_average_best_mode"
+    assert {k: v for k, v in got.items() if k[3] == deployed} == {
+        ("alpha-0.1", "fedqdnn", "a", deployed): (0.6, pytest.approx(0.1414213562), 2, 2),
+        ("alpha-0.1", "fedqdnn", "b", deployed): (0.85, pytest.approx(0.0707106781), 2, 32),
+        ("alpha-0.1", "lc", "a", deployed): (0.6, 0.0, 2, 2),
+    }  # the older comparison has no cells for a deployment it did not measure
+    assert got[("alpha-0.5", "fedqdnn", "a", "accuracy")] == (0.25, None, 1, 2)
+    assert got[("alpha-0.1", "fedqdnn", "a", "accuracy")] == (0.1, 0.0, 2, 2)
+    assert {c.field for c in cells} == {"accuracy", deployed}
+    sweep = Sweep(kind="alpha", points={"alpha-0.1": "0.1", "alpha-0.5": "0.5"}, field=deployed,
+                  cells=cells, seeds=[0, 1], versions={})  # fmt: skip
+    assert summary(sweep).splitlines() == [
         "| arm | point | a | b |",
         "|---|---|---|---|",
         "| fedqdnn | alpha-0.1 | 60.0 ± 14.1 (n = 2) | 85.0 ± 7.1 (n = 2) |",
-        "| fedqdnn | alpha-0.5 | 25.0 (n = 1) | – |",
         "| lc | alpha-0.1 | 60.0 ± 0.0 (n = 2) | – |",
+    ]
+    assert summary(sweep, "accuracy").splitlines()[2:] == [
+        "| fedqdnn | alpha-0.1 | 10.0 ± 0.0 (n = 2) | 10.0 ± 0.0 (n = 2) |",
+        "| fedqdnn | alpha-0.5 | 25.0 (n = 1) | – |",
+        "| lc | alpha-0.1 | 10.0 ± 0.0 (n = 2) | – |",
     ]
 
 
@@ -107,14 +108,16 @@ def test_convergence_table_means_reached_rounds_and_marks_misses():
 
 def test_sweep_margins_against_the_best_deployable_baseline_and_the_reference():
     def cell(arm, mean, tier="t"):
-        return SweepCell(point="p", arm=arm, tier=tier, bits=2, mean=mean, std=None, seeds=1)
+        return SweepCell(
+            point="p", arm=arm, tier=tier, field="accuracy", bits=2, mean=mean, std=None, seeds=1
+        )
 
     cells = [cell("fedqdnn", 0.90), cell("lowest-common", 0.91), cell("per-tier", 0.85),
              cell("no-consistency", 0.95),  # an ablation: not a deployable baseline
              cell("fp32-all-reference", 0.96), cell("fedqdnn", 0.8, "u")]  # fmt: skip
     sweep = Sweep(kind="alpha", points={"p": "0.1"}, field="accuracy", cells=cells, seeds=[0],
                   versions={})  # fmt: skip
-    assert margins(sweep).splitlines()[2:] == [
+    assert margins(sweep, field="accuracy").splitlines()[2:] == [
         "| p | t | 90.0 | lowest-common 91.0 | -1.0 | -6.0 |",
         "| p | u | 80.0 | – | – | – |",
     ]
