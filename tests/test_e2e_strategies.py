@@ -65,6 +65,9 @@ def test_every_baseline_runs_and_plot_redraws(tmp_path):
     assert ours["accuracy"] > ptq["accuracy"] + 0.05, (ours, ptq)
     # every row also scores the final window's models averaged into one
     assert all(0.0 <= r["accuracy_window_average"] <= 1.0 for r in result["rows"])
+    # and with BN statistics pooled at deployment, at the policy's mode and at the best mode
+    pooled = ("accuracy_window_average_pooled_bn", "accuracy_window_average_best_mode_pooled_bn")
+    assert all(0.0 <= r[key] <= 1.0 for r in result["rows"] for key in pooled)
     assert fp32["accuracy"] > ptq["accuracy"] + 0.15, (fp32, ptq)
     assert (out / "comparison.csv").read_text().count("\n") == len(result["rows"]) + 1
     pngs = ["per_tier_accuracy.png", "accuracy_per_round.png", "accuracy_vs_sim_time.png",
