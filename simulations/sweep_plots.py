@@ -35,6 +35,15 @@ def tier_bits(sweep: Sweep) -> dict[str, int]:
     return dict(sorted(usual.items(), key=lambda kv: kv[1]))
 
 
+def _coinciding(lines: dict[str, list[float | None]]) -> list[str]:
+    """Arms whose values are the same at every point, as ``"a = b"``."""
+    groups: dict[tuple, list[str]] = {}
+    for name, values in lines.items():
+        if any(v is not None for v in values):
+            groups.setdefault(tuple(values), []).append(name)
+    return [" = ".join(names) for names in groups.values() if len(names) > 1]
+
+
 def draw_sweep(sweep: Sweep):
     """Deployed accuracy per tier against the sweep's points, a line per arm."""
     arms = list(dict.fromkeys(c.arm for c in sweep.cells if c.field == sweep.field))
@@ -66,6 +75,10 @@ def draw_sweep(sweep: Sweep):
                 gid=name,
                 zorder=3 if name == HIGHLIGHT else 2,
             )
+        same = _coinciding({n: [here.get((p, n)) for p in points] for n in arms})
+        if same:  # one line hides the other (per-tier's FP32 model is fp32-exclusive's)
+            ax.text(0.98, 0.02, "identical:\n" + "\n".join(same), transform=ax.transAxes,
+                    ha="right", va="bottom", fontsize=7, color="0.3")  # fmt: skip
         if below:
             ax.text(0.02, 0.02, "below the axis:\n" + "\n".join(below), transform=ax.transAxes,
                     fontsize=7, color="0.3", va="bottom")  # fmt: skip
@@ -89,7 +102,7 @@ def draw_sweep(sweep: Sweep):
         loc="outside right upper",
     )
     fig.suptitle(
-        f"Deployed accuracy per tier against {TITLES.get(sweep.kind, sweep.kind)} "
-        f"({DEPLOYMENTS.get(sweep.field, sweep.field)}), in %"
+        f"Deployed accuracy per tier against {TITLES.get(sweep.kind, sweep.kind)}: "
+        f"{DEPLOYMENTS.get(sweep.field, sweep.field)}, in %"
     )
     return fig

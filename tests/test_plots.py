@@ -379,6 +379,12 @@ def test_sweep_plot_one_line_per_arm_through_the_points_means_and_file(arms, tmp
     for row in strong.rows:  # far below the rest at alpha 0.1: written out, not drawn to scale
         if row.arm == last:
             row.accuracy_window_average_best_mode = 0.1
+    for comparison in (strong, mild):  # s1 the same as s0 (one model): one line hides the other
+        s0 = {(r.seed, r.tier): r.accuracy_window_average_best_mode
+              for r in comparison.rows if r.arm == "s0"}  # fmt: skip
+        for row in comparison.rows:
+            if row.arm == "s1":
+                row.accuracy_window_average_best_mode = s0[row.seed, row.tier]
     points = {"alpha-0.1": "0.1", "alpha-0.5": "0.5"}
     result = write_sweep(tmp_path, "alpha", points, {"alpha-0.1": strong, "alpha-0.5": mild})
     assert Sweep.model_validate(json.loads((tmp_path / SWEEP_FILE).read_text())) == result
@@ -406,5 +412,5 @@ def test_sweep_plot_one_line_per_arm_through_the_points_means_and_file(arms, tmp
         assert [t.get_text() for t in ax.get_xticklabels()] == ["0.1", "0.5"]
         assert ax.get_ylim()[0] > 0.1
         notes = [t.get_text() for t in ax.texts]
-        assert notes == [f"below the axis:\n{last} 10% at 0.1"], notes
+        assert notes == ["identical:\ns0 = s1", f"below the axis:\n{last} 10% at 0.1"], notes
     pyplot().close(fig)
