@@ -304,6 +304,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         run_comparison,
         summary_table,
     )
+    from simulations.compare_plots import DEPLOYMENTS
     from strategies.arms import default_arms, get_arm
 
     given = ",".join(default_arms()) if args.arms is None else args.arms
@@ -319,25 +320,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     cfg = scenario_config(args)
     simulate_fn = functools.partial(simulate_supervised, resources=resources)
     result = run_comparison(cfg, names, seeds, args.out, simulate_fn, overwrite=args.overwrite)
-    for field, what in (
-        (
-            "accuracy_window_average_best_mode",
-            "the final window's models averaged into one, each device at its best mode on its "
-            "training data (the measured winner: docs/results.md §6)",
-        ),
-        ("accuracy", "each model of the final window at the arm's mode (mean over the window)"),
-        ("accuracy_window_average", "the window's models averaged, at the arm's mode"),
-        ("accuracy_best_mode", "each model of the window, each device at its best mode"),
-        (
-            "accuracy_window_average_pooled_bn",
-            "the window's average with BN statistics pooled at deployment over the devices "
-            "that can run each mode",
-        ),
-        (
-            "accuracy_window_average_best_mode_pooled_bn",
-            "the same, each device at its best mode",
-        ),
-    ):
+    for field, what in DEPLOYMENTS.items():  # the measured winner first
         print(f"deployed: {what}")
         print(summary_table(result, field))
     print(convergence_table(result))
@@ -358,10 +341,11 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
 
 def _run_merge(args: argparse.Namespace) -> int:
     from simulations.compare import summary_table
+    from simulations.compare_plots import DEPLOYED_FIELD
     from simulations.merge import merge_folders
 
     result = merge_folders(args.folders, args.out, overwrite=args.overwrite)
-    print(summary_table(result, "accuracy_window_average_best_mode"))
+    print(summary_table(result, DEPLOYED_FIELD))
     print(f"{len(args.folders)} comparisons merged into {args.out}")
     return 0
 

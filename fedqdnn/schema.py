@@ -454,6 +454,10 @@ class Sweep(_Result):
     versions: dict[str, str | None]
     non_finite_values: dict[str, str] | None = None
 
+    def cells_of(self, field: str) -> list[SweepCell]:
+        """The cells of one deployment."""
+        return [c for c in self.cells if c.field == field]
+
 
 def run_key(arm: str, seed: int) -> str:
     """Key of one arm's seed in :attr:`Comparison.curves` and ``per_device``."""

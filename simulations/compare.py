@@ -162,6 +162,7 @@ class ArmResult:
 def _deployed_by_tier(
     model_cfg: FederatedConfig,
     window_states: list[dict[int, dict]],
+    averaged_states: dict[int, dict],
     deploy,
     choice: ModeChoice,
 ) -> tuple[list[DeviceResult], dict[str, float]]:
@@ -170,9 +171,7 @@ def _deployed_by_tier(
     devices = _mean_over_window(
         [evaluate_devices(model_cfg, states, deploy, choice=choice) for states in window_states]
     )
-    averaged = evaluate_devices(
-        model_cfg, _averaged_per_device(window_states), deploy, choice=choice
-    )
+    averaged = evaluate_devices(model_cfg, averaged_states, deploy, choice=choice)
     return devices, accuracy_by_tier(averaged)
 
 
@@ -193,12 +192,14 @@ def compare_one(cfg: FederatedConfig, name: str, out: Path, simulate_fn) -> ArmR
         run_of_device.update({d: run.results for d in devices})
         runs.append(run)
     model_cfg = cfg.replace(**arm.changes)
-    devices, averaged = _deployed_by_tier(model_cfg, window_states, arm.deploy, ModeChoice.POLICY)
+    averaged_states = _averaged_per_device(window_states)
+    devices, averaged = _deployed_by_tier(
+        model_cfg, window_states, averaged_states, arm.deploy, ModeChoice.POLICY
+    )
     best_devices, best_averaged = _deployed_by_tier(
-        model_cfg, window_states, arm.deploy, ModeChoice.BEST_ON_TRAIN
+        model_cfg, window_states, averaged_states, arm.deploy, ModeChoice.BEST_ON_TRAIN
     )
     best = accuracy_by_tier(best_devices)
-    averaged_states = _averaged_per_device(window_states)
     pooled, best_pooled = (
         accuracy_by_tier(
             evaluate_devices(

@@ -102,11 +102,11 @@ def deployed(
 # ---------------------------------------------------------------- the plots
 
 DEPLOYED_FIELD = "accuracy_window_average_best_mode"
-DEPLOYMENTS = {
+DEPLOYMENTS = {  # every ArmRow deployment, the measured winner first (docs/results.md §6)
+    DEPLOYED_FIELD: "window average, each device at its best mode",
     "accuracy": "each window model as trained",
     "accuracy_window_average": "window average",
     "accuracy_best_mode": "each window model, each device at its best mode",
-    DEPLOYED_FIELD: "window average, each device at its best mode",
     "accuracy_window_average_pooled_bn": "window average, BN statistics pooled at deployment",
     "accuracy_window_average_best_mode_pooled_bn": (
         "window average, pooled BN statistics, each device at its best mode"

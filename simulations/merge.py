@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedqdnn.config import from_flat
+from fedqdnn.federated.run_folder import claim
 from fedqdnn.provenance import versions
-from fedqdnn.schema import Comparison, ComparisonPart, run_key
+from fedqdnn.schema import COMPARISON_FILE, Comparison, ComparisonPart, run_key
+from simulations.compare import read_comparison, write_comparison
 
 SCENARIO_FREE_KEYS = ("seed",)  # keys a comparison's runs set themselves
 
@@ -105,9 +107,6 @@ def select_arms(result: Comparison, arms: Sequence[str]) -> Comparison:
 
 def merge_folders(folders: Sequence[Path], out: Path, overwrite: bool = False) -> Comparison:
     """Merge the comparisons in ``folders`` into ``out`` (comparison.json, .csv and plots)."""
-    from fedqdnn.federated.run_folder import claim
-    from fedqdnn.schema import COMPARISON_FILE
-    from simulations.compare import read_comparison, write_comparison
 
     parts = [read_comparison(Path(f) / COMPARISON_FILE) for f in folders]
     result = merge_comparisons(parts, [str(f) for f in folders])

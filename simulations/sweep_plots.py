@@ -27,7 +27,7 @@ ZOOM = 0.25  # a panel shows this much below its best mean; arms further down ar
 
 def tier_bits(sweep: Sweep) -> dict[str, int]:
     """Each tier's usual deployed mode, tiers lowest mode first."""
-    cells = [c for c in sweep.cells if c.field == sweep.field]
+    cells = sweep.cells_of(sweep.field)
     usual = {
         t: statistics.mode(c.bits for c in cells if c.tier == t)
         for t in dict.fromkeys(c.tier for c in cells)
@@ -46,10 +46,11 @@ def _coinciding(lines: dict[str, list[float | None]]) -> list[str]:
 
 def draw_sweep(sweep: Sweep):
     """Deployed accuracy per tier against the sweep's points, a line per arm."""
-    arms = list(dict.fromkeys(c.arm for c in sweep.cells if c.field == sweep.field))
+    cells = sweep.cells_of(sweep.field)
+    arms = list(dict.fromkeys(c.arm for c in cells))
     styles = categorical_styles(arms)
     points = list(sweep.points)
-    cell = {(c.point, c.arm, c.tier): c for c in sweep.cells if c.field == sweep.field}
+    cell = {(c.point, c.arm, c.tier): c for c in cells}
     tiers = tier_bits(sweep)
     fig, axes = panel_grid(len(tiers), 3.6, 3.2, 2.4)
     for ax, (tier, bits) in zip(axes, tiers.items(), strict=True):

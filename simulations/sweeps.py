@@ -112,14 +112,9 @@ def sweep_cells(results: dict[str, Comparison]) -> list[SweepCell]:
     return cells
 
 
-def cells_of(result: Sweep, field: str) -> list[SweepCell]:
-    """The cells of one deployment."""
-    return [c for c in result.cells if c.field == field]
-
-
 def summary(result: Sweep, field: str = DEPLOYED_FIELD) -> str:
     """Markdown: every arm's accuracy (%) per tier at every point, deployed as ``field``."""
-    cells = cells_of(result, field)
+    cells = result.cells_of(field)
     tiers = list(dict.fromkeys(c.tier for c in cells))
     by_key = {(c.point, c.arm, c.tier): c for c in cells}
     arms = list(dict.fromkeys(c.arm for c in cells))
@@ -143,7 +138,7 @@ def margins(result: Sweep, method: str = "fedqdnn", field: str = DEPLOYED_FIELD)
     """Markdown: per point and tier, ``method`` against the best deployable baseline present
     (its margin: the claim "at least as good as anything a user could deploy instead") and the
     gap to the reference (FP32 FedAvg on all devices, not deployable); means over seeds, pt."""
-    cells = cells_of(result, field)
+    cells = result.cells_of(field)
     kinds = {c.arm: ARMS[c.arm].kind if c.arm in ARMS else None for c in cells}
     by_key = {(c.point, c.arm, c.tier): c for c in cells}
     rows = []

@@ -81,6 +81,7 @@ class Arm:
 SHARED_AFFINE_BN = {"bn": BNLayout.SHARED_AFFINE}
 FP32_LOSS_WEIGHT = {"mode_weights": "32:2"}
 WEIGHT_BY_MODES = {"shared_weighting": SharedWeighting.EXAMPLES_X_MODES}
+GLOBAL_DISTILLATION = {"global_kd_weight": 1.0}
 
 ARMS: dict[str, Arm] = {
     s.name: s
@@ -190,14 +191,14 @@ ARMS: dict[str, Arm] = {
             "global-distillation",
             "variant: every trained mode also distils from the model the round started from "
             "(global-kd-weight 1; drift correction under label skew)",
-            {"global_kd_weight": 1.0},
+            GLOBAL_DISTILLATION,
             kind=Kind.VARIANT,
         ),
         Arm(
             "lowest-common+global-distillation",
             "baseline with the same drift correction: lowest-common, its one mode distilling "
             "from the model the round started from (global-kd-weight 1)",
-            {"train_modes": TrainModes.LOWEST_COMMON, "global_kd_weight": 1.0},
+            {"train_modes": TrainModes.LOWEST_COMMON, **GLOBAL_DISTILLATION},
             deploy=Deploy.LOWEST_COMMON,
             kind=Kind.VARIANT,
         ),
