@@ -13,8 +13,10 @@ fractional GPUs per client against the same fleet on CPU (about 5 minutes on one
   computed, and the actors Ray could place.
 
 Every simulation is a fresh child process tree with a timeout (benchmarks/process_tree.py).
-Exits with one line, status 2, where CUDA is not available.
-Usage: python benchmarks/gpu.py [--quick] [--out benchmarks/results/gpu.json]
+``--parts steps`` measures the steps alone (torch and fedqdnn's core: no Flower or Ray needed,
+for a GPU machine where those cannot be installed); the JSON then says why it has no
+simulation figures. Exits with one line, status 2, where CUDA is not available.
+Usage: python benchmarks/gpu.py [--quick] [--parts all|steps] [--out benchmarks/results/gpu.json]
 """
 
 from __future__ import annotations
@@ -135,22 +137,25 @@ def simulation_figures(rounds: int, work: Path) -> list[dict]:
     return out
 
 
-def run(out: Path, quick: bool = False) -> dict:
-    """Every GPU figure; JSON to ``out``."""
+def run(out: Path, quick: bool = False, parts: str = "all") -> dict:
+    """The GPU figures ``parts`` names (all, or the steps alone); JSON to ``out``."""
     started = time.perf_counter()
     steps = step_figures(10 if quick else 20, 3 if quick else 5)
-    with tempfile.TemporaryDirectory(prefix="fedqdnn-gpubench-") as tmp:
-        simulation = simulation_figures(3 if quick else 4, Path(tmp))
-    cpu_rate = simulation[-1]["client_updates_per_second"]
-    for row in simulation:
-        rate = row["client_updates_per_second"]
-        row["throughput_vs_cpu"] = round(rate / cpu_rate, 2) if rate and cpu_rate else None
+    simulation: list[dict] = []
+    if parts == "all":
+        with tempfile.TemporaryDirectory(prefix="fedqdnn-gpubench-") as tmp:
+            simulation = simulation_figures(3 if quick else 4, Path(tmp))
+        cpu_rate = simulation[-1]["client_updates_per_second"]
+        for row in simulation:
+            rate = row["client_updates_per_second"]
+            row["throughput_vs_cpu"] = round(rate / cpu_rate, 2) if rate and cpu_rate else None
     result = {
         "device": describe(select_device("cuda")),
         "gpus": torch.cuda.device_count(),
         "cpus": len(os.sched_getaffinity(0)),
         "steps": steps,
         "simulation": simulation,
+        "simulation_left_out": None if parts == "all" else "--parts steps: steps alone",
         "fleet": throughput_config("auto").to_flat(),
         "quick": quick,
         "seconds": round(time.perf_counter() - started, 1),
@@ -167,12 +172,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu.json"))
     parser.add_argument("--quick", action="store_true", help="fewer steps and rounds")
+    parser.add_argument(
+        "--parts",
+        choices=("all", "steps"),
+        default="all",
+        help="all (default), or the step ratios alone (no Flower or Ray needed)",
+    )
     args = parser.parse_args()
     reason = cuda_unavailable_reason()
     if reason is not None:
         print(f"benchmarks/gpu.py: {reason}; run it on a machine with a CUDA GPU", file=sys.stderr)
         return 2
-    result = run(args.out, args.quick)
+    result = run(args.out, args.quick, args.parts)
     for row in result["steps"]:
         print(row["model"], {k: round(row[k], 3) for k in ("quant_step_ratio", "joint_step_ratio")})
     for row in result["simulation"]:
