@@ -34,7 +34,7 @@ from fedqdnn.layers import BNLayout
 from fedqdnn.losses import ConsistencyConfig
 from fedqdnn.model_options import BN, DEVICE, LEARNABLE_CLIP, MODEL, DeviceSpec, ModelName
 from fedqdnn.partition import PartitionScheme
-from fedqdnn.policies import BNStats, ServerOptimizer, SharedWeighting, TrainModes
+from fedqdnn.policies import BNStats, Sampling, ServerOptimizer, SharedWeighting, TrainModes
 from fedqdnn.round_plan import FAULTS, Slowdown
 from fedqdnn.training import OptimConfig
 from fedqdnn.validation import (
@@ -201,6 +201,11 @@ class FederatedConfig(BaseModel):
     participants: Annotated[tuple[NonNegativeInt, ...], BeforeValidator(_parse_ids)] = Field(
         (), description="partition ids taking part, e.g. '0,3,7' ('' = all)"
     )
+    sampling: Sampling = Field(
+        Sampling.UNIFORM,
+        description="a round's devices drawn from all (uniform) or within each group of devices "
+        "that train the same modes, in proportion to its size (stratified)",
+    )
     partition: PartitionScheme = Field(PartitionScheme.IID, description="data split over devices")
     alpha: Concentration = Field(0.5, description="Dirichlet concentration (partition=dirichlet)")
     partition_by: str = Field(
@@ -304,6 +309,11 @@ class FederatedConfig(BaseModel):
                 "aggregation = 'fedavg' needs identical replies from every "
                 "client: no availability, deadline, faults or 8-bit upload"
             )
+        if self.aggregation == Aggregation.FEDAVG and self.sampling != Sampling.UNIFORM:
+            raise ValueError(
+                f"sampling = {self.sampling.value!r} is not allowed with aggregation = 'fedavg' "
+                "(Flower's FedAvg samples nodes, not devices); allowed: uniform"
+            )
         return self
 
     def _check_declared(self) -> None:
@@ -386,13 +396,18 @@ class FederatedConfig(BaseModel):
         = 0`` is unresolved."""
         if self.num_clients == 0 or self.fleet == FleetSource.DECLARED:
             return ()  # a declared fleet's: from the declarations, at the run's start
+        trained = {b for modes in self.device_train_modes().values() for b in modes}
+        return tuple(b for b in self.bits if b not in trained)
+
+    def device_train_modes(self) -> dict[int, tuple[int, ...]]:
+        """The modes each participating device trains (its tier's runnable modes under
+        ``train-modes``); a simulated fleet with ``num-clients`` resolved only."""
         tiers = assign_profiles(self.num_clients, self.tiers, self.seed)
         lowest_top = fleet_lowest_top_mode(list(self.tiers), self.bits)
-        trained: set[int] = set()
-        for tier in {tiers[p] for p in self.participant_ids}:
-            runnable = get_profile(tier).affordable_modes(self.bits)
-            trained.update(self.train_modes.modes(runnable, lowest_top))
-        return tuple(b for b in self.bits if b not in trained)
+        return {
+            p: self.train_modes.modes(get_profile(tiers[p]).affordable_modes(self.bits), lowest_top)
+            for p in self.participant_ids
+        }
 
     @property
     def num_nodes(self) -> int:

@@ -92,6 +92,15 @@ class ServerOptimizer(StrEnum):
     FEDADAGRAD = "fedadagrad"
 
 
+class Sampling(StrEnum):
+    """How a round's training devices are drawn: from the whole fleet, or within each group
+    of devices that train the same modes, in proportion to the group's size (so the few
+    devices that train the top mode are never missing from, or crowding, a round)."""
+
+    UNIFORM = "uniform"
+    STRATIFIED = "stratified"
+
+
 class SharedWeighting(StrEnum):
     """Weight of a client's shared weights in the average."""
 

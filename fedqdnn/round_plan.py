@@ -8,7 +8,8 @@ Pure functions; the server and the clients call them with the same inputs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from fractions import Fraction
 from typing import NamedTuple
 
 from fedqdnn.costs import simulated_train_seconds, transfer_seconds
@@ -30,6 +31,49 @@ def select_partitions(
         list(participants), k, replace=False
     )
     return sorted(int(p) for p in chosen)
+
+
+def stratum_quotas(sizes: Sequence[int], k: int, u: float) -> list[int]:
+    """Devices drawn from each stratum when ``k`` are drawn from all: ``k * size / total``,
+    the fractional parts rounded up or down by systematic sampling at offset ``u`` in [0, 1)
+    (so every stratum's expected count, and every device's chance, is exactly ``k / total``,
+    and a count never strays more than one from its share)."""
+    total = sum(sizes)
+    shares = [Fraction(k * n, total) for n in sizes]  # exact: the parts sum to an integer
+    quotas = [math.floor(share) for share in shares]
+    crossed, point = Fraction(0), Fraction(u)
+    for i, share in enumerate(shares):
+        crossed += share - quotas[i]
+        if point < crossed:  # the next systematic point falls in this stratum's part
+            quotas[i] += 1
+            point += 1
+    return quotas
+
+
+def select_stratified(
+    strata: Sequence[Sequence[int]], fraction: float, seed: int, server_round: int, salt: int = 0
+) -> list[int]:
+    """The partitions sampled this round, drawn within each stratum: ceil(fraction * n) in
+    all, split by :func:`stratum_quotas`, seeded, sorted. One stratum: :func:`select_partitions`."""
+    groups = [sorted(group) for group in strata if group]
+    everyone = [p for group in groups for p in group]
+    if len(groups) <= 1:
+        return select_partitions(everyone, fraction, seed, server_round, salt)
+    k = max(1, math.ceil(fraction * len(everyone)))
+    if k >= len(everyone):
+        return sorted(everyone)
+    rng = stream(Stream.SAMPLING, seed, server_round, salt)
+    quotas = stratum_quotas([len(g) for g in groups], k, float(rng.random()))
+    chosen = [int(p) for g, q in zip(groups, quotas, strict=True) for p in rng.choice(g, q, False)]
+    return sorted(chosen)
+
+
+def strata_by_modes(modes_of: Mapping[int, Sequence[int]]) -> tuple[tuple[int, ...], ...]:
+    """Devices grouped by the modes they train (sorted, so the grouping is reproducible)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for device, modes in sorted(modes_of.items()):
+        groups.setdefault(tuple(sorted(modes)), []).append(device)
+    return tuple(tuple(groups[modes]) for modes in sorted(groups))
 
 
 def is_online(availability: float, seed: int, server_round: int, partition_id: int) -> bool:

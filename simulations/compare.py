@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fedqdnn.config import FederatedConfig
+from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.console import logger
 from fedqdnn.deployment import (
     DeviceResult,
@@ -64,9 +64,29 @@ log = logger(__name__)  # progress lines ("[1/8] fedqdnn seed 0 ...", "reusing .
 
 
 def run_folder_name(cfg: FederatedConfig) -> str:
-    """Stable directory name of one Flower run (a hash of its config)."""
-    digest = hashlib.sha1(json.dumps(cfg.to_flat(), sort_keys=True).encode()).hexdigest()
+    """Stable directory name of one Flower run: a hash of the config's keys that differ from
+    the defaults, so a key added at its default later leaves every cached run's name alone
+    (a changed default is caught when the run is reused: :func:`check_reusable`)."""
+    default = FederatedConfig().to_flat()
+    changed = {k: v for k, v in cfg.to_flat().items() if default[k] != v}
+    digest = hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()
     return digest[:12]
+
+
+def check_reusable(results: RunResults, cfg: FederatedConfig, run_dir: Path) -> None:
+    """Refuse, in one line, a finished run whose config is not ``cfg`` (keys it lacks count
+    as their defaults): its folder name matched, but a default changed since it ran."""
+    try:
+        kept = from_flat(results.config).to_flat()
+    except ValueError as err:
+        raise ValueError(f"{run_dir} holds a run of another fedqdnn's config ({err})") from None
+    wanted = cfg.to_flat()
+    differ = [f"{k} = {kept[k]!r} there, {v!r} asked" for k, v in wanted.items() if kept[k] != v]
+    if differ:
+        raise ValueError(
+            f"{run_dir} holds a run of another config ({'; '.join(differ)}); "
+            "move it away to run this one"
+        )
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,9 @@ def _run(cfg: FederatedConfig, out: Path, simulate_fn) -> FinishedRun:
             simulate_fn(cfg, run_dir, overwrite=True)
     else:
         simulate_fn(cfg, run_dir, overwrite=True)  # nothing finished there
-    return FinishedRun(read_results(run_dir / RESULTS_FILE), run_dir)
+    results = read_results(run_dir / RESULTS_FILE)
+    check_reusable(results, cfg, run_dir)
+    return FinishedRun(results, run_dir)
 
 
 def _per_device_costs(runs: Sequence[FinishedRun], devices: int) -> dict[int, tuple[float, float]]:

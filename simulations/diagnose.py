@@ -36,9 +36,9 @@ from fedqdnn.deployment import accuracy_by_tier, average_states, evaluate_device
 from fedqdnn.device import device_for, load_state, plan_round, train_round
 from fedqdnn.federated.report import load_model_state, read_results
 from fedqdnn.files import write_json
-from fedqdnn.fleet import build_model_for, run_data
+from fedqdnn.fleet import build_model_for, run_data, sampling_strata
 from fedqdnn.policies import Deploy
-from fedqdnn.round_plan import select_partitions
+from fedqdnn.round_plan import select_stratified
 from fedqdnn.schema import FINAL_MODELS_DIR, MODEL_FILE, RESULTS_FILE, RunResults, model_file
 from fedqdnn.training import evaluate
 from strategies.aggregation import ClientUpdate, aggregate
@@ -126,7 +126,7 @@ def interference(cfg: FederatedConfig, state: State, mode: int, replays: int) ->
     model = build_model_for(cfg)
     rows = []
     for rnd in range(cfg.rounds - replays + 1, cfg.rounds + 1):
-        chosen = select_partitions(cfg.participant_ids, cfg.fraction_train, cfg.seed, rnd, 0)
+        chosen = select_stratified(sampling_strata(cfg), cfg.fraction_train, cfg.seed, rnd, 0)
         updates: list[ClientUpdate] = []
         for pid in chosen:
             device = device_for(cfg, pid)

@@ -17,7 +17,7 @@ from enum import StrEnum
 from fedqdnn.config import FederatedConfig
 from fedqdnn.hardware import assign_profiles, get_profile
 from fedqdnn.layers import BNLayout
-from fedqdnn.policies import Deploy, ServerOptimizer, SharedWeighting, TrainModes
+from fedqdnn.policies import Deploy, Sampling, ServerOptimizer, SharedWeighting, TrainModes
 from fedqdnn.quant import FULL_PRECISION
 
 
@@ -200,6 +200,13 @@ ARMS: dict[str, Arm] = {
             "from the model the round started from (global-kd-weight 1)",
             {"train_modes": TrainModes.LOWEST_COMMON, **GLOBAL_DISTILLATION},
             deploy=Deploy.LOWEST_COMMON,
+            kind=Kind.VARIANT,
+        ),
+        Arm(
+            "stratified-sampling",
+            "variant: each round's devices drawn within each group that trains the same modes, "
+            "in proportion to its size (sampling stratified: the FP32 trainers never 0 or many)",
+            {"sampling": Sampling.STRATIFIED},
             kind=Kind.VARIANT,
         ),
         Arm(

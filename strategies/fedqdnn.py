@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from fedqdnn.compression import RANGE_SUFFIX, dequantize_arrays
 from fedqdnn.policies import SharedWeighting
-from fedqdnn.round_plan import select_partitions
+from fedqdnn.round_plan import select_stratified
 from fedqdnn.schema import (
     ACCURACY,
     ARRAYS,
@@ -121,7 +121,8 @@ class FedQDNN(PlainFedAvg):
         Flower's random node IDs); each message names its device (``partition-id``)."""
         if self.route is None:
             raise RuntimeError("FedQDNN samples devices, not nodes: call bind_nodes() first")
-        chosen = select_partitions(self.route.devices, fraction, self.seed, server_round, salt)
+        strata = self.route.strata or (self.route.devices,)
+        chosen = select_stratified(strata, fraction, self.seed, server_round, salt)
         self._sent = []
         for pid, node in zip(chosen, self.route.nodes_for(chosen), strict=True):
             planned = None if self.route.modes is None else self.route.modes[pid]

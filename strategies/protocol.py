@@ -25,13 +25,15 @@ class NodeRoute:
     ``bound`` maps each device to the node that is that device (real devices, and simulations
     with one node per device); otherwise ``pool`` nodes serve the sampled devices in turn and
     every message names its device. ``modes``: a declared fleet's plan, the modes each device
-    may train (its instructions carry them; a reply with others is refused).
+    may train (its instructions carry them; a reply with others is refused). ``strata``: the
+    groups a round's devices are drawn within (``sampling = stratified``); none: all at once.
     """
 
     devices: tuple[int, ...]
     bound: Mapping[int, int] | None = None
     pool: tuple[int, ...] = ()
     modes: Mapping[int, tuple[int, ...]] | None = None
+    strata: tuple[tuple[int, ...], ...] | None = None
 
     def nodes_for(self, chosen: list[int]) -> list[int]:
         """The node each of ``chosen`` (sorted device ids) is sent to."""

@@ -7,7 +7,7 @@ import pytest
 from fedqdnn.centralized import TrainJob, make_job
 from fedqdnn.config import FLAT_KEYS, FederatedConfig, from_flat, parse_tiers
 from fedqdnn.data_source import DataSource
-from fedqdnn.fleet import device_tier
+from fedqdnn.fleet import device_tier, sampling_strata
 from fedqdnn.losses import ConsistencyConfig, Teacher
 from fedqdnn.policies import TrainModes
 from fedqdnn.round_plan import Slowdown
@@ -134,6 +134,8 @@ def test_data_source_is_one_section_shared_with_centralized_jobs():
         ({"tiers": "mcu-int2:0.5,mcu-int2:0.5"}, "tier 'mcu-int2' is given twice"),
         ({"mode-weights": "32:-1"}, "mode-weights"),
         ({"server-optimizer": "sgd"}, "server-optimizer = 'sgd'"),
+        ({"sampling": "by-tier"}, "sampling = 'by-tier' is not allowed: input should be"),
+        ({"sampling": "stratified", "aggregation": "fedavg"}, "allowed: uniform"),
         ({"server-momentum": 1.0}, "server-momentum = 1.0"),
         ({"mode-state-decay": 1}, "mode-state-decay = 1"),
         ({"bn": "per-mode"}, "bn = 'per-mode'"),
@@ -194,3 +196,20 @@ def test_untrained_modes_follow_tiers_policy_and_participants():
     tiers = [device_tier(cfg, p) for p in range(cfg.num_clients)]
     mcu = [p for p, t in enumerate(tiers) if t == "mcu-int2"]
     assert cfg.replace(participants=tuple(mcu)).untrained_modes() == (4, 32)
+
+
+def test_device_train_modes_and_the_sampling_strata_they_make():
+    """Each device's trained modes follow its tier and train-modes; stratified sampling groups
+    the devices by them, uniform sampling keeps one group of every participant."""
+    cfg = FederatedConfig()
+    tiers = [device_tier(cfg, p) for p in range(cfg.num_clients)]
+    own = {"mcu-int2": (2,), "phone-npu-int4": (2, 4), "cpu-fp32": (2, 4, 32)}
+    assert cfg.device_train_modes() == {p: own[t] for p, t in enumerate(tiers)}
+    lowest = cfg.replace(train_modes="lowest-common").device_train_modes()
+    assert set(lowest.values()) == {(2,)}
+    assert sampling_strata(cfg) == (tuple(range(9)),)
+    stratified = cfg.replace(sampling="stratified")
+    by_tier = {t: tuple(p for p in range(9) if tiers[p] == t) for t in own}
+    assert sampling_strata(stratified) == tuple(by_tier[t] for t in own)  # (2,) < (2,4) < ...
+    one_group = stratified.replace(train_modes="lowest-common")  # every device trains 2 bits
+    assert sampling_strata(one_group) == (tuple(range(9)),)

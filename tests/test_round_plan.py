@@ -15,7 +15,10 @@ from fedqdnn.round_plan import (
     injected_fault,
     is_online,
     select_partitions,
+    select_stratified,
     slowdown,
+    strata_by_modes,
+    stratum_quotas,
 )
 
 PHONE = profile_from_dict(
@@ -126,3 +129,39 @@ def test_reference_fp32_cost_on_a_device_without_fp32():
     assert simulated_train_seconds(mcu, (32,), 10, 1) == pytest.approx(
         10 * mcu.ms_per_sample_fp32 / 1000
     )
+
+
+@pytest.mark.parametrize(
+    "sizes, k, u, expected",
+    [
+        ([33, 33, 34], 10, 0.0, [4, 3, 3]),  # shares 3.3 / 3.3 / 3.4: parts 0.3 / 0.3 / 0.4
+        ([33, 33, 34], 10, 0.5, [3, 4, 3]),  # the point 0.5 falls in the second part (0.3-0.6)
+        ([33, 33, 34], 10, 0.95, [3, 3, 4]),
+        ([40, 40, 20], 10, 0.7, [4, 4, 2]),  # whole shares: no rounding
+        ([5, 3, 2], 4, 0.1, [2, 2, 0]),  # parts 0 / 0.2 / 0.8: 0.1 < 0.2
+        ([5, 3, 2], 4, 0.2, [2, 1, 1]),
+    ],
+)
+def test_stratum_quotas_by_hand(sizes, k, u, expected):
+    assert stratum_quotas(sizes, k, u) == expected
+
+
+def test_stratum_quotas_keep_every_share_in_expectation():
+    sizes, k = [7, 11, 13, 2], 9
+    grid = [i / 1000 for i in range(1000)]  # offsets evenly over [0, 1)
+    mean = [sum(stratum_quotas(sizes, k, u)[i] for u in grid) / len(grid) for i in range(4)]
+    assert mean == pytest.approx([k * n / sum(sizes) for n in sizes], abs=1e-3)
+    assert all(sum(stratum_quotas(sizes, k, u)) == k for u in grid)
+
+
+def test_select_stratified_with_one_group_is_uniform_sampling():
+    for rnd in range(1, 6):
+        assert select_stratified([range(10)], 0.3, 1, rnd) == select_partitions(
+            range(10), 0.3, 1, rnd
+        )
+    assert select_stratified([(0, 1), (2, 3)], 1.0, 0, 1) == [0, 1, 2, 3]
+
+
+def test_strata_group_devices_by_the_modes_they_train():
+    modes = {4: (2,), 0: (2, 4, 32), 2: (2,), 1: (4, 2), 3: (2, 4, 32)}
+    assert strata_by_modes(modes) == ((2, 4), (1,), (0, 3))

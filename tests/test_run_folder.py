@@ -2,6 +2,7 @@
 silently, --overwrite removes only what fedqdnn wrote, a checkpoint belongs to its run."""
 
 import errno
+import hashlib
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fedqdnn import files
+from fedqdnn.config import FederatedConfig
 from fedqdnn.federated.run_folder import (
     RUN_FILE,
     FolderError,
@@ -145,7 +147,7 @@ def test_a_comparison_reuses_finished_runs_resumes_unfinished_and_restarts_the_r
     cfg = load_scenario("three-tier").replace(rounds=3)
     run_dir = tmp_path / "runs" / run_folder_name(cfg)
     calls = []
-    results = results_at(3, rounds=3)
+    results = results_at(3, rounds=3).model_copy(update={"config": cfg.to_flat()})
 
     def simulate_fn(cfg, out, resume=False, overwrite=False):
         calls.append((resume, overwrite))
@@ -206,3 +208,38 @@ def _chattr(flag: str, path: Path) -> bool:
     if shutil.which("chattr") is None:
         return False
     return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+
+
+def test_run_folder_is_named_by_the_keys_that_differ_from_the_defaults():
+    """The name hashes only non-default keys: the defaults' name is the hash of {}, and a key
+    set to its default (as a key added later is, in every cached run) does not change it."""
+
+    def sha(entries: dict) -> str:
+        return hashlib.sha1(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:12]
+
+    assert run_folder_name(FederatedConfig()) == sha({})
+    cfg = FederatedConfig().replace(rounds=3, alpha=0.1)
+    assert run_folder_name(cfg) == sha({"alpha": 0.1, "rounds": 3})
+    assert run_folder_name(cfg.replace(sampling="uniform", lr=0.002)) == run_folder_name(cfg)
+    assert run_folder_name(cfg.replace(sampling="stratified")) != run_folder_name(cfg)
+
+
+def test_a_finished_run_of_another_config_is_refused_not_reused(tmp_path):
+    """Same folder name, another config (a default changed since the run): one line naming the
+    key; a results file that lacks a key newer than it counts that key at its default."""
+    cfg = load_scenario("three-tier").replace(rounds=3)
+    run_dir = tmp_path / "runs" / run_folder_name(cfg)
+    run_dir.mkdir(parents=True)
+    (run_dir / "model.safetensors").write_text("")
+    older = {k: v for k, v in cfg.to_flat().items() if k != "sampling"}  # before the key
+    results = results_at(3, rounds=3)
+    (run_dir / "results.json").write_text(json.dumps(results.to_json() | {"config": older}))
+    assert _run(cfg, tmp_path, None).results.config == older  # reused
+    other = dict(older, lr=0.01)
+    (run_dir / "results.json").write_text(json.dumps(results.to_json() | {"config": other}))
+    with pytest.raises(ValueError) as err:
+        _run(cfg, tmp_path, None)
+    assert str(err.value) == (
+        f"{run_dir} holds a run of another config (lr = 0.01 there, 0.002 asked); "
+        "move it away to run this one"
+    )

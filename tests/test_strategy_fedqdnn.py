@@ -200,3 +200,29 @@ def test_declared_devices_are_sent_their_plan_and_held_to_it():
     rejected = strategy.rounds[1].rejected
     assert metrics["num-valid"] == 1 and [r.partition_id for r in rejected] == [0]
     assert rejected[0].reason == "trained modes (2, 32), beyond its planned modes (2,)"
+
+
+def test_stratified_sampling_draws_each_group_in_proportion():
+    """Ten devices in groups of 5 / 3 / 2, 4 a round: shares 2 / 1.2 / 0.8, so the first
+    group gives exactly 2 every round, and the other two (2, 0) with probability 0.2 and
+    (1, 1) with 0.8 (the fractional parts), never (0, 2); seeded: same round, same devices."""
+    strata = ((0, 1, 2, 3, 4), (5, 6, 7), (8, 9))
+
+    def strategy() -> FedQDNN:
+        s = FedQDNN(num_clients=10, fraction_train=0.4, seed=3)
+        s.bind_nodes(NodeRoute(tuple(range(10)), pool=(1,), strata=strata))
+        return s
+
+    sampler = strategy()
+    counts = []
+    for rnd in range(1, 401):
+        sent = sampler.configure_train(rnd, to_arrayrecord(STATE), ConfigRecord({}), None)
+        ids = [m.content["config"]["partition-id"] for m in sent]
+        assert ids == sorted(set(ids)) and len(ids) == 4
+        counts.append(tuple(sum(p in group for p in ids) for group in strata))
+    assert set(counts) == {(2, 2, 0), (2, 1, 1)}
+    assert 0.15 <= counts.count((2, 2, 0)) / len(counts) <= 0.25  # 0.2 expected
+    again = [strategy().configure_train(7, to_arrayrecord(STATE), ConfigRecord({}), None)]
+    again.append(sampler.configure_train(7, to_arrayrecord(STATE), ConfigRecord({}), None))
+    first, second = ([m.content["config"]["partition-id"] for m in sent] for sent in again)
+    assert first == second

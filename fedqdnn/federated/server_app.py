@@ -44,7 +44,7 @@ from fedqdnn.federated.checkpoint import (
 )
 from fedqdnn.federated.report import build_results, load_model_state, save_model, write_results
 from fedqdnn.federated.run_folder import claim, run_identity
-from fedqdnn.fleet import initial_model, run_data
+from fedqdnn.fleet import initial_model, run_data, sampling_strata
 from fedqdnn.models import QuantizableModel
 from fedqdnn.node_declaration import check_fleet_declarations, declared_profile, planned_modes
 from fedqdnn.policies import ServerOptimizer
@@ -224,9 +224,10 @@ def node_route(grid: Grid, cfg: FederatedConfig) -> tuple[NodeRoute, list[Declar
     if cfg.fleet == FleetSource.DECLARED:
         return discover_declared_fleet(grid, cfg)
     devices = tuple(sorted(cfg.participant_ids))
+    strata = sampling_strata(cfg)
     if cfg.pooled:
-        return NodeRoute(devices, pool=tuple(sorted(grid.get_node_ids()))), None
-    return NodeRoute(devices, bound=discover_partitions(grid, cfg)), None
+        return NodeRoute(devices, pool=tuple(sorted(grid.get_node_ids())), strata=strata), None
+    return NodeRoute(devices, bound=discover_partitions(grid, cfg), strata=strata), None
 
 
 def discover_declared_fleet(
@@ -269,7 +270,12 @@ def discover_declared_fleet(
             d.device_id, d.node_id, d.device_name, d.hardware, d.train_examples,
             d.test_examples, d.planned_modes,
         )  # fmt: skip
-    route = NodeRoute(tuple(sorted(device_nodes)), bound=device_nodes, modes=plans)
+    route = NodeRoute(
+        tuple(sorted(device_nodes)),
+        bound=device_nodes,
+        modes=plans,
+        strata=sampling_strata(cfg, plans),
+    )
     return route, devices
 
 
