@@ -203,8 +203,9 @@ class FederatedConfig(BaseModel):
     )
     sampling: Sampling = Field(
         Sampling.UNIFORM,
-        description="a round's devices drawn from all (uniform) or within each group of devices "
-        "that train the same modes, in proportion to its size (stratified)",
+        description="a round's devices drawn from all (uniform), or in proportion from each "
+        "group training the same modes (stratified), and sharing a most frequent label "
+        "(stratified-labels)",
     )
     partition: PartitionScheme = Field(PartitionScheme.IID, description="data split over devices")
     alpha: Concentration = Field(0.5, description="Dirichlet concentration (partition=dirichlet)")
@@ -323,6 +324,11 @@ class FederatedConfig(BaseModel):
             raise ValueError(
                 f"fleet = 'declared' needs aggregation = 'fedqdnn' (the server plans each "
                 f"declared device's modes); got aggregation = {self.aggregation.value!r}"
+            )
+        if self.sampling == Sampling.STRATIFIED_LABELS:
+            raise ValueError(
+                "sampling = 'stratified-labels' is not allowed with fleet = 'declared': the "
+                "server knows no real device's labels; allowed: uniform, stratified"
             )
         for key, value, default in (
             ("participants", self.participants, ()),

@@ -110,7 +110,7 @@ def _shard_device(
 ) -> SimulatedDevice:
     """Device ``partition_id``: shard ``partition_id`` of the run's data, on ``profile``."""
     data = run_data(cfg)
-    train_idx, test_idx = _shard_split(cfg, partition_id)
+    train_idx, test_idx = shard_split(cfg, partition_id)
     return SimulatedDevice(
         partition_id,
         profile.name,
@@ -124,7 +124,7 @@ def _shard_device(
     )
 
 
-def _shard_split(cfg: FederatedConfig, partition_id: int) -> tuple[np.ndarray, np.ndarray]:
+def shard_split(cfg: FederatedConfig, partition_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(local train, local test) rows of the run's data for shard ``partition_id``."""
     shard = fleet_partitions(cfg)[partition_id]
     return split_local(shard, cfg.local_test_fraction, local_split_seed(cfg.seed, partition_id))
@@ -168,7 +168,7 @@ def declare(cfg: FederatedConfig, spec: NodeSpec) -> Declaration:
     """What this node tells the server: its name, hardware and data (counted as it trains)."""
     data = node_data(cfg, spec)
     if spec.data_root is None:
-        counts = tuple(len(rows) for rows in _shard_split(cfg, spec.partition_id))
+        counts = tuple(len(rows) for rows in shard_split(cfg, spec.partition_id))
     else:
         counts = len(data.y_train), len(data.y_test)
     return declaration_of(spec, *counts, data)

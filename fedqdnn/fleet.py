@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,8 +26,6 @@ from fedqdnn.partition import (
     natural_id_count,
     partition_indices,
 )
-from fedqdnn.policies import Sampling
-from fedqdnn.round_plan import strata_by_modes
 
 # ---------------------------------------------------------------- data and models
 
@@ -105,17 +102,6 @@ def fleet_tiers(cfg: FederatedConfig) -> list[str]:
 def device_tier(cfg: FederatedConfig, partition_id: int) -> str:
     """Hardware tier of one partition."""
     return fleet_tiers(cfg)[partition_id]
-
-
-def sampling_strata(
-    cfg: FederatedConfig, modes_of: Mapping[int, Sequence[int]] | None = None
-) -> tuple[tuple[int, ...], ...]:
-    """The groups a round's devices are drawn within: one group of every participant
-    (``sampling = uniform``), or the devices grouped by the modes they train (``modes_of``, by
-    default the simulated fleet's: :meth:`FederatedConfig.device_train_modes`)."""
-    if cfg.sampling == Sampling.UNIFORM:
-        return (tuple(sorted(modes_of or cfg.participant_ids)),)
-    return strata_by_modes(cfg.device_train_modes() if modes_of is None else modes_of)
 
 
 # ---------------------------------------------------------------- checks before a run

@@ -93,12 +93,12 @@ class ServerOptimizer(StrEnum):
 
 
 class Sampling(StrEnum):
-    """How a round's training devices are drawn: from the whole fleet, or within each group
-    of devices that train the same modes, in proportion to the group's size (so the few
-    devices that train the top mode are never missing from, or crowding, a round)."""
+    """How a round's training devices are drawn: from the whole fleet, or within groups in
+    proportion to their sizes (fedqdnn/sampling.py)."""
 
     UNIFORM = "uniform"
-    STRATIFIED = "stratified"
+    STRATIFIED = "stratified"  # within groups training the same modes
+    STRATIFIED_LABELS = "stratified-labels"  # ... and sharing their most frequent label
 
 
 class SharedWeighting(StrEnum):

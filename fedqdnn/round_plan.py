@@ -68,12 +68,13 @@ def select_stratified(
     return sorted(chosen)
 
 
-def strata_by_modes(modes_of: Mapping[int, Sequence[int]]) -> tuple[tuple[int, ...], ...]:
-    """Devices grouped by the modes they train (sorted, so the grouping is reproducible)."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for device, modes in sorted(modes_of.items()):
-        groups.setdefault(tuple(sorted(modes)), []).append(device)
-    return tuple(tuple(groups[modes]) for modes in sorted(groups))
+def strata_by(key_of: Mapping[int, tuple]) -> tuple[tuple[int, ...], ...]:
+    """Devices grouped by their key (e.g. the modes they train), the groups in key order and
+    each group's devices sorted, so the grouping is reproducible."""
+    groups: dict[tuple, list[int]] = {}
+    for device, key in sorted(key_of.items()):
+        groups.setdefault(key, []).append(device)
+    return tuple(tuple(groups[key]) for key in sorted(groups))
 
 
 def is_online(availability: float, seed: int, server_round: int, partition_id: int) -> bool:

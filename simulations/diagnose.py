@@ -36,9 +36,10 @@ from fedqdnn.deployment import accuracy_by_tier, average_states, evaluate_device
 from fedqdnn.device import device_for, load_state, plan_round, train_round
 from fedqdnn.federated.report import load_model_state, read_results
 from fedqdnn.files import write_json
-from fedqdnn.fleet import build_model_for, run_data, sampling_strata
+from fedqdnn.fleet import build_model_for, run_data
 from fedqdnn.policies import Deploy
 from fedqdnn.round_plan import select_stratified
+from fedqdnn.sampling import sampling_strata
 from fedqdnn.schema import FINAL_MODELS_DIR, MODEL_FILE, RESULTS_FILE, RunResults, model_file
 from fedqdnn.training import evaluate
 from strategies.aggregation import ClientUpdate, aggregate

@@ -7,10 +7,11 @@ import pytest
 from fedqdnn.centralized import TrainJob, make_job
 from fedqdnn.config import FLAT_KEYS, FederatedConfig, from_flat, parse_tiers
 from fedqdnn.data_source import DataSource
-from fedqdnn.fleet import device_tier, sampling_strata
+from fedqdnn.fleet import device_tier
 from fedqdnn.losses import ConsistencyConfig, Teacher
 from fedqdnn.policies import TrainModes
 from fedqdnn.round_plan import Slowdown
+from fedqdnn.sampling import sampling_strata
 from fedqdnn.training import OptimConfig, Optimizer
 from simulations.scenarios import load_scenario, preset_names
 from tests.e2e_helpers import REPO

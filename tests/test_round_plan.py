@@ -17,7 +17,7 @@ from fedqdnn.round_plan import (
     select_partitions,
     select_stratified,
     slowdown,
-    strata_by_modes,
+    strata_by,
     stratum_quotas,
 )
 
@@ -163,5 +163,7 @@ def test_select_stratified_with_one_group_is_uniform_sampling():
 
 
 def test_strata_group_devices_by_the_modes_they_train():
-    modes = {4: (2,), 0: (2, 4, 32), 2: (2,), 1: (4, 2), 3: (2, 4, 32)}
-    assert strata_by_modes(modes) == ((2, 4), (1,), (0, 3))
+    modes = {4: (2,), 0: (2, 4, 32), 2: (2,), 1: (2, 4), 3: (2, 4, 32)}
+    assert strata_by(modes) == ((2, 4), (1,), (0, 3))  # (2,) < (2, 4) < (2, 4, 32)
+    with_labels = {4: ((2,), 7), 0: ((2,), 1), 2: ((2,), 7), 1: ((2, 4), 0)}
+    assert strata_by(with_labels) == ((0,), (2, 4), (1,))

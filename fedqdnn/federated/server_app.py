@@ -44,11 +44,12 @@ from fedqdnn.federated.checkpoint import (
 )
 from fedqdnn.federated.report import build_results, load_model_state, save_model, write_results
 from fedqdnn.federated.run_folder import claim, run_identity
-from fedqdnn.fleet import initial_model, run_data, sampling_strata
+from fedqdnn.fleet import initial_model, run_data
 from fedqdnn.models import QuantizableModel
 from fedqdnn.node_declaration import check_fleet_declarations, declared_profile, planned_modes
 from fedqdnn.policies import ServerOptimizer
 from fedqdnn.round_plan import evaluation_rounds, final_window
+from fedqdnn.sampling import sampling_strata
 from fedqdnn.schema import (
     CHECKPOINT_DIR,
     CONFIG,
