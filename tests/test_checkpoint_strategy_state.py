@@ -40,3 +40,17 @@ def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path):
     state_path.write_text(json.dumps(state))
     with pytest.raises(CheckpointError, match=r"state\.json: strategy is missing$"):
         load_checkpoint(tmp_path)
+
+
+def test_the_runs_elapsed_wall_time_is_kept_and_an_older_checkpoint_reads_zero(tmp_path):
+    """A resumed run adds its sessions' wall time: the checkpoint carries the time so far."""
+    save_checkpoint(tmp_path, 3, {"w": np.zeros(2, np.float32)}, RunHistory(), {}, {}, {}, 812.5)
+    assert load_checkpoint(tmp_path).elapsed_seconds == 812.5
+    state_path = tmp_path / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["elapsed_seconds"]  # written before the field existed
+    state_path.write_text(json.dumps(state))
+    assert load_checkpoint(tmp_path).elapsed_seconds == 0.0
+    state_path.write_text(json.dumps({**state, "elapsed_seconds": -1}))
+    with pytest.raises(CheckpointError, match="elapsed_seconds"):
+        load_checkpoint(tmp_path)

@@ -99,12 +99,14 @@ def test_same_seed_identical_and_killed_run_resumes_identically(tmp_path):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # mid-run: round 1 checkpointed, round 2 under way
     proc.wait()
-    checkpointed = json.loads(state.read_text())["round"]
+    kept = json.loads(state.read_text())
+    checkpointed, elapsed = kept["round"], kept["elapsed_seconds"]
     assert checkpointed < 3, "the run finished before it could be killed"
     assert not (killed / "results.json").exists()
 
     resumed = _simulate(killed, "--resume", str(killed))
     assert _comparable(resumed) == _comparable(first)
+    assert elapsed > 0 and resumed["wall_seconds"] > elapsed  # the killed session counts
 
 
 def test_resume_refuses_pickle_and_mismatched_checkpoints(tmp_path):

@@ -62,6 +62,7 @@ class Checkpoint:
     strategy: dict  # the strategy's JSON state ("rounds": its round records, ...)
     arrays: dict[str, np.ndarray]  # the global model
     strategy_arrays: dict[str, np.ndarray]  # the strategy's array state (may be empty)
+    elapsed_seconds: float = 0.0  # the run's wall time up to this checkpoint, every session
 
 
 def save_checkpoint(
@@ -72,8 +73,10 @@ def save_checkpoint(
     strategy: dict,
     strategy_arrays: dict[str, np.ndarray],
     config: dict,
+    elapsed_seconds: float = 0.0,
 ) -> None:
-    """Write round ``server_round``'s checkpoint and remove older model files."""
+    """Write round ``server_round``'s checkpoint and remove older model files;
+    ``elapsed_seconds``: the run's wall time so far, earlier sessions included."""
     from safetensors.numpy import save
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -90,6 +93,7 @@ def save_checkpoint(
         "config": config,
         "history": history.to_json(),
         "strategy": strategy,
+        "elapsed_seconds": round(elapsed_seconds, 3),
     }
     write_json(directory / CHECKPOINT_STATE_FILE, payload, indent=None)
     for old in directory.glob(model_file("*")):
@@ -146,6 +150,7 @@ def load_checkpoint(directory: Path) -> Checkpoint:
                 for k, v in arrays.items()
                 if k.startswith(STRATEGY_PREFIX)
             },
+            float(payload.get("elapsed_seconds", 0.0)),  # absent before it was recorded
         )
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"corrupt checkpoint {state_path}: {err!r}") from None
@@ -176,6 +181,7 @@ class _StateSchema(BaseModel):
     config: dict[str, Any]  # its values are checked by from_flat (checkpoint_config)
     history: _History
     strategy: dict[str, Any]  # read by the strategy's load_state_dict
+    elapsed_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
 
 
 def check_state_schema(payload: object, state_path: Path) -> None:

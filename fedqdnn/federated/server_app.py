@@ -358,6 +358,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
     if spec.resume is not None:
         arrays, history, first = _restore(spec.resume, model)
         strategy.load_state_dict(spec.resume.strategy, spec.resume.strategy_arrays)
+        started -= spec.resume.elapsed_seconds  # wall time counts every session of the run
         log.info("resuming after round %d", first - 1)
     route, declared = node_route(grid, cfg)
     strategy.bind_nodes(route)
@@ -413,6 +414,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
                 history,
                 *strategy.state_dict(),
                 cfg.to_flat(),
+                time.perf_counter() - started,
             )
     wall = time.perf_counter() - started
     results = build_results(cfg, strategy.rounds, history, wall, declared)
