@@ -126,8 +126,9 @@ def interference(cfg: FederatedConfig, state: State, mode: int, replays: int) ->
     data = run_data(cfg)
     model = build_model_for(cfg)
     rows = []
+    strata = sampling_strata(cfg)  # once: the label groups read every device's data
     for rnd in range(cfg.rounds - replays + 1, cfg.rounds + 1):
-        chosen = select_stratified(sampling_strata(cfg), cfg.fraction_train, cfg.seed, rnd, 0)
+        chosen = select_stratified(strata, cfg.fraction_train, cfg.seed, rnd, 0)
         updates: list[ClientUpdate] = []
         for pid in chosen:
             device = device_for(cfg, pid)
