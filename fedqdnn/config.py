@@ -310,6 +310,15 @@ class FederatedConfig(BaseModel):
                 "aggregation = 'fedavg' needs identical replies from every "
                 "client: no availability, deadline, faults or 8-bit upload"
             )
+        if self.loss.one_mode_kd_weight > 0 and self.train_modes in (
+            TrainModes.LOWEST_COMMON,
+            TrainModes.FP32,
+        ):
+            raise ValueError(
+                f"one-mode-kd-weight > 0 is not allowed with train-modes = "
+                f"{self.train_modes.value!r} (no device trains the teacher, the next mode up); "
+                "allowed: affordable, top"
+            )
         if self.aggregation == Aggregation.FEDAVG and self.sampling != Sampling.UNIFORM:
             raise ValueError(
                 f"sampling = {self.sampling.value!r} is not allowed with aggregation = 'fedavg' "

@@ -3,17 +3,19 @@
 L = CE(z_top, y) + sum_{b < top} [ ce_weight * CE(z_b, y)
                                   + kd_weight * T^2 * KL( softmax(z_t(b)/T) || softmax(z_b/T) ) ]
     [ + global_kd_weight * sum_b T^2 * KL( softmax(z0_b/T) || softmax(z_b/T) ) ]
+    [ + one_mode_kd_weight * T^2 * KL( softmax(z0_u/T) || softmax(z_b/T) ) ]   (one-mode device)
 
 where t(b) is the teacher of mode b: the top mode (``teacher="top"``) or the next-higher
 trained mode (``teacher="next"``, recursive as in Any-Precision). Teacher logits are
 detached, so the gradient of a lower mode never pulls the teacher toward the student. The
-bracketed term is off by default: z0_b are mode b's logits under the frozen model a federated
-client received this round (a variant, docs/results.md section 6).
+bracketed terms are off by default: z0_b are mode b's logits under the frozen model a federated
+client received this round, and z0_u those of the next mode u above b in the model, for a device
+that trains one mode b below the model's top (variants, docs/results.md section 6).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated
 
@@ -53,6 +55,12 @@ class ConsistencyConfig:
         description="weight of each trained mode's T^2 KL to the same mode of the model the "
         "round started from (a federated client's drift correction under label skew; 0: off)",
     )
+    one_mode_kd_weight: LossWeight = Field(
+        0.0,
+        description="weight of a one-mode device's T^2 KL to the next mode up of the model the "
+        "round started from (a teacher for devices that train one mode below the top, whom the "
+        "consistency term never reaches; 0: off)",
+    )
     mode_weights: Annotated[
         tuple[tuple[int, LossWeight], ...], BeforeValidator(parse_mode_pairs)
     ] = Field((), description="weight of a mode's whole term, e.g. '32:2' (others 1)")
@@ -79,11 +87,21 @@ def teacher_of(bits: int, modes: list[int], teacher: str) -> int:
     return modes[modes.index(bits) + 1]
 
 
+def one_mode_teacher(modes: Sequence[int], model_modes: Sequence[int]) -> int | None:
+    """The frozen teacher mode of a device that trains one mode: the next mode up in the model
+    (None when the device trains several modes, or its one mode is the model's top)."""
+    if len(modes) != 1:
+        return None
+    higher = sorted(b for b in model_modes if b > modes[0])
+    return higher[0] if higher else None
+
+
 def consistency_loss(
     logits_by_bits: Mapping[int, torch.Tensor],
     targets: torch.Tensor,
     config: ConsistencyConfig | None = None,
     start_logits: Mapping[int, torch.Tensor] | None = None,
+    frozen_teacher_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[int, float]]:
     """Combined loss over the trained modes; also returns each mode's term for logging.
 
@@ -91,6 +109,9 @@ def consistency_loss(
     local training started from; every trained mode, the top one and a one-mode device's
     included, adds ``global_kd_weight * T^2 * KL(start || mode)`` to its term, so that a
     device's few local classes pull the shared model less far from what the federation knew.
+    ``frozen_teacher_logits`` (with ``one_mode_kd_weight > 0``, a one-mode device): the next
+    mode up's logits under that model (:func:`one_mode_teacher`); the one mode adds
+    ``one_mode_kd_weight * T^2 * KL(frozen teacher || mode)``.
     """
     config = config or ConsistencyConfig()
     modes = sorted(logits_by_bits)
@@ -110,5 +131,11 @@ def consistency_loss(
             terms[bits] = terms[bits] + config.global_kd_weight * distillation_kl(
                 logits_by_bits[bits], start_logits[bits], config.temperature
             )
+    if config.one_mode_kd_weight > 0 and frozen_teacher_logits is not None:
+        if len(modes) != 1:
+            raise ValueError(f"a frozen teacher is for a one-mode device; got modes {modes}")
+        terms[top] = terms[top] + config.one_mode_kd_weight * distillation_kl(
+            logits_by_bits[top], frozen_teacher_logits, config.temperature
+        )
     total = torch.stack(list(terms.values())).sum()
     return total, {b: float(t.detach()) for b, t in terms.items()}

@@ -21,7 +21,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as validated_dataclass
 
 from fedqdnn.accelerator import model_device
-from fedqdnn.losses import ConsistencyConfig, consistency_loss
+from fedqdnn.losses import ConsistencyConfig, consistency_loss, one_mode_teacher
 from fedqdnn.models.base import QuantizableModel
 from fedqdnn.validation import BatchSize, LearningRate, Momentum, WeightDecay
 
@@ -107,22 +107,28 @@ def joint_step(
 
     The full-precision stem is the same in every mode, so it runs once per batch; its
     backward receives the sum of every mode's gradient, exactly as separate passes would.
-    ``start_model``: the frozen model training started from (``global_kd_weight``).
+    ``start_model``: the frozen model training started from (``global_kd_weight``,
+    ``one_mode_kd_weight``).
     """
     logits = {}
     stem_out = model.stem(x)
     for bits in sorted(modes, reverse=True):
         model.set_bits(bits)
         logits[bits] = model.body(stem_out)
-    start_logits = None
+    start_logits, teacher_logits = None, None
     if start_model is not None:
+        teacher = one_mode_teacher(modes, model.bit_modes)
         with torch.no_grad():
             start_stem = start_model.stem(x)
-            start_logits = {}
-            for bits in modes:
-                start_model.set_bits(bits)
-                start_logits[bits] = start_model.body(start_stem)
-    loss, terms = consistency_loss(logits, y, loss_config, start_logits)
+            if loss_config.global_kd_weight > 0:
+                start_logits = {}
+                for bits in modes:
+                    start_model.set_bits(bits)
+                    start_logits[bits] = start_model.body(start_stem)
+            if loss_config.one_mode_kd_weight > 0 and teacher is not None:
+                start_model.set_bits(teacher)
+                teacher_logits = start_model.body(start_stem)
+    loss, terms = consistency_loss(logits, y, loss_config, start_logits, teacher_logits)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -227,7 +233,10 @@ def fit(
     steps = epochs * math.ceil(len(y) / optim_config.batch_size)
     optimizer, scheduler = make_optimizer(model, optim_config, steps)
     start_model = None
-    if loss_config.global_kd_weight > 0:  # the model training starts from, frozen
+    frozen_teacher = (
+        loss_config.one_mode_kd_weight > 0 and one_mode_teacher(modes, model.bit_modes) is not None
+    )
+    if loss_config.global_kd_weight > 0 or frozen_teacher:  # the starting model, frozen
         start_model = copy.deepcopy(model).eval().requires_grad_(False)
     history = []
     for epoch in range(epochs):

@@ -203,6 +203,13 @@ ARMS: dict[str, Arm] = {
             kind=Kind.VARIANT,
         ),
         Arm(
+            "one-mode-teacher",
+            "variant: a device that trains one mode below the top (the 2-bit MCUs) distils it "
+            "from the next mode up of the model the round started from (one-mode-kd-weight 1)",
+            {"one_mode_kd_weight": 1.0},
+            kind=Kind.VARIANT,
+        ),
+        Arm(
             "stratified-sampling",
             "variant: each round's devices drawn within each group that trains the same modes, "
             "in proportion to its size (sampling stratified: the FP32 trainers never 0 or many)",

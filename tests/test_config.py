@@ -214,3 +214,12 @@ def test_device_train_modes_and_the_sampling_strata_they_make():
     assert sampling_strata(stratified) == tuple(by_tier[t] for t in own)  # (2,) < (2,4) < ...
     one_group = stratified.replace(train_modes="lowest-common")  # every device trains 2 bits
     assert sampling_strata(one_group) == (tuple(range(9)),)
+
+
+@pytest.mark.parametrize("train_modes", ["lowest-common", "fp32"])
+def test_one_mode_kd_is_refused_where_no_device_trains_the_teacher(train_modes):
+    refusal = f"one-mode-kd-weight > 0 is not allowed with train-modes = '{train_modes}'"
+    with pytest.raises(ValueError, match=refusal):
+        from_flat({"one-mode-kd-weight": 1.0, "train-modes": train_modes})
+    top = from_flat({"one-mode-kd-weight": 1.0, "train-modes": "top"})
+    assert top.loss.one_mode_kd_weight == 1.0

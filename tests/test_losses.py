@@ -118,3 +118,60 @@ def test_global_distillation_keeps_a_skewed_client_nearer_its_start_model():
     free, anchored = drift(0.0), drift(5.0)
     for bits in (2, 32):
         assert anchored[bits] < 0.5 * free[bits], (bits, anchored, free)
+
+
+def test_one_mode_teacher_is_the_next_mode_up_for_a_one_mode_device_only():
+    from fedqdnn.losses import one_mode_teacher
+
+    assert one_mode_teacher([2], (2, 4, 32)) == 4
+    assert one_mode_teacher([4], (2, 4, 8, 32)) == 8
+    assert one_mode_teacher([32], (2, 4, 32)) is None  # the top mode has no teacher above it
+    assert one_mode_teacher([2, 4], (2, 4, 32)) is None  # the consistency term teaches it
+
+
+def test_one_mode_kd_adds_the_kl_to_the_frozen_teacher_to_the_one_mode():
+    rng = np.random.default_rng(3)
+    z, teacher = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    y = torch.tensor([0, 1, 2, 3, 1])
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    cfg = ConsistencyConfig(temperature=3.0, one_mode_kd_weight=0.5)
+    plain, _ = consistency_loss({2: t(z)}, y, ConsistencyConfig(temperature=3.0))
+    loss, terms = consistency_loss({2: t(z)}, y, cfg, frozen_teacher_logits=t(teacher))
+    expected = plain.item() + 0.5 * _np_kl(z, teacher, 3.0)
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    assert terms[2] == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="one-mode device"):
+        consistency_loss({2: t(z), 4: t(z)}, y, cfg, frozen_teacher_logits=t(teacher))
+
+
+def test_one_mode_kd_pulls_a_one_mode_device_toward_the_next_mode_up():
+    """A 2-bit-only device with the term ends nearer the 4-bit answers of the model it started
+    from than without it; a device training every mode is untouched by the key."""
+    from fedqdnn.models import build_model
+    from fedqdnn.training import OptimConfig, fit
+
+    probe = torch.randn(128, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.zeros(64, dtype=torch.long)
+
+    def log_probs(model, bits):
+        model.eval()
+        with torch.no_grad(), model.bits(bits):
+            return torch.log_softmax(model(probe), dim=1)
+
+    def trained(weight: float, modes: list[int]):
+        torch.manual_seed(0)
+        model = build_model("digits_cnn", (2, 4, 32), 10, 1)
+        teacher = log_probs(model, 4)
+        cfg = ConsistencyConfig(one_mode_kd_weight=weight)
+        fit(model, x, y, modes, cfg, OptimConfig(lr=0.01), epochs=10, seed=0)
+        kl = torch.nn.functional.kl_div(log_probs(model, 2), teacher, log_target=True,
+                                        reduction="batchmean")  # fmt: skip
+        return float(kl), model.state_dict()
+
+    free, _ = trained(0.0, [2])
+    taught, _ = trained(5.0, [2])
+    assert taught < 0.5 * free, (taught, free)
+    _, every_off = trained(0.0, [2, 4, 32])
+    _, every_on = trained(5.0, [2, 4, 32])
+    assert all(torch.equal(every_off[k], every_on[k]) for k in every_off)
