@@ -319,6 +319,12 @@ class FederatedConfig(BaseModel):
                 f"{self.train_modes.value!r} (no device trains the teacher, the next mode up); "
                 "allowed: affordable, top"
             )
+        if self.loss.one_mode_kd_weight > 0 and self.mode_start:
+            raise ValueError(
+                "one-mode-kd-weight > 0 is not allowed with mode-start = "
+                f"{to_flat_value(self.mode_start)!r} (a teacher mode would teach before it "
+                "trains); allowed: mode-start = '' (every mode from round 1)"
+            )
         if self.aggregation == Aggregation.FEDAVG and self.sampling != Sampling.UNIFORM:
             raise ValueError(
                 f"sampling = {self.sampling.value!r} is not allowed with aggregation = 'fedavg' "

@@ -223,3 +223,10 @@ def test_one_mode_kd_is_refused_where_no_device_trains_the_teacher(train_modes):
         from_flat({"one-mode-kd-weight": 1.0, "train-modes": train_modes})
     top = from_flat({"one-mode-kd-weight": 1.0, "train-modes": "top"})
     assert top.loss.one_mode_kd_weight == 1.0
+
+
+def test_one_mode_kd_is_refused_with_a_delayed_mode():
+    with pytest.raises(
+        ValueError, match="one-mode-kd-weight > 0 is not allowed with mode-start = '32:5'"
+    ):
+        from_flat({"one-mode-kd-weight": 1.0, "mode-start": "32:5"})
