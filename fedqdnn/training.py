@@ -102,13 +102,14 @@ def joint_step(
     loss_config: ConsistencyConfig,
     optimizer: torch.optim.Optimizer,
     start_model: QuantizableModel | None = None,
+    teacher_bits: int | None = None,
 ) -> tuple[float, dict[int, float]]:
     """One optimizer step over the summed loss of ``modes`` (top mode first).
 
     The full-precision stem is the same in every mode, so it runs once per batch; its
     backward receives the sum of every mode's gradient, exactly as separate passes would.
-    ``start_model``: the frozen model training started from (``global_kd_weight``,
-    ``one_mode_kd_weight``).
+    ``start_model``: the frozen model training started from (``global_kd_weight``);
+    ``teacher_bits``: the mode of it that teaches a one-mode device (``one_mode_kd_weight``).
     """
     logits = {}
     stem_out = model.stem(x)
@@ -117,7 +118,6 @@ def joint_step(
         logits[bits] = model.body(stem_out)
     start_logits, teacher_logits = None, None
     if start_model is not None:
-        teacher = one_mode_teacher(modes, model.bit_modes)
         with torch.no_grad():
             start_stem = start_model.stem(x)
             if loss_config.global_kd_weight > 0:
@@ -125,8 +125,8 @@ def joint_step(
                 for bits in modes:
                     start_model.set_bits(bits)
                     start_logits[bits] = start_model.body(start_stem)
-            if loss_config.one_mode_kd_weight > 0 and teacher is not None:
-                start_model.set_bits(teacher)
+            if teacher_bits is not None:
+                start_model.set_bits(teacher_bits)
                 teacher_logits = start_model.body(start_stem)
     loss, terms = consistency_loss(logits, y, loss_config, start_logits, teacher_logits)
     optimizer.zero_grad(set_to_none=True)
@@ -166,6 +166,7 @@ def train_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     augment: bool = False,
     start_model: QuantizableModel | None = None,
+    teacher_bits: int | None = None,
 ) -> EpochStats:
     """One pass over (x, y) with joint steps; returns mean loss and per-mode terms."""
     model.train()
@@ -176,7 +177,9 @@ def train_epoch(
     for xb, yb in iterate_batches(x, y, batch_size, generator, model_device(model)):
         if augment:
             xb = augment_images(xb, generator)
-        loss, terms = joint_step(model, xb, yb, modes, loss_config, optimizer, start_model)
+        loss, terms = joint_step(
+            model, xb, yb, modes, loss_config, optimizer, start_model, teacher_bits
+        )
         if scheduler is not None:
             scheduler.step()
         total += loss * len(yb)
@@ -233,10 +236,10 @@ def fit(
     steps = epochs * math.ceil(len(y) / optim_config.batch_size)
     optimizer, scheduler = make_optimizer(model, optim_config, steps)
     start_model = None
-    frozen_teacher = (
-        loss_config.one_mode_kd_weight > 0 and one_mode_teacher(modes, model.bit_modes) is not None
-    )
-    if loss_config.global_kd_weight > 0 or frozen_teacher:  # the starting model, frozen
+    teacher_bits = None  # decided once: the device's modes do not change within a fit
+    if loss_config.one_mode_kd_weight > 0:
+        teacher_bits = one_mode_teacher(modes, model.bit_modes)
+    if loss_config.global_kd_weight > 0 or teacher_bits is not None:  # the starting model, frozen
         start_model = copy.deepcopy(model).eval().requires_grad_(False)
     history = []
     for epoch in range(epochs):
@@ -252,6 +255,7 @@ def fit(
             scheduler,
             augment,
             start_model,
+            teacher_bits,
         )
         history.append(stats)
         if on_epoch is not None:
