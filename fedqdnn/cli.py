@@ -302,6 +302,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         convergence_table,
         parse_seeds,
         run_comparison,
+        stability_table,
         summary_table,
     )
     from simulations.compare_plots import DEPLOYMENTS
@@ -324,6 +325,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         print(f"deployed: {what}")
         print(summary_table(result, field))
     print(convergence_table(result))
+    print(stability_table(result))
     print(f"comparison written to {args.out} ({result.wall_seconds:.0f}s)")
     return 0
 
@@ -340,12 +342,13 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    from simulations.compare import summary_table
+    from simulations.compare import stability_table, summary_table
     from simulations.compare_plots import DEPLOYED_FIELD
     from simulations.merge import merge_folders
 
     result = merge_folders(args.folders, args.out, overwrite=args.overwrite)
     print(summary_table(result, DEPLOYED_FIELD))
+    print(stability_table(result))
     print(f"{len(args.folders)} comparisons merged into {args.out}")
     return 0
 

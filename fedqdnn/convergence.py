@@ -17,6 +17,14 @@ def window_mean(values: Sequence[float | None]) -> float | None:
     return statistics.fmean(present) if present else None
 
 
+def largest_drop(values: Sequence[float]) -> float:
+    """How far the worst of ``values`` falls below their mean (0 for one value): a curve's
+    swing over a window, the figure a user who deploys at an unlucky round would see."""
+    if not values:
+        raise ValueError("largest_drop needs at least one value")
+    return statistics.fmean(values) - min(values)
+
+
 def mean_by_key(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Per-key mean over ``rows`` (a key missing from a row is not counted there)."""
     keys = dict.fromkeys(k for row in rows for k in row)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.console import logger
+from fedqdnn.convergence import largest_drop
 from fedqdnn.deployment import (
     DeviceResult,
     accuracy_by_tier,
@@ -39,6 +40,7 @@ from fedqdnn.hardware import get_profile
 from fedqdnn.model_size import deployed_model_bytes
 from fedqdnn.policies import ModeChoice, Statistics
 from fedqdnn.provenance import versions
+from fedqdnn.round_plan import final_window
 from fedqdnn.schema import (
     COMPARISON_CSV,
     COMPARISON_FILE,
@@ -445,4 +447,52 @@ def convergence_table(result: Comparison) -> str:
         rows.append([name, *cells])
     target = result.config.get("target-accuracy")
     header = ["arm", *(f"{t}: rounds to {target:.0%}" if target else t for t in tiers)]
+    return markdown_table(header, rows)
+
+
+def window_evaluations(result: Comparison, name: str, seed: int, tier: str) -> list[float]:
+    """A tier's evaluations during training in the final window (``final-average`` evaluated
+    rounds) of one arm at one seed; empty where no run of the arm evaluated that tier (an
+    arm that deploys one tier's model elsewhere, as fp32-exclusive does)."""
+    cfg = from_flat(result.config)
+    window = set(final_window(cfg.rounds, cfg.evaluate_every, cfg.final_average))
+    return [
+        by_tier[tier]
+        for curve in result.curves.get(run_key(name, seed), [])
+        for rnd, by_tier in zip(curve.rounds, curve.accuracy_by_tier, strict=True)
+        if rnd in window and tier in by_tier
+    ]
+
+
+def stability_table(result: Comparison) -> str:
+    """Markdown, one row per arm and tier (percentage points): how steady the model is as
+    trained over the final window — the largest drop of one evaluation below the window's
+    mean (worst seed), the evaluations' std (mean over seeds) — and what deploying the
+    window's models averaged into one gains over deploying them one by one (mean over seeds).
+    A steady curve leaves the average less to gain: the two columns explain each other."""
+    tiers = list(dict.fromkeys(r.tier for r in result.rows))
+    rows = []
+    for name in result.arms:
+        for tier in tiers:
+            windows = [w for s in result.seeds if (w := window_evaluations(result, name, s, tier))]
+            drop = f"{100 * max(map(largest_drop, windows)):.1f}" if windows else "–"
+            spread = (
+                f"{100 * statistics.fmean(statistics.pstdev(w) for w in windows):.1f}"
+                if windows
+                else "–"
+            )
+            gains = [
+                r.accuracy_window_average - r.accuracy
+                for r in _cells(result, name, tier)
+                if r.accuracy_window_average is not None
+            ]
+            gain = f"{100 * statistics.fmean(gains):+.1f}" if gains else "–"
+            rows.append([name, tier, drop, spread, gain])
+    header = [
+        "arm",
+        "tier",
+        "as trained: largest drop below the window mean (worst seed)",
+        "as trained: window std (mean over seeds)",
+        "window average − its models one by one (mean over seeds)",
+    ]
     return markdown_table(header, rows)

@@ -3,9 +3,10 @@
 import pytest
 
 from fedqdnn.centralized import format_table
-from fedqdnn.schema import ArmRow, Comparison, Sweep, SweepCell
+from fedqdnn.convergence import largest_drop
+from fedqdnn.schema import ArmRow, Comparison, Curve, Sweep, SweepCell
 from fedqdnn.tables import markdown_table, mean_cell, mean_std_cell
-from simulations.compare import convergence_table, summary_table
+from simulations.compare import convergence_table, stability_table, summary_table
 from simulations.sweeps import margins, summary, sweep_cells
 
 
@@ -121,3 +122,37 @@ def test_sweep_margins_against_the_best_deployable_baseline_and_the_reference():
         "| p | t | 90.0 | lowest-common 91.0 | -1.0 | -6.0 |",
         "| p | u | 80.0 | – | – | – |",
     ]
+
+
+def test_largest_drop_is_the_mean_minus_the_worst_value():
+    assert largest_drop([0.9, 0.6, 0.9]) == pytest.approx(0.2)
+    assert largest_drop([0.7]) == 0.0
+    with pytest.raises(ValueError, match="at least one"):
+        largest_drop([])
+
+
+def test_stability_table_reads_the_final_window_of_each_seeds_curve_hand_computed():
+    def curve(by_round: list[dict]) -> Curve:
+        n = len(by_round)
+        return Curve(participants="", rounds=list(range(1, n + 1)), sim_elapsed_seconds=[0.0] * n,
+                     central_accuracy_by_bits=[{}] * n, accuracy_by_tier=by_round)  # fmt: skip
+
+    def row(arm, seed, accuracy, averaged):
+        return _row(arm, "t", accuracy).model_copy(
+            update={"seed": seed, "accuracy_window_average": averaged}
+        )
+
+    result = _comparison(
+        [row("a", 0, 0.80, 0.85), row("a", 1, 0.80, 0.80), row("b", 0, 0.5, None),
+         row("b", 1, 0.5, None)],
+        ["a", "b"], rounds=4, **{"evaluate-every": 1, "final-average": 3},
+    ).model_copy(update={"seeds": [0, 1], "curves": {
+        # round 1 (0.1) is outside the window of rounds 2-4; seed 0 there: 0.9, 0.6, 0.9
+        "a/seed0": [curve([{"t": 0.1}, {"t": 0.9}, {"t": 0.6}, {"t": 0.9}])],
+        "a/seed1": [curve([{"t": 0.1}, {"t": 0.8}, {"t": 0.8}, {"t": 0.8}])],
+    }})  # fmt: skip
+    lines = stability_table(result).splitlines()
+    # drop: worst seed 0.8 - 0.6 = 20.0; std: mean of 0.1414 (seed 0) and 0 = 7.1;
+    # gain: mean of +5 and 0 = +2.5; arm b has no curve and no averaged model
+    assert lines[2] == "| a | t | 20.0 | 7.1 | +2.5 |"
+    assert lines[3] == "| b | t | – | – | – |"
