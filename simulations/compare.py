@@ -469,7 +469,7 @@ def stability_table(result: Comparison) -> str:
     trained over the final window — the largest drop of one evaluation below the window's
     mean (worst seed), the evaluations' std (mean over seeds) — and what deploying the
     window's models averaged into one gains over deploying them one by one (mean over seeds).
-    A steady curve leaves the average less to gain: the two columns explain each other."""
+    A steadier curve usually leaves the average less to gain (docs/results.md §6)."""
     tiers = list(dict.fromkeys(r.tier for r in result.rows))
     rows = []
     for name in result.arms:
