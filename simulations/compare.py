@@ -450,12 +450,18 @@ def convergence_table(result: Comparison) -> str:
     return markdown_table(header, rows)
 
 
-def window_evaluations(result: Comparison, name: str, seed: int, tier: str) -> list[float]:
-    """A tier's evaluations during training in the final window (``final-average`` evaluated
-    rounds) of one arm at one seed; empty where no run of the arm evaluated that tier (an
-    arm that deploys one tier's model elsewhere, as fp32-exclusive does)."""
+def final_window_rounds(result: Comparison) -> set[int]:
+    """The evaluated rounds a comparison's final window spans (``final-average`` of them)."""
     cfg = from_flat(result.config)
-    window = set(final_window(cfg.rounds, cfg.evaluate_every, cfg.final_average))
+    return set(final_window(cfg.rounds, cfg.evaluate_every, cfg.final_average))
+
+
+def window_evaluations(
+    result: Comparison, window: set[int], name: str, seed: int, tier: str
+) -> list[float]:
+    """A tier's evaluations during training in ``window`` of one arm at one seed; empty where
+    no run of the arm evaluated that tier (an arm that deploys one tier's model elsewhere, as
+    fp32-exclusive does)."""
     return [
         by_tier[tier]
         for curve in result.curves.get(run_key(name, seed), [])
@@ -471,10 +477,13 @@ def stability_table(result: Comparison) -> str:
     window's models averaged into one gains over deploying them one by one (mean over seeds).
     A steadier curve usually leaves the average less to gain (docs/results.md §6)."""
     tiers = list(dict.fromkeys(r.tier for r in result.rows))
+    window = final_window_rounds(result)  # once: parsing the config is not per cell
     rows = []
     for name in result.arms:
         for tier in tiers:
-            windows = [w for s in result.seeds if (w := window_evaluations(result, name, s, tier))]
+            windows = [
+                w for s in result.seeds if (w := window_evaluations(result, window, name, s, tier))
+            ]
             drop = f"{100 * max(map(largest_drop, windows)):.1f}" if windows else "–"
             spread = (
                 f"{100 * statistics.fmean(statistics.pstdev(w) for w in windows):.1f}"
