@@ -166,6 +166,12 @@ class FederatedConfig(BaseModel):
     final_average: PositiveInt = Field(
         1, description="final accuracy = mean over the last N evaluations (their models kept)"
     )
+    serve_ema: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        0.0,
+        description="served model = exponential average of the aggregates with this decay "
+        "per round (evaluated, kept and deployed; training goes on from the aggregate); "
+        "0: the latest aggregate",
+    )
     target_accuracy: Probability = Field(
         0.9, description="accuracy whose first crossing per tier is reported (rounds, time)"
     )

@@ -200,6 +200,20 @@ def average_states(states: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.n
     }
 
 
+def exponential_average(
+    served: Mapping[str, np.ndarray], latest: Mapping[str, np.ndarray], decay: float
+) -> dict[str, np.ndarray]:
+    """The served model after one more round: every floating-point entry
+    ``decay * served + (1 - decay) * latest`` (BN running statistics included); integer
+    buffers are ``latest``'s. A running version of :func:`average_states`: under label skew
+    the latest aggregate swings with the devices sampled, the average of the recent ones does
+    not, so a device that takes the served model at any round gets a steady one."""
+    return {
+        k: (decay * served[k] + (1.0 - decay) * v).astype(v.dtype) if v.dtype.kind == "f" else v
+        for k, v in latest.items()
+    }
+
+
 def accuracy_by_tier(results: Sequence[DeviceResult]) -> dict[str, float]:
     """Example-weighted accuracy per tier."""
     tiers: dict[str, list[DeviceResult]] = {}

@@ -22,6 +22,17 @@ def test_strategy_arrays_and_json_round_trip(tmp_path):
     assert loaded.round == 2 and loaded.strategy == strategy
     assert set(loaded.arrays) == {"w"} and np.array_equal(loaded.arrays["w"], model["w"])
     assert np.array_equal(loaded.strategy_arrays["m_t/w"], moments["m_t/w"])
+    assert loaded.served_arrays == {}
+
+
+def test_the_served_average_is_kept_apart_from_the_global_model(tmp_path):
+    model = {"w": np.arange(3, dtype=np.float32)}
+    served = {"w": np.full(3, 0.25, np.float32)}
+    save_checkpoint(tmp_path, 4, model, RunHistory(), {}, {}, {"rounds": 5}, 1.0, served)
+    loaded = load_checkpoint(tmp_path)
+    assert set(loaded.arrays) == {"w"} and np.array_equal(loaded.arrays["w"], model["w"])
+    assert set(loaded.served_arrays) == {"w"}
+    assert np.array_equal(loaded.served_arrays["w"], served["w"])
 
 
 def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path):

@@ -81,6 +81,17 @@ def test_average_states_means_floats_and_keeps_the_last_integer_buffers():
     assert average_states([a])["w"].tolist() == [1.0, 2.0]
 
 
+def test_exponential_average_blends_floats_by_the_decay_and_keeps_the_latest_integers():
+    from fedqdnn.deployment import exponential_average
+
+    served = {"w": np.array([1.0, 3.0], np.float32), "n": np.array(4, np.int64)}
+    latest = {"w": np.array([3.0, 7.0], np.float32), "n": np.array(9, np.int64)}
+    out = exponential_average(served, latest, 0.75)
+    assert out["w"].tolist() == [1.5, 4.0]  # 0.75 * 1 + 0.25 * 3, 0.75 * 3 + 0.25 * 7
+    assert out["w"].dtype == np.float32 and out["n"] == 9
+    assert exponential_average(served, latest, 0.0)["w"].tolist() == [3.0, 7.0]
+
+
 def test_best_mode_breaks_ties_toward_precision():
     assert best_mode({2: 0.5, 4: 0.7, 32: 0.6}) == 4
     assert best_mode({2: 0.7, 4: 0.7, 32: 0.6}) == 4

@@ -1,4 +1,5 @@
-"""Reliability end to end: same-seed determinism and SIGKILL + --resume equality."""
+"""Reliability end to end: same-seed determinism and SIGKILL + --resume equality, with the
+served model a running average of the aggregates (``serve-ema``), which a resume carries on."""
 
 import json
 import os
@@ -6,8 +7,10 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
+from fedqdnn.federated.checkpoint import load_checkpoint
 from fedqdnn.hardware import get_profile
 from fedqdnn.hardware.fleet import assign_profiles
 from fedqdnn.round_plan import is_online, select_partitions
@@ -24,6 +27,10 @@ ARGS = [
     "0.75",
     "--availability",
     "true",
+    "--serve-ema",
+    "0.5",
+    "--final-average",
+    "2",
 ]
 
 
@@ -69,6 +76,24 @@ def _simulate(out, *extra):
     return json.loads((out / "results.json").read_text())
 
 
+def _assert_served_is_the_running_average(out) -> None:
+    """The served (evaluated, deployed) model of round 3 = 0.5 x round 2's served model (kept
+    in the final window) + 0.5 x round 3's aggregate (the last checkpoint's global model)."""
+    from safetensors.numpy import load_file
+
+    served_2 = load_file(str(out / "final-models" / "model-round2.safetensors"))
+    served_3 = load_file(str(out / "model.safetensors"))
+    checkpoint = load_checkpoint(out / "checkpoint")
+    assert checkpoint.round == 3
+    floats = [k for k, v in served_3.items() if v.dtype.kind == "f"]
+    assert floats and set(served_3) == set(checkpoint.arrays)
+    for k in floats:
+        expected = 0.5 * served_2[k] + 0.5 * checkpoint.arrays[k]
+        np.testing.assert_allclose(served_3[k], expected, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(checkpoint.served_arrays[k], served_3[k])
+    assert any(not np.array_equal(served_3[k], checkpoint.arrays[k]) for k in floats)
+
+
 def test_same_seed_identical_and_killed_run_resumes_identically(tmp_path):
     first = _simulate(tmp_path / "a", *ARGS)
     rerun = [str(BIN / "fedqdnn"), "simulate", *ARGS, "--out", str(tmp_path / "a")]
@@ -82,6 +107,7 @@ def test_same_seed_identical_and_killed_run_resumes_identically(tmp_path):
     assert _who_trained_and_who_dropped(first) == plan
     counts = [(h["num_trained"], h["num_dropped"]) for h in first["history"]]
     assert counts == [(len(trained), len(dropped)) for trained, dropped in plan]
+    _assert_served_is_the_running_average(tmp_path / "a")
 
     killed = tmp_path / "c"
     state = killed / "checkpoint" / "state.json"
@@ -112,7 +138,7 @@ def test_same_seed_identical_and_killed_run_resumes_identically(tmp_path):
 def test_resume_refuses_pickle_and_mismatched_checkpoints(tmp_path):
     import pickle
 
-    from fedqdnn.federated.checkpoint import CheckpointError, load_checkpoint
+    from fedqdnn.federated.checkpoint import CheckpointError
 
     ckpt = tmp_path / "checkpoint"
     ckpt.mkdir()

@@ -12,6 +12,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedqdnn.config import FederatedConfig
 from fedqdnn.data_source import DataSource
 from fedqdnn.federated.server_app import (
+    Served,
     central_evaluator,
     discover_partitions,
     exchange,
@@ -149,3 +150,23 @@ def test_node_discovery_refuses_bad_partition_ids(monkeypatch, partition_ids, me
         return
     with pytest.raises(ValueError, match="^" + message.replace(".", r"\.")):
         discover_partitions(_IdentityGrid(partition_ids), cfg)
+
+
+def test_the_served_model_is_the_aggregate_or_its_running_average_from_round_one():
+    def record(value: float) -> ArrayRecord:
+        return ArrayRecord({"w": torch.full((2,), value)})
+
+    latest = Served(0.0)
+    latest.update(record(4.0))
+    assert latest.ema is None and latest.state(record(8.0))["w"].tolist() == [8.0, 8.0]
+    averaged = Served(0.5)
+    assert averaged.state(record(1.0))["w"].tolist() == [1.0, 1.0]  # round 0: the initial model
+    seen = []
+    for value in (0.0, 4.0, 8.0):  # aggregates of rounds 1, 2, 3
+        averaged.update(record(value))
+        seen.append(float(averaged.state(record(-1.0))["w"][0]))
+    assert seen == [0.0, 2.0, 5.0]  # 0; 0.5 * 0 + 0.5 * 4; 0.5 * 2 + 0.5 * 8
+    assert averaged.record(record(-1.0))["w"].numpy().tolist() == [5.0, 5.0]
+    resumed = Served(0.5, {"w": np.full(2, 5.0, np.float32)})  # from a checkpoint
+    resumed.update(record(1.0))
+    assert resumed.state(record(-1.0))["w"].tolist() == [3.0, 3.0]

@@ -26,6 +26,7 @@ from fedqdnn.validation import one_line
 
 FORMAT = 2  # the only format read: another one is refused, naming both
 STRATEGY_PREFIX = "strategy/"  # strategy arrays (server optimizer moments) in the model file
+SERVED_PREFIX = "served/"  # the served model (``serve-ema``) in the model file
 
 
 class CheckpointError(ValueError):
@@ -63,6 +64,7 @@ class Checkpoint:
     arrays: dict[str, np.ndarray]  # the global model
     strategy_arrays: dict[str, np.ndarray]  # the strategy's array state (may be empty)
     elapsed_seconds: float = 0.0  # the run's wall time up to this checkpoint, every session
+    served_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # serve-ema's model
 
 
 def save_checkpoint(
@@ -74,9 +76,11 @@ def save_checkpoint(
     strategy_arrays: dict[str, np.ndarray],
     config: dict,
     elapsed_seconds: float = 0.0,
+    served: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write round ``server_round``'s checkpoint and remove older model files;
-    ``elapsed_seconds``: the run's wall time so far, earlier sessions included."""
+    ``elapsed_seconds``: the run's wall time so far, earlier sessions included; ``served``:
+    the served model when it is not the global one (``serve-ema``)."""
     from safetensors.numpy import save
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -84,6 +88,9 @@ def save_checkpoint(
     tensors = {k: np.require(v, requirements="C") for k, v in state.items()}
     tensors.update(
         {STRATEGY_PREFIX + k: np.require(v, requirements="C") for k, v in strategy_arrays.items()}
+    )
+    tensors.update(
+        {SERVED_PREFIX + k: np.require(v, requirements="C") for k, v in (served or {}).items()}
     )
     write_bytes_atomic(directory / model_name, save(tensors))
     payload = {
@@ -144,16 +151,18 @@ def load_checkpoint(directory: Path) -> Checkpoint:
             dict(payload["config"]),
             RunHistory.from_json(payload["history"]),
             dict(payload["strategy"]),
-            {k: v for k, v in arrays.items() if not k.startswith(STRATEGY_PREFIX)},
-            {
-                k.removeprefix(STRATEGY_PREFIX): v
-                for k, v in arrays.items()
-                if k.startswith(STRATEGY_PREFIX)
-            },
+            {k: v for k, v in arrays.items() if not k.startswith((STRATEGY_PREFIX, SERVED_PREFIX))},
+            _prefixed(arrays, STRATEGY_PREFIX),
             float(payload.get("elapsed_seconds", 0.0)),  # absent before it was recorded
+            _prefixed(arrays, SERVED_PREFIX),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"corrupt checkpoint {state_path}: {err!r}") from None
+
+
+def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The entries under ``prefix``, the prefix removed."""
+    return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def check_matches(arrays: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:

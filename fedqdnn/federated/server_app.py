@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from flwr.app import (
     ArrayRecord,
@@ -36,7 +37,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedqdnn.accelerator import model_device, select_device
 from fedqdnn.config import Aggregation, FederatedConfig, FleetSource, from_flat
 from fedqdnn.console import setup_console
-from fedqdnn.deployment import average_states
+from fedqdnn.deployment import average_states, exponential_average
 from fedqdnn.federated.checkpoint import (
     Checkpoint,
     RunHistory,
@@ -341,6 +342,33 @@ def _restore(
     return record, checkpoint.history, checkpoint.round + 1
 
 
+class Served:
+    """The model the server serves: the latest aggregate, or with ``serve-ema`` > 0 the
+    exponential average of the aggregates since round 1 (:func:`exponential_average`). What
+    is evaluated, kept in the final window and deployed; training goes on from the aggregate.
+    ``ema``: the average so far (None before round 1 and without ``serve-ema``), resumed from
+    a checkpoint."""
+
+    def __init__(self, decay: float, resumed: dict | None = None) -> None:
+        self.decay = decay
+        self.ema: dict | None = dict(resumed) if decay and resumed else None
+
+    def update(self, arrays: ArrayRecord) -> None:
+        """Fold the round's aggregate into the average."""
+        if not self.decay:
+            return
+        latest = {k: np.array(v) for k, v in to_state(arrays).items()}
+        self.ema = latest if self.ema is None else exponential_average(self.ema, latest, self.decay)
+
+    def state(self, arrays: ArrayRecord) -> dict:
+        """The served model's arrays, given the round's aggregate ``arrays``."""
+        return to_state(arrays) if self.ema is None else self.ema
+
+    def record(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The served model as an ArrayRecord (``arrays`` itself without an average)."""
+        return arrays if self.ema is None else to_arrayrecord(self.ema)
+
+
 def run_server(grid: Grid, spec: RunSpec) -> dict:
     """Run every round on ``grid`` (checkpointing as configured); write results and plots.
 
@@ -360,11 +388,15 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
         strategy.load_state_dict(spec.resume.strategy, spec.resume.strategy_arrays)
         started -= spec.resume.elapsed_seconds  # wall time counts every session of the run
         log.info("resuming after round %d", first - 1)
+    resumed_ema = spec.resume.served_arrays if spec.resume else {}
+    served = Served(
+        cfg.serve_ema, {k: resumed_ema[k] for k in model.state_dict()} if resumed_ema else None
+    )
     route, declared = node_route(grid, cfg)
     strategy.bind_nodes(route)
 
     def central(server_round: int) -> dict[int, float]:
-        accuracy = evaluate_fn(server_round, arrays)
+        accuracy = evaluate_fn(server_round, served.record(arrays))
         history.evaluate_metrics_serverapp[server_round] = _central_metrics(accuracy)
         return accuracy
 
@@ -391,11 +423,14 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
             log.warning(line)
         if new_arrays is not None:
             arrays = new_arrays
+        served.update(arrays)
         if train_metrics is not None:
             history.train_metrics_clientapp[rnd] = dict(train_metrics)
         accuracy: dict[int, float] = {}
         if rnd in evaluated:
-            instructions = strategy.configure_evaluate(rnd, arrays, ConfigRecord(flat), grid)
+            instructions = strategy.configure_evaluate(
+                rnd, served.record(arrays), ConfigRecord(flat), grid
+            )
             federated = strategy.aggregate_evaluate(
                 rnd, exchange(grid, instructions, spec.reply_poll_seconds)
             )
@@ -403,7 +438,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
                 history.evaluate_metrics_clientapp[rnd] = dict(federated)
             accuracy = central(rnd)
         if rnd in window and rnd != cfg.rounds:  # the last round's model is model.safetensors
-            save_model(out / FINAL_MODELS_DIR / model_file(rnd), to_state(arrays), cfg)
+            save_model(out / FINAL_MODELS_DIR / model_file(rnd), served.state(arrays), cfg)
         history.round_seconds[rnd] = round(time.perf_counter() - round_start, 3)
         round_ended(rnd, accuracy)
         if cfg.checkpoint_every and (rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds):
@@ -415,10 +450,11 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
                 *strategy.state_dict(),
                 cfg.to_flat(),
                 time.perf_counter() - started,
+                served.ema,
             )
     wall = time.perf_counter() - started
     results = build_results(cfg, strategy.rounds, history, wall, declared)
-    final = to_state(arrays)
+    final = served.state(arrays)
     save_model(out / MODEL_FILE, final, cfg)
     if len(window) > 1:  # the final window's models averaged into one (docs/results.md §6)
         earlier = [load_model_state(out / FINAL_MODELS_DIR / model_file(r)) for r in window[:-1]]

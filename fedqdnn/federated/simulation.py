@@ -136,7 +136,10 @@ def prepare(
     if checkpoint is not None:
         if from_flat(checkpoint.config) != cfg:
             raise CheckpointError(f"the checkpoint in {out} is of another config")
-        check_matches(checkpoint.arrays, {k: v.numpy() for k, v in model.state_dict().items()})
+        reference = {k: v.numpy() for k, v in model.state_dict().items()}
+        check_matches(checkpoint.arrays, reference)
+        if cfg.serve_ema and checkpoint.round > 0:  # the served average goes on from it
+            check_matches(checkpoint.served_arrays, reference)
     identity = None if checkpoint is not None else run_identity(cfg, run_data(cfg).fingerprint)
     return PreparedRun(cfg, out, resources, checkpoint is not None, verbose), identity
 
