@@ -471,11 +471,12 @@ def window_evaluations(
 
 
 def stability_table(result: Comparison) -> str:
-    """Markdown, one row per arm and tier (percentage points): how steady the model is as
-    trained over the final window — the largest drop of one evaluation below the window's
-    mean (worst seed), the evaluations' std (mean over seeds) — and what deploying the
-    window's models averaged into one gains over deploying them one by one (mean over seeds).
-    A steadier curve usually leaves the average less to gain (docs/results.md §6)."""
+    """Markdown, one row per arm and tier (percentage points): how steady the evaluated model
+    (as trained, or the served average with ``serve-ema``) is over the final window — the
+    largest drop of one evaluation below the window's mean (worst seed), the evaluations' std
+    (mean over seeds) — and what deploying the window's models averaged into one gains over
+    deploying them one by one (mean over seeds). A steadier curve usually leaves the average
+    less to gain (docs/results.md §6)."""
     tiers = list(dict.fromkeys(r.tier for r in result.rows))
     window = final_window_rounds(result)  # once: parsing the config is not per cell
     rows = []
@@ -497,11 +498,13 @@ def stability_table(result: Comparison) -> str:
             ]
             gain = f"{100 * statistics.fmean(gains):+.1f}" if gains else "–"
             rows.append([name, tier, drop, spread, gain])
+    decay = result.config.get("serve-ema", 0.0)
+    evaluated = f"served (serve-ema {decay})" if decay else "as trained"
     header = [
         "arm",
         "tier",
-        "as trained: largest drop below the window mean (worst seed)",
-        "as trained: window std (mean over seeds)",
+        f"{evaluated}: largest drop below the window mean (worst seed)",
+        f"{evaluated}: window std (mean over seeds)",
         "window average − its models one by one (mean over seeds)",
     ]
     return markdown_table(header, rows)

@@ -139,6 +139,8 @@ def test_data_source_is_one_section_shared_with_centralized_jobs():
         ({"sampling": "stratified", "aggregation": "fedavg"}, "allowed: uniform"),
         ({"server-momentum": 1.0}, "server-momentum = 1.0"),
         ({"mode-state-decay": 1}, "mode-state-decay = 1"),
+        ({"serve-ema": 1}, "serve-ema = 1 is not allowed"),
+        ({"serve-ema": -0.5}, "serve-ema = -0.5 is not allowed"),
         ({"bn": "per-mode"}, "bn = 'per-mode'"),
         ({"evaluate-every": 0}, "evaluate-every = 0"),
     ],

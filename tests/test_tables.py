@@ -156,3 +156,10 @@ def test_stability_table_reads_the_final_window_of_each_seeds_curve_hand_compute
     # gain: mean of +5 and 0 = +2.5; arm b has no curve and no averaged model
     assert lines[2] == "| a | t | 20.0 | 7.1 | +2.5 |"
     assert lines[3] == "| b | t | – | – | – |"
+    assert lines[0].startswith("| arm | tier | as trained: largest drop")
+    served = result.model_copy(update={"config": {**result.config, "serve-ema": 0.95}})
+    assert (
+        stability_table(served)
+        .splitlines()[0]
+        .startswith("| arm | tier | served (serve-ema 0.95): largest drop")
+    )
