@@ -395,8 +395,8 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
     route, declared = node_route(grid, cfg)
     strategy.bind_nodes(route)
 
-    def central(server_round: int) -> dict[int, float]:
-        accuracy = evaluate_fn(server_round, served.record(arrays))
+    def central(server_round: int, served_record: ArrayRecord) -> dict[int, float]:
+        accuracy = evaluate_fn(server_round, served_record)
         history.evaluate_metrics_serverapp[server_round] = _central_metrics(accuracy)
         return accuracy
 
@@ -405,7 +405,7 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
             spec.on_round_end(RoundEnd(server_round, accuracy, time.perf_counter() - started))
 
     if first == 1:
-        round_ended(0, central(0))
+        round_ended(0, central(0, served.record(arrays)))
     evaluated = set(evaluation_rounds(cfg.rounds, cfg.evaluate_every))
     window = final_window(cfg.rounds, cfg.evaluate_every, cfg.final_average)
     flat = cfg.to_flat()  # sent with every instruction: clients need no run config
@@ -428,15 +428,14 @@ def run_server(grid: Grid, spec: RunSpec) -> dict:
             history.train_metrics_clientapp[rnd] = dict(train_metrics)
         accuracy: dict[int, float] = {}
         if rnd in evaluated:
-            instructions = strategy.configure_evaluate(
-                rnd, served.record(arrays), ConfigRecord(flat), grid
-            )
+            served_record = served.record(arrays)  # once: devices and the server evaluate it
+            instructions = strategy.configure_evaluate(rnd, served_record, ConfigRecord(flat), grid)
             federated = strategy.aggregate_evaluate(
                 rnd, exchange(grid, instructions, spec.reply_poll_seconds)
             )
             if federated is not None:
                 history.evaluate_metrics_clientapp[rnd] = dict(federated)
-            accuracy = central(rnd)
+            accuracy = central(rnd, served_record)
         if rnd in window and rnd != cfg.rounds:  # the last round's model is model.safetensors
             save_model(out / FINAL_MODELS_DIR / model_file(rnd), served.state(arrays), cfg)
         history.round_seconds[rnd] = round(time.perf_counter() - round_start, 3)
