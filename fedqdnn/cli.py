@@ -1,4 +1,4 @@
-"""Command line: ``fedqdnn train | simulate | compare | merge | plot | bench``.
+"""Command line: ``fedqdnn train | simulate | compare | merge | tables | plot | bench``.
 
 The CLI is the edge: it validates flags once, builds config objects and passes them in.
 Every config key is a flag ``--KEY VALUE`` generated from the config models (FederatedConfig
@@ -299,15 +299,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     from fedqdnn.federated.resources import checked_resources
     from fedqdnn.federated.supervisor import simulate_supervised
-    from simulations.compare import (
-        check_arms_and_seeds,
-        convergence_table,
-        parse_seeds,
-        run_comparison,
-        stability_table,
-        summary_table,
-    )
-    from simulations.compare_plots import DEPLOYMENTS
+    from simulations.compare import check_arms_and_seeds, parse_seeds, run_comparison
     from strategies.arms import default_arms, get_arm
 
     given = ",".join(default_arms()) if args.arms is None else args.arms
@@ -323,13 +315,31 @@ def _run_compare(args: argparse.Namespace) -> int:
     cfg = scenario_config(args)
     simulate_fn = functools.partial(simulate_supervised, resources=resources)
     result = run_comparison(cfg, names, seeds, args.out, simulate_fn, overwrite=args.overwrite)
-    for field, what in DEPLOYMENTS.items():  # the measured winner first
-        print(f"deployed: {what}")
-        print(summary_table(result, field))
-    print(convergence_table(result))
-    print(stability_table(result))
+    print(_comparison_tables(result))
     print(f"comparison written to {args.out} ({result.wall_seconds:.0f}s)")
     return 0
+
+
+def _comparison_tables(result) -> str:
+    """Every table of a comparison, as compare, merge and tables print them: accuracy per
+    deployment (the measured winner first), rounds to target, stability, FedQDNN's margins."""
+    from simulations.compare import convergence_table, stability_table, summary_table
+    from simulations.compare_plots import DEPLOYMENTS, measured_field
+    from simulations.margins import margins_table
+
+    parts = []
+    for field in DEPLOYMENTS:
+        measured, what = measured_field(result, field)
+        if measured == field:  # a deployment an older comparison did not measure: left out
+            parts += [f"deployed: {what}", summary_table(result, field)]
+    parts += [convergence_table(result), stability_table(result)]
+    if "fedqdnn" in result.arms:
+        parts += [
+            "fedqdnn against the best deployable baseline, paired by seed (each arm at its "
+            "better deployment: statistics carried or pooled)",
+            margins_table(result),
+        ]
+    return "\n\n".join(parts)
 
 
 def _add_merge(sub: argparse._SubParsersAction) -> None:
@@ -339,19 +349,46 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("folders", type=Path, nargs="+", help="compare output folders")
     p.add_argument("--out", type=Path, required=True, help="output folder of the merged one")
+    p.add_argument(
+        "--arms",
+        help="comma list: merge only these arms of every part (default: every arm)",
+    )
     _add_overwrite(p)
     p.set_defaults(handler=_run_merge)
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    from simulations.compare import stability_table, summary_table
-    from simulations.compare_plots import DEPLOYED_FIELD
     from simulations.merge import merge_folders
 
-    result = merge_folders(args.folders, args.out, overwrite=args.overwrite)
-    print(summary_table(result, DEPLOYED_FIELD))
-    print(stability_table(result))
+    arms = None
+    if args.arms is not None:
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+        if not arms:
+            raise ValueError(f"--arms {args.arms!r} names no arm; give a comma list of arms")
+    result = merge_folders(args.folders, args.out, overwrite=args.overwrite, arms=arms)
+    print(_comparison_tables(result))
     print(f"{len(args.folders)} comparisons merged into {args.out}")
+    return 0
+
+
+def _add_tables(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tables", help="print the tables of a saved comparison (compare or merge output folder)"
+    )
+    p.add_argument("directory", type=Path, help="a compare or merge output folder")
+    p.set_defaults(handler=_run_tables)
+
+
+def _run_tables(args: argparse.Namespace) -> int:
+    from fedqdnn.schema import COMPARISON_FILE
+    from simulations.compare import read_comparison
+
+    path = args.directory / COMPARISON_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{args.directory} holds no {COMPARISON_FILE}; give a compare or merge output folder"
+        )
+    print(_comparison_tables(read_comparison(path)))
     return 0
 
 
@@ -439,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_compare(sub)
     _add_merge(sub)
+    _add_tables(sub)
     _add_plot(sub)
     _add_bench(sub)
     return parser

@@ -105,11 +105,27 @@ def select_arms(result: Comparison, arms: Sequence[str]) -> Comparison:
     )
 
 
-def merge_folders(folders: Sequence[Path], out: Path, overwrite: bool = False) -> Comparison:
-    """Merge the comparisons in ``folders`` into ``out`` (comparison.json, .csv and plots)."""
+def merge_folders(
+    folders: Sequence[Path],
+    out: Path,
+    overwrite: bool = False,
+    arms: Sequence[str] | None = None,
+) -> Comparison:
+    """Merge the comparisons in ``folders`` into ``out`` (comparison.json, .csv and plots);
+    with ``arms``, only those arms of every part (to merge the arms that parts run at other
+    seeds share, e.g. two arms re-run at more seeds beside a full comparison)."""
 
     parts = [read_comparison(Path(f) / COMPARISON_FILE) for f in folders]
+    if arms is not None:
+        parts = [_selected(part, arms, folder) for part, folder in zip(parts, folders, strict=True)]
     result = merge_comparisons(parts, [str(f) for f in folders])
     with claim(Path(out), overwrite=overwrite):
         write_comparison(Path(out), result)
     return result
+
+
+def _selected(part: Comparison, arms: Sequence[str], folder: Path) -> Comparison:
+    try:
+        return select_arms(part, arms)
+    except ValueError as err:
+        raise ValueError(f"{folder}: {err}") from None

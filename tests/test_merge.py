@@ -116,6 +116,25 @@ def test_fedqdnn_merge_writes_the_merged_comparison_and_keeps_a_finished_one(tmp
     assert not (tmp_path / "m2").exists()
 
 
+def test_fedqdnn_merge_arms_merges_what_parts_share_at_other_seeds(tmp_path, capsys):
+    # a full comparison at seed 0 and one arm re-run alone at seed 1: only that arm merges
+    full = _made(2, 2)
+    a = _write(tmp_path / "a", _part(full, ["s0", "s1"], [0]))
+    b = _write(tmp_path / "b", _part(full, ["s1"], [1]))
+    out = tmp_path / "merged"
+    assert main(["merge", str(a), str(b), "--out", str(out)]) == 2  # s0 lacks seed 1
+    assert "missing: s0 seed 1" in capsys.readouterr().err
+    assert main(["merge", str(a), str(b), "--out", str(out), "--arms", "s1"]) == 0
+    written = Comparison.model_validate(json.loads((out / COMPARISON_FILE).read_text()))
+    assert list(written.arms) == ["s1"] and written.seeds == [0, 1]
+    assert summary_table(written) == summary_table(select_arms(full, ["s1"]))
+    capsys.readouterr()
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "m2"), "--arms", "s0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(b) in err and "no arm s0" in err, err
+    assert not (tmp_path / "m2").exists()
+
+
 def test_a_sweep_reads_a_point_already_compared_and_refuses_one_of_other_seeds(
     tmp_path, monkeypatch
 ):
