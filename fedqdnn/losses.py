@@ -103,7 +103,21 @@ def consistency_loss(
     start_logits: Mapping[int, torch.Tensor] | None = None,
     frozen_teacher_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[int, float]]:
-    """Combined loss over the trained modes; also returns each mode's term for logging.
+    """Combined loss over the trained modes; also returns each mode's term for logging
+    (:func:`consistency_terms` gives the terms as tensors)."""
+    terms = consistency_terms(logits_by_bits, targets, config, start_logits, frozen_teacher_logits)
+    total = torch.stack(list(terms.values())).sum()
+    return total, {b: float(t.detach()) for b, t in terms.items()}
+
+
+def consistency_terms(
+    logits_by_bits: Mapping[int, torch.Tensor],
+    targets: torch.Tensor,
+    config: ConsistencyConfig | None = None,
+    start_logits: Mapping[int, torch.Tensor] | None = None,
+    frozen_teacher_logits: torch.Tensor | None = None,
+) -> dict[int, torch.Tensor]:
+    """Each trained mode's term of the loss (the loss is their sum).
 
     ``start_logits`` (with ``global_kd_weight > 0``): each mode's logits under the model the
     local training started from; every trained mode, the top one and a one-mode device's
@@ -137,5 +151,4 @@ def consistency_loss(
         terms[top] = terms[top] + config.one_mode_kd_weight * distillation_kl(
             logits_by_bits[top], frozen_teacher_logits, config.temperature
         )
-    total = torch.stack(list(terms.values())).sum()
-    return total, {b: float(t.detach()) for b, t in terms.items()}
+    return terms

@@ -30,13 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedqdnn.bitmodes import mode_of_state_key
 from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.config import FederatedConfig, from_flat
 from fedqdnn.deployment import accuracy_by_tier, average_states, evaluate_devices
-from fedqdnn.device import device_for, load_state, plan_round, train_round
+from fedqdnn.device import device_for, load_state, modes_to_train, plan_round, train_round
 from fedqdnn.federated.report import load_model_state, read_results
 from fedqdnn.files import write_json
 from fedqdnn.fleet import build_model_for, run_data
+from fedqdnn.losses import consistency_terms
 from fedqdnn.policies import Deploy
 from fedqdnn.round_plan import select_stratified
 from fedqdnn.sampling import sampling_strata
@@ -163,6 +165,89 @@ def _summary(rows: list[dict]) -> dict:
     return out
 
 
+def mode_gradients(cfg: FederatedConfig, state: State) -> dict[int, dict[int, np.ndarray]]:
+    """Per device, per mode it trains: the gradient of that mode's loss term (the consistency
+    loss's, as in local training) on the shared weights at ``state``, over the device's whole
+    training set in one batch (BN in training mode, as on the device); flat, float64."""
+    out: dict[int, dict[int, np.ndarray]] = {}
+    for pid in range(cfg.num_clients):
+        device = device_for(cfg, pid)
+        model = device.model
+        load_state(model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+        model.train()
+        shared = [p for n, p in model.named_parameters() if mode_of_state_key(n) is None]
+        modes = modes_to_train(cfg, device)
+        stem_out = model.stem(device.x_train)
+        logits = {}
+        for bits in sorted(modes, reverse=True):
+            model.set_bits(bits)
+            logits[bits] = model.body(stem_out)
+        terms = consistency_terms(logits, device.y_train, cfg.loss)
+        out[pid] = {}
+        for bits, term in terms.items():
+            grads = torch.autograd.grad(term, shared, retain_graph=True, allow_unused=True)
+            out[pid][bits] = np.concatenate(
+                [
+                    (g if g is not None else torch.zeros_like(p)).detach().double().numpy().ravel()
+                    for g, p in zip(grads, shared, strict=True)
+                ]
+            )
+    return out
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two flat gradients (0 where either is zero)."""
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / norm if norm > 0 else 0.0
+
+
+def _spread(values: list[float]) -> dict:
+    return {
+        "pairs": len(values),
+        "mean_cosine": statistics.fmean(values) if values else None,
+        "share_negative": sum(v < 0 for v in values) / len(values) if values else None,
+    }
+
+
+def gradient_agreement(grads: dict[int, dict[int, np.ndarray]]) -> dict:
+    """Cosines between the gradients of :func:`mode_gradients`: two modes on one device
+    (``same_device``, per mode pair), one mode on two devices (``same_mode``, per mode), two
+    modes on two devices (``across``, per mode pair), and each device's mode gradient against
+    that mode's mean over the devices that train it (``to_mode_mean``)."""
+    modes = sorted({b for g in grads.values() for b in g})
+    pids = sorted(grads)
+    pairs = [(a, b) for i, a in enumerate(modes) for b in modes[i + 1 :]]
+    same_device = {
+        f"{a}-{b}": _spread([cosine(g[a], g[b]) for g in grads.values() if a in g and b in g])
+        for a, b in pairs
+    }
+    same_mode, to_mean = {}, {}
+    for bits in modes:
+        having = [p for p in pids if bits in grads[p]]
+        same_mode[str(bits)] = _spread(
+            [
+                cosine(grads[p][bits], grads[q][bits])
+                for i, p in enumerate(having)
+                for q in having[i + 1 :]
+            ]  # fmt: skip
+        )
+        mean = np.mean([grads[p][bits] for p in having], axis=0)
+        to_mean[str(bits)] = _spread([cosine(grads[p][bits], mean) for p in having])
+    across = {
+        f"{a}-{b}": _spread(
+            [
+                cosine(grads[p][a], grads[q][b])
+                for p in pids
+                for q in pids
+                if p != q and a in grads[p] and b in grads[q]
+            ]  # fmt: skip
+        )
+        for a, b in pairs
+    }
+    return {"same_device": same_device, "same_mode": same_mode, "across": across,
+            "to_mode_mean": to_mean}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -174,6 +259,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--skip-replays", action="store_true", help="deployment variants only (default: off)"
+    )
+    parser.add_argument(
+        "--gradients",
+        action="store_true",
+        help="also the cosines between modes' and devices' gradients (default: off)",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -188,6 +278,8 @@ def main() -> None:
     }
     if not args.skip_replays:
         report["interference"] = interference(cfg, states[-1], args.mode, args.replays)
+    if args.gradients:
+        report["gradient_agreement"] = gradient_agreement(mode_gradients(cfg, states[-1]))
     write_json(args.out, report)
     print(report["deployed_by_tier"], report.get("interference", {}).get("summary"), sep="\n")
 
