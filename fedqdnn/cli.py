@@ -277,6 +277,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 def format_federated_table(results: RunResults) -> str:
     """Per-tier and per-mode accuracy table of a federated run."""
+    from fedqdnn.deployment import evaluated_model
     from fedqdnn.tables import markdown_table
 
     final = results.final
@@ -286,10 +287,9 @@ def format_federated_table(results: RunResults) -> str:
         rows.append([tier, devices[0].bits if devices else "?", len(devices), f"{acc:.4f}"])
     table = markdown_table(["tier", "bits", "devices", "accuracy (local test splits)"], rows)
     central = "  ".join(f"{b}-bit {a:.4f}" for b, a in final.accuracy_by_bits.items())
-    decay = results.config.get("serve-ema", 0.0)
-    model = f"served model (serve-ema {decay})" if decay else "global model"
+    model = evaluated_model(results.config)
     return (
-        f"{table}\ncentral test set, {model} per bit mode: {central}\n"
+        f"{table}\ncentral test set, global model {model}, per bit mode: {central}\n"
         f"wall time {results.wall_seconds:.1f}s"
     )
 

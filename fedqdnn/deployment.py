@@ -214,6 +214,13 @@ def exponential_average(
     }
 
 
+def evaluated_model(config: Mapping) -> str:
+    """What a run's evaluations measured, read from its flat config: the served average
+    (``serve-ema``) or the aggregate as trained. One wording for every table that says it."""
+    decay = config.get("serve-ema", 0.0)
+    return f"served (serve-ema {decay})" if decay else "as trained"
+
+
 def accuracy_by_tier(results: Sequence[DeviceResult]) -> dict[str, float]:
     """Example-weighted accuracy per tier."""
     tiers: dict[str, list[DeviceResult]] = {}

@@ -30,6 +30,7 @@ from fedqdnn.deployment import (
     accuracy_by_tier,
     average_states,
     evaluate_devices,
+    evaluated_model,
 )
 from fedqdnn.federated.checkpoint import CheckpointError
 from fedqdnn.federated.report import load_model_state, read_results
@@ -498,8 +499,7 @@ def stability_table(result: Comparison) -> str:
             ]
             gain = f"{100 * statistics.fmean(gains):+.1f}" if gains else "–"
             rows.append([name, tier, drop, spread, gain])
-    decay = result.config.get("serve-ema", 0.0)
-    evaluated = f"served (serve-ema {decay})" if decay else "as trained"
+    evaluated = evaluated_model(result.config)
     header = [
         "arm",
         "tier",

@@ -4,6 +4,7 @@ import pytest
 
 from fedqdnn.centralized import format_table
 from fedqdnn.convergence import largest_drop
+from fedqdnn.deployment import evaluated_model
 from fedqdnn.schema import ArmRow, Comparison, Curve, Sweep, SweepCell
 from fedqdnn.tables import markdown_table, mean_cell, mean_std_cell
 from simulations.compare import convergence_table, stability_table, summary_table
@@ -163,3 +164,9 @@ def test_stability_table_reads_the_final_window_of_each_seeds_curve_hand_compute
         .splitlines()[0]
         .startswith("| arm | tier | served (serve-ema 0.95): largest drop")
     )
+
+
+def test_every_table_names_the_evaluated_model_in_one_wording():
+    assert evaluated_model({}) == "as trained"
+    assert evaluated_model({"serve-ema": 0.0}) == "as trained"
+    assert evaluated_model({"serve-ema": 0.95}) == "served (serve-ema 0.95)"
