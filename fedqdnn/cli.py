@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fedqdnn.schema import RunResults
+    from fedqdnn.schema import Comparison, RunResults
 
 
 class _Parser(argparse.ArgumentParser):
@@ -320,7 +320,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _comparison_tables(result) -> str:
+def _comparison_tables(result: Comparison) -> str:
     """Every table of a comparison, as compare, merge and tables print them: accuracy per
     deployment (the measured winner first), rounds to target, stability, FedQDNN's margins."""
     from simulations.compare import convergence_table, stability_table, summary_table
