@@ -40,7 +40,8 @@ def paired_interval(
     if n < 2:
         return None
     mean = statistics.fmean(differences)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(differences) / math.sqrt(n)
+    t = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
+    half = t * statistics.stdev(differences) / math.sqrt(n)
     return mean - half, mean + half
 
 
