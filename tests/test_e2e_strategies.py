@@ -45,6 +45,9 @@ def test_every_baseline_runs_and_plot_redraws(tmp_path):
         timeout=900,
     )
     assert code == 0, log[-3000:]
+    # the margins table closes the printout; one seed gives no interval, and says so
+    assert "fedqdnn against the best deployable baseline, paired by seed" in log
+    assert "one seed: no interval" in log
     result = json.loads((out / "comparison.json").read_text())
     seen = {(r["arm"], r["tier"]) for r in result["rows"]}
     assert seen == {(s, t) for s in arms for t in ("mcu-int2", "phone-npu-int4", "cpu-fp32")}
