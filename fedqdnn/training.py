@@ -94,6 +94,20 @@ def augment_images(x: torch.Tensor, generator: torch.Generator, pad: int = 4) ->
     return padded[batch, chans, rows, cols]
 
 
+def forward_modes(
+    model: QuantizableModel, x: torch.Tensor, modes: Sequence[int]
+) -> dict[int, torch.Tensor]:
+    """Each mode's logits on ``x``, top mode first. The full-precision stem is the same in
+    every mode, so it runs once; its backward receives the sum of every mode's gradient,
+    exactly as separate passes would."""
+    logits = {}
+    stem_out = model.stem(x)
+    for bits in sorted(modes, reverse=True):
+        model.set_bits(bits)
+        logits[bits] = model.body(stem_out)
+    return logits
+
+
 def joint_step(
     model: QuantizableModel,
     x: torch.Tensor,
@@ -104,18 +118,12 @@ def joint_step(
     start_model: QuantizableModel | None = None,
     teacher_bits: int | None = None,
 ) -> tuple[float, dict[int, float]]:
-    """One optimizer step over the summed loss of ``modes`` (top mode first).
+    """One optimizer step over the summed loss of ``modes`` (:func:`forward_modes`).
 
-    The full-precision stem is the same in every mode, so it runs once per batch; its
-    backward receives the sum of every mode's gradient, exactly as separate passes would.
     ``start_model``: the frozen model training started from (``global_kd_weight``);
     ``teacher_bits``: the mode of it that teaches a one-mode device (``one_mode_kd_weight``).
     """
-    logits = {}
-    stem_out = model.stem(x)
-    for bits in sorted(modes, reverse=True):
-        model.set_bits(bits)
-        logits[bits] = model.body(stem_out)
+    logits = forward_modes(model, x, modes)
     start_logits, teacher_logits = None, None
     if start_model is not None:
         with torch.no_grad():

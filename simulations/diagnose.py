@@ -43,7 +43,7 @@ from fedqdnn.policies import Deploy
 from fedqdnn.round_plan import select_stratified
 from fedqdnn.sampling import sampling_strata
 from fedqdnn.schema import FINAL_MODELS_DIR, MODEL_FILE, RESULTS_FILE, RunResults, model_file
-from fedqdnn.training import evaluate
+from fedqdnn.training import evaluate, forward_modes
 from strategies.aggregation import ClientUpdate, aggregate
 
 State = dict[str, np.ndarray]
@@ -176,12 +176,7 @@ def mode_gradients(cfg: FederatedConfig, state: State) -> dict[int, dict[int, np
         load_state(model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()})
         model.train()
         shared = [p for n, p in model.named_parameters() if mode_of_state_key(n) is None]
-        modes = modes_to_train(cfg, device)
-        stem_out = model.stem(device.x_train)
-        logits = {}
-        for bits in sorted(modes, reverse=True):
-            model.set_bits(bits)
-            logits[bits] = model.body(stem_out)
+        logits = forward_modes(model, device.x_train, modes_to_train(cfg, device))
         terms = consistency_terms(logits, device.y_train, cfg.loss)
         out[pid] = {}
         for bits, term in terms.items():
@@ -229,7 +224,7 @@ def gradient_agreement(grads: dict[int, dict[int, np.ndarray]]) -> dict:
                 cosine(grads[p][bits], grads[q][bits])
                 for i, p in enumerate(having)
                 for q in having[i + 1 :]
-            ]  # fmt: skip
+            ]
         )
         mean = np.mean([grads[p][bits] for p in having], axis=0)
         to_mean[str(bits)] = _spread([cosine(grads[p][bits], mean) for p in having])
@@ -240,7 +235,7 @@ def gradient_agreement(grads: dict[int, dict[int, np.ndarray]]) -> dict:
                 for p in pids
                 for q in pids
                 if p != q and a in grads[p] and b in grads[q]
-            ]  # fmt: skip
+            ]
         )
         for a, b in pairs
     }
