@@ -17,9 +17,9 @@ from fedqdnn.bitmodes import parse_bit_modes
 from fedqdnn.calibration import recalibrate_bn
 from fedqdnn.data_source import DataSource, load_source
 from fedqdnn.data_splits import DatasetSplits
-from fedqdnn.layers import BNLayout
+from fedqdnn.layers import BNLayout, HeadLayout
 from fedqdnn.losses import ConsistencyConfig
-from fedqdnn.model_options import BN, DEVICE, LEARNABLE_CLIP, MODEL, DeviceSpec, ModelName
+from fedqdnn.model_options import BN, DEVICE, HEAD, LEARNABLE_CLIP, MODEL, DeviceSpec, ModelName
 from fedqdnn.models import QuantizableModel, build_model, default_model_for
 from fedqdnn.provenance import versions
 from fedqdnn.tables import markdown_table
@@ -51,6 +51,7 @@ class TrainJob(BaseModel):
     seed: Seed = Field(0, description="seed of initialization and batch order")
     width: ModelWidth | None = Field(None, description="model width (multiplier for ResNet)")
     bn: BNLayout = BN
+    head: HeadLayout = HEAD
     learnable_clip: bool = LEARNABLE_CLIP
     recalibrate_bn: bool = Field(
         False, description="also report accuracy after per-mode BN recalibration"
@@ -87,6 +88,7 @@ def _build(job: TrainJob, modes: tuple[int, ...], in_channels: int, num_classes:
         width=job.width,
         bn=job.bn,
         learnable_clip=job.learnable_clip,
+        head=job.head,
     )
 
 

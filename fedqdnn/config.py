@@ -30,9 +30,9 @@ from fedqdnn.hardware import (
     fleet_lowest_top_mode,
     get_profile,
 )
-from fedqdnn.layers import BNLayout
+from fedqdnn.layers import BNLayout, HeadLayout
 from fedqdnn.losses import ConsistencyConfig
-from fedqdnn.model_options import BN, DEVICE, LEARNABLE_CLIP, MODEL, DeviceSpec, ModelName
+from fedqdnn.model_options import BN, DEVICE, HEAD, LEARNABLE_CLIP, MODEL, DeviceSpec, ModelName
 from fedqdnn.partition import PartitionScheme
 from fedqdnn.policies import BNStats, Sampling, ServerOptimizer, SharedWeighting, TrainModes
 from fedqdnn.round_plan import FAULTS, Slowdown
@@ -222,6 +222,7 @@ class FederatedConfig(BaseModel):
         0.2, description="share of a device's data kept for its local test split"
     )
     bn: BNLayout = BN
+    head: HeadLayout = HEAD
     learnable_clip: bool = LEARNABLE_CLIP
     availability: bool = Field(
         False, description="devices online with their profile's probability per round"

@@ -5,8 +5,9 @@ How a strategy's model reaches a device decides what the device runs
 
 * ``top``: the device runs the model at its top affordable mode, with that mode's BN;
 * ``lowest-common``: every device runs the fleet's lowest top mode;
-* ``ptq``: post-training quantization of an FP32-trained model: the 32-bit BN is copied into
-  the device's mode and its statistics are recalibrated on the device's own training data;
+* ``ptq``: post-training quantization of an FP32-trained model: the 32-bit BN (and a
+  bit-specific head) is copied into the device's mode and its statistics are recalibrated
+  on the device's own training data;
 * ``fp32``: every device runs the FP32 mode (the reference "FP32 FedAvg on all clients",
   as if every device could run FP32);
 * ``recalibrate``: shared-BN models: BN statistics re-estimated per mode over the training
@@ -32,6 +33,7 @@ from fedqdnn.config import FederatedConfig
 from fedqdnn.device import device_for
 from fedqdnn.fleet import build_model_for
 from fedqdnn.hardware import fleet_lowest_top_mode
+from fedqdnn.layers import BitLinear
 from fedqdnn.models import QuantizableModel
 from fedqdnn.policies import Deploy, ModeChoice, Statistics
 from fedqdnn.quant import FULL_PRECISION
@@ -58,13 +60,17 @@ def _model_with(
 
 
 def _ptq(model: QuantizableModel, bits: int, x_calibration: torch.Tensor) -> QuantizableModel:
-    """Copy the FP32 BN into mode ``bits`` and recalibrate its statistics on local data."""
+    """Copy the FP32 BN (and a bit-specific head) into mode ``bits`` and recalibrate its
+    statistics on local data."""
     model = copy.deepcopy(model)
     if bits != FULL_PRECISION:
         for src, dst in zip(
             active_bns(model, FULL_PRECISION), active_bns(model, bits), strict=True
         ):
             dst.load_state_dict(src.state_dict())
+        for module in model.modules():
+            if isinstance(module, BitLinear):
+                module.copy_mode(FULL_PRECISION, bits)
         recalibrate_bn(model, x_calibration, bits)
     return model
 

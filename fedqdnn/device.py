@@ -28,6 +28,7 @@ from fedqdnn.data_source import load_source
 from fedqdnn.data_splits import DatasetSplits
 from fedqdnn.fleet import device_tier, fleet_partitions, model_name, run_data
 from fedqdnn.hardware import HardwareProfile, fleet_lowest_top_mode, get_profile
+from fedqdnn.layers import BNLayout, HeadLayout
 from fedqdnn.models import QuantizableModel, build_model, default_model_for
 from fedqdnn.node_declaration import NodeSpec, declaration_of, node_data_source
 from fedqdnn.partition import split_local
@@ -78,11 +79,14 @@ def _cached_model(
     modes: tuple[int, ...],
     num_classes: int,
     in_channels: int,
-    bn: bool,
+    bn: BNLayout,
     clip: bool,
+    head: HeadLayout,
     where: torch.device,
 ) -> QuantizableModel:
-    model = build_model(name, modes, num_classes, in_channels, bn=bn, learnable_clip=clip)
+    model = build_model(
+        name, modes, num_classes, in_channels, bn=bn, learnable_clip=clip, head=head
+    )
     return model.to(where)
 
 
@@ -92,7 +96,7 @@ def _shared_model(cfg: FederatedConfig, where: torch.device) -> QuantizableModel
     data = run_data(cfg)
     return _cached_model(
         model_name(cfg), cfg.bits, data.num_classes, data.in_channels, cfg.bn,
-        cfg.learnable_clip, where,
+        cfg.learnable_clip, cfg.head, where,
     )  # fmt: skip
 
 
@@ -142,7 +146,7 @@ def declared_device(
     data = node_data(cfg, spec)
     model = _cached_model(
         cfg.model or default_model_for(data.input_shape), cfg.bits, data.num_classes,
-        data.in_channels, cfg.bn, cfg.learnable_clip, where,
+        data.in_channels, cfg.bn, cfg.learnable_clip, cfg.head, where,
     )  # fmt: skip
     return SimulatedDevice(
         device_id,

@@ -56,6 +56,7 @@ def build_model_for(cfg: FederatedConfig) -> QuantizableModel:
         data.in_channels,
         bn=cfg.bn,
         learnable_clip=cfg.learnable_clip,
+        head=cfg.head,
     )
 
 

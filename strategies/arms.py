@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from fedqdnn.config import FederatedConfig
 from fedqdnn.hardware import assign_profiles, get_profile
-from fedqdnn.layers import BNLayout
+from fedqdnn.layers import BNLayout, HeadLayout
 from fedqdnn.policies import Deploy, Sampling, ServerOptimizer, SharedWeighting, TrainModes
 from fedqdnn.quant import FULL_PRECISION
 
@@ -179,6 +179,13 @@ ARMS: dict[str, Arm] = {
             "two-bit-loss-weight",
             "variant: the 2-bit mode's loss term weighted 2 (the tier every device trains)",
             {"mode_weights": "2:2"},
+            kind=Kind.VARIANT,
+        ),
+        Arm(
+            "bit-specific-head",
+            "variant: each mode its own classifier (head = bit-specific), aggregated per mode "
+            "like its BN",
+            {"head": HeadLayout.BIT_SPECIFIC},
             kind=Kind.VARIANT,
         ),
         Arm(

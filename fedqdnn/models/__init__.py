@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from fedqdnn.layers import BNLayout
+from fedqdnn.layers import BNLayout, HeadLayout
 from fedqdnn.models.base import QuantizableModel
 from fedqdnn.models.femnist import FEMNIST_SIDE, FemnistCNN
 from fedqdnn.models.resnet import PreActResNet20
@@ -50,11 +50,12 @@ def build_model(
     width: int | None = None,
     bn: BNLayout = BNLayout.BIT_SPECIFIC,
     learnable_clip: bool = False,
+    head: HeadLayout = HeadLayout.SHARED,
 ) -> QuantizableModel:
     """Build model ``name``; raises ValueError naming the allowed models for an unknown one."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
-    kwargs = {"bn": BNLayout(bn), "learnable_clip": learnable_clip}
+    kwargs = {"bn": BNLayout(bn), "learnable_clip": learnable_clip, "head": HeadLayout(head)}
     if width is not None:
         kwargs["width"] = width
     return MODELS[name](bit_modes, num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -16,9 +16,11 @@ from fedqdnn.layers import (
     BitBatchNorm1d,
     BitBatchNorm2d,
     BNLayout,
+    HeadLayout,
     QuantAct,
     QuantConv2d,
     QuantLinear,
+    classifier,
 )
 from fedqdnn.models.base import QuantizableModel
 
@@ -36,6 +38,7 @@ class FemnistCNN(QuantizableModel):
         width: int = 32,
         bn: BNLayout = BNLayout.BIT_SPECIFIC,
         learnable_clip: bool = False,
+        head: HeadLayout = HeadLayout.SHARED,
     ):
         super().__init__(bit_modes)
         modes, w = self.bit_modes, width
@@ -54,6 +57,6 @@ class FemnistCNN(QuantizableModel):
             QuantLinear(2 * w * pooled * pooled, hidden, bias=False),
             BitBatchNorm1d(hidden, modes, bn),
             QuantAct(modes, learnable_clip),
-            nn.Linear(hidden, num_classes),
+            classifier(hidden, num_classes, modes, head),
         )
         self.finalize()

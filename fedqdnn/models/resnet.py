@@ -11,7 +11,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedqdnn.layers import BitBatchNorm2d, BNLayout, GlobalAvgPool2d, QuantAct, QuantConv2d
+from fedqdnn.layers import (
+    BitBatchNorm2d,
+    BNLayout,
+    GlobalAvgPool2d,
+    HeadLayout,
+    QuantAct,
+    QuantConv2d,
+    classifier,
+)
 from fedqdnn.models.base import QuantizableModel
 
 
@@ -59,6 +67,7 @@ class PreActResNet20(QuantizableModel):
         width: int = 1,
         bn: BNLayout = BNLayout.BIT_SPECIFIC,
         learnable_clip: bool = False,
+        head: HeadLayout = HeadLayout.SHARED,
     ):
         super().__init__(bit_modes)
         modes = self.bit_modes
@@ -77,6 +86,6 @@ class PreActResNet20(QuantizableModel):
             QuantAct(modes, learnable_clip),
             GlobalAvgPool2d(),
             nn.Flatten(),
-            nn.Linear(cin, num_classes),
+            classifier(cin, num_classes, modes, head),
         )
         self.finalize()

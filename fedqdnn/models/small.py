@@ -15,9 +15,11 @@ from fedqdnn.layers import (
     BitBatchNorm2d,
     BNLayout,
     GlobalAvgPool2d,
+    HeadLayout,
     QuantAct,
     QuantConv1d,
     QuantConv2d,
+    classifier,
 )
 from fedqdnn.models.base import QuantizableModel
 
@@ -33,6 +35,7 @@ class DigitsCNN(QuantizableModel):
         width: int = 32,
         bn: BNLayout = BNLayout.BIT_SPECIFIC,
         learnable_clip: bool = False,
+        head: HeadLayout = HeadLayout.SHARED,
     ):
         super().__init__(bit_modes)
         modes, w = self.bit_modes, width
@@ -53,7 +56,7 @@ class DigitsCNN(QuantizableModel):
             *block(QuantConv2d(2 * w, 2 * w, 3, padding=1, bias=False), 2 * w),
             GlobalAvgPool2d(),
             nn.Flatten(),
-            nn.Linear(2 * w, num_classes),
+            classifier(2 * w, num_classes, modes, head),
         )
         self.finalize()
 
@@ -70,6 +73,7 @@ class MNIST1DCNN(QuantizableModel):
         length: int = 40,
         bn: BNLayout = BNLayout.BIT_SPECIFIC,
         learnable_clip: bool = False,
+        head: HeadLayout = HeadLayout.SHARED,
     ):
         super().__init__(bit_modes)
         modes, w = self.bit_modes, width
@@ -90,6 +94,6 @@ class MNIST1DCNN(QuantizableModel):
             *block(QuantConv1d(w, 2 * w, 3, stride=2, padding=1, bias=False), 2 * w),
             *block(QuantConv1d(2 * w, 2 * w, 3, stride=2, padding=1, bias=False), 2 * w),
             nn.Flatten(),
-            nn.Linear(2 * w * out_len, num_classes),
+            classifier(2 * w * out_len, num_classes, modes, head),
         )
         self.finalize()
