@@ -38,16 +38,19 @@ def test_top_policy_equals_evaluating_each_device_at_its_top_mode():
     assert {r.bits for r in lowest} == {2}
 
 
-def test_ptq_ignores_the_low_bit_bn_it_replaces():
-    state = _state()
+@pytest.mark.parametrize("head", ["shared", "bit-specific"])
+def test_ptq_ignores_the_low_bit_bn_and_head_it_replaces(head):
+    cfg = CFG.replace(head=head)
+    state = _state(cfg)
     scrambled = {k: v.copy() for k, v in state.items()}
     for key in scrambled:
         if ".bits2." in key and scrambled[key].dtype.kind == "f":
             scrambled[key] = np.full_like(scrambled[key], 7.0)
-    a = evaluate_devices(CFG, {p: state for p in range(6)}, Deploy.PTQ)
-    b = evaluate_devices(CFG, {p: scrambled for p in range(6)}, Deploy.PTQ)
+    assert any(".heads.bits2." in k for k in scrambled) == (head == "bit-specific")
+    a = evaluate_devices(cfg, {p: state for p in range(6)}, Deploy.PTQ)
+    b = evaluate_devices(cfg, {p: scrambled for p in range(6)}, Deploy.PTQ)
     assert [r.accuracy for r in a] == [r.accuracy for r in b]
-    top = evaluate_devices(CFG, {p: scrambled for p in range(6)}, Deploy.TOP)
+    top = evaluate_devices(cfg, {p: scrambled for p in range(6)}, Deploy.TOP)
     two_bit = [i for i, r in enumerate(top) if r.bits == 2]
     assert any(top[i].accuracy != b[i].accuracy for i in two_bit)  # TOP uses the scrambled BN
 

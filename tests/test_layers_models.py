@@ -3,11 +3,13 @@
 import pytest
 import torch
 
+from fedqdnn.bitmodes import mode_of_state_key
 from fedqdnn.calibration import recalibrate_bn
-from fedqdnn.layers import BitBatchNorm2d
+from fedqdnn.layers import BitBatchNorm2d, BitLinear
 from fedqdnn.losses import ConsistencyConfig, consistency_loss
 from fedqdnn.models import MODELS, build_model, default_model_for
 from fedqdnn.training import OptimConfig, joint_step, make_optimizer
+from strategies.aggregation import expected_keys, shared_keys
 
 SHAPES = {
     "digits_cnn": (1, 8, 8),
@@ -149,6 +151,41 @@ def test_first_and_last_layers_are_full_precision():
     model = _model()
     assert type(model.stem) is torch.nn.Conv2d
     assert type(model.body[-1]) is torch.nn.Linear
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_bit_specific_head_gives_each_mode_its_own_classifier(name):
+    model = _model(name, head="bit-specific").eval()
+    head = model.body[-1]
+    assert isinstance(head, BitLinear)
+    heads = {b: head.heads[f"bits{b}"] for b in MODES}
+    for b in MODES:  # round 0 is the shared model: every mode starts from one head
+        assert torch.equal(heads[b].weight, heads[2].weight)
+        assert torch.equal(heads[b].bias, heads[2].bias)
+    x = _x(name, n=4)
+    before = {}
+    for b in MODES:
+        with model.bits(b):
+            before[b] = model(x)
+    with torch.no_grad():
+        heads[2].bias += 1.0  # moves the 2-bit logits by exactly +1, no other mode's
+    for b in MODES:
+        with model.bits(b):
+            after = model(x)
+        shift = 1.0 if b == 2 else 0.0
+        torch.testing.assert_close(after, before[b] + shift)
+
+
+def test_bit_specific_head_entries_are_per_mode_state():
+    state = {k: v.numpy() for k, v in _model(head="bit-specific").state_dict().items()}
+    head_keys = [k for k in state if ".heads." in k]
+    assert {mode_of_state_key(k) for k in head_keys} == set(MODES)
+    assert not set(head_keys) & set(shared_keys(state))
+    two_bit_update = expected_keys(state, (2,))
+    assert {k for k in head_keys if k in two_bit_update} == {k for k in head_keys if ".bits2." in k}
+    shared_head = _model().state_dict()
+    last = len(_model().body) - 1
+    assert f"body.{last}.weight" in shared_head  # the shared layout keeps its keys
 
 
 def test_shared_bn_ablation_has_one_bn_for_all_modes():
