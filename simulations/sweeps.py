@@ -26,9 +26,9 @@ from fedqdnn.schema import COMPARISON_FILE, SWEEP_FILE, SWEEP_PLOT, Comparison, 
 from fedqdnn.tables import markdown_table, mean_std_cell
 from simulations.compare import check_comparison, parse_seeds, read_comparison, run_comparison
 from simulations.compare_plots import DEPLOYED_FIELD, DEPLOYMENTS
+from simulations.margins import margins_table
 from simulations.merge import scenario_difference, select_arms
 from simulations.scenarios import load_scenario
-from strategies.arms import ARMS, Kind
 
 # Fleet compositions for the tier-mix sweep: share of 2-bit / 4-bit / FP32 devices.
 TIER_MIXES = {
@@ -134,38 +134,6 @@ def summary(result: Sweep, field: str = DEPLOYED_FIELD) -> str:
     return markdown_table(["arm", "point", *tiers], rows)
 
 
-def margins(result: Sweep, method: str = "fedqdnn", field: str = DEPLOYED_FIELD) -> str:
-    """Markdown: per point and tier, ``method`` against the best deployable baseline present
-    (its margin: the claim "at least as good as anything a user could deploy instead") and the
-    gap to the reference (FP32 FedAvg on all devices, not deployable); means over seeds, pt."""
-    cells = result.cells_of(field)
-    kinds = {c.arm: ARMS[c.arm].kind if c.arm in ARMS else None for c in cells}
-    by_key = {(c.point, c.arm, c.tier): c for c in cells}
-    rows = []
-    for point in result.points:
-        for tier in dict.fromkeys(c.tier for c in cells):
-            own = by_key.get((point, method, tier))
-            if own is None:
-                continue
-            rivals = [c for (p, a, t), c in by_key.items()
-                      if p == point and t == tier and kinds[a] == Kind.BASELINE]  # fmt: skip
-            best = max(rivals, key=lambda c: c.mean, default=None)
-            refs = [c for (p, a, t), c in by_key.items()
-                    if p == point and t == tier and kinds[a] == Kind.REFERENCE]  # fmt: skip
-            rows.append(
-                [
-                    point,
-                    tier,
-                    f"{100 * own.mean:.1f}",
-                    f"{best.arm} {100 * best.mean:.1f}" if best else "–",
-                    f"{100 * (own.mean - best.mean):+.1f}" if best else "–",
-                    f"{100 * (own.mean - refs[0].mean):+.1f}" if refs else "–",
-                ]
-            )
-    header = ["point", "tier", method, "best deployable baseline", "margin", "gap to reference"]
-    return markdown_table(header, rows)
-
-
 def _cell(cell: SweepCell | None) -> str:
     if cell is None:
         return "–"
@@ -220,7 +188,9 @@ def main() -> None:
     for field in dict.fromkeys(c.field for c in written.cells):
         print(f"deployed: {DEPLOYMENTS[field]}")
         print(summary(written, field))
-        print(margins(written, field=field))
+    for point, result in results.items():  # paired by seed, each arm at its better deployment
+        print(f"margins at {point} ({values[point]}):")
+        print(margins_table(result))
 
 
 def sweep_points(

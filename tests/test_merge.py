@@ -9,6 +9,7 @@ from fedqdnn.cli import main
 from fedqdnn.schema import COMPARISON_CSV, COMPARISON_FILE, COMPARISON_PLOTS, Comparison, run_key
 from simulations import sweeps
 from simulations.compare import summary_table
+from simulations.margins import margins_table
 from simulations.merge import merge_comparisons, select_arms
 from simulations.scenarios import load_scenario
 from tests.plot_data import comparison_at
@@ -136,7 +137,7 @@ def test_fedqdnn_merge_arms_merges_what_parts_share_at_other_seeds(tmp_path, cap
 
 
 def test_a_sweep_reads_a_point_already_compared_and_refuses_one_of_other_seeds(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     cfg = load_scenario("three-tier").replace(partition="dirichlet", alpha=0.3)
     made = comparison_at(3, 9, seeds=2, rounds=4)
@@ -164,3 +165,13 @@ def test_a_sweep_reads_a_point_already_compared_and_refuses_one_of_other_seeds(
     other = cfg.replace(alpha=0.5)
     with pytest.raises(ValueError, match=r"holds another scenario \(alpha: 0.5 vs 0.3\)"):
         sweeps.sweep({"alpha-0.3": other}, ["fedqdnn"], [0, 1], tmp_path)
+    # the command prints, per point, the paired margins table `fedqdnn tables` prints
+    argv = ["sweeps", "alpha", "--scenario", "three-tier", "--values", "0.3", "--seeds", "0,1"]
+    argv += ["--arms", "lowest-common,fedqdnn", "--out", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", argv)
+    capsys.readouterr()
+    sweeps.main()
+    printed = capsys.readouterr().out
+    expected = margins_table(got["alpha-0.3"])
+    assert f"margins at alpha-0.3 (0.3):\n{expected}" in printed
+    assert "lowest-common" in expected.splitlines()[2]

@@ -5,10 +5,10 @@ import pytest
 from fedqdnn.centralized import format_table
 from fedqdnn.convergence import largest_drop
 from fedqdnn.deployment import evaluated_model
-from fedqdnn.schema import ArmRow, Comparison, Curve, Sweep, SweepCell
+from fedqdnn.schema import ArmRow, Comparison, Curve, Sweep
 from fedqdnn.tables import markdown_table, mean_cell, mean_std_cell
 from simulations.compare import convergence_table, stability_table, summary_table
-from simulations.sweeps import margins, summary, sweep_cells
+from simulations.sweeps import summary, sweep_cells
 
 
 def test_markdown_table_and_cells_hand_computed():
@@ -106,23 +106,6 @@ def test_convergence_table_means_reached_rounds_and_marks_misses():
     lines = convergence_table(result).splitlines()
     assert lines[0] == "| arm | t: rounds to 90% |"
     assert lines[2] == "| a | 15 (20 min) |" and lines[3] == "| b | – |"
-
-
-def test_sweep_margins_against_the_best_deployable_baseline_and_the_reference():
-    def cell(arm, mean, tier="t"):
-        return SweepCell(
-            point="p", arm=arm, tier=tier, field="accuracy", bits=2, mean=mean, std=None, seeds=1
-        )
-
-    cells = [cell("fedqdnn", 0.90), cell("lowest-common", 0.91), cell("per-tier", 0.85),
-             cell("no-consistency", 0.95),  # an ablation: not a deployable baseline
-             cell("fp32-all-reference", 0.96), cell("fedqdnn", 0.8, "u")]  # fmt: skip
-    sweep = Sweep(kind="alpha", points={"p": "0.1"}, field="accuracy", cells=cells, seeds=[0],
-                  versions={})  # fmt: skip
-    assert margins(sweep, field="accuracy").splitlines()[2:] == [
-        "| p | t | 90.0 | lowest-common 91.0 | -1.0 | -6.0 |",
-        "| p | u | 80.0 | – | – | – |",
-    ]
 
 
 def test_largest_drop_is_the_mean_minus_the_worst_value():
