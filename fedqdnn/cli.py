@@ -322,10 +322,12 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 def _comparison_tables(result: Comparison) -> str:
     """Every table of a comparison, as compare, merge and tables print them: accuracy per
-    deployment (the measured winner first), rounds to target, stability, FedQDNN's margins."""
+    deployment (the measured winner first), rounds to target, stability, the margins of
+    FedQDNN and of every research variant compared."""
     from simulations.compare import convergence_table, stability_table, summary_table
     from simulations.compare_plots import DEPLOYMENTS, measured_field
     from simulations.margins import margins_table
+    from strategies.arms import ARMS, Kind
 
     parts = []
     for field in DEPLOYMENTS:
@@ -333,12 +335,13 @@ def _comparison_tables(result: Comparison) -> str:
         if measured == field:  # a deployment an older comparison did not measure: left out
             parts += [f"deployed: {what}", summary_table(result, field)]
     parts += [convergence_table(result), stability_table(result)]
-    if "fedqdnn" in result.arms:
-        parts += [
-            "fedqdnn against the best deployable baseline, paired by seed (each arm at its "
-            "better deployment: statistics carried or pooled)",
-            margins_table(result),
-        ]
+    for arm in result.arms:  # the method and each research variant face the same claim
+        if arm in ARMS and ARMS[arm].kind in (Kind.METHOD, Kind.VARIANT):
+            parts += [
+                f"{arm} against the best deployable baseline, paired by seed (each arm at its "
+                "better deployment: statistics carried or pooled)",
+                margins_table(result, arm),
+            ]
     return "\n\n".join(parts)
 
 

@@ -101,6 +101,23 @@ def test_fedqdnn_tables_prints_the_margins_of_a_saved_comparison(tmp_path, capsy
     assert main(["tables", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "| mcu-int2 | 92.00 (carried) | lowest-common 91.00 (pooled) |" in out
+    assert "no-consistency against" not in out  # an ablation is not judged by the claim
+    # a research variant faces the same claim: its own margins table
+    variant = _comparison()
+    rows = [r.model_copy(update={"arm": "bit-specific-head", CARRIED: getattr(r, CARRIED) + 0.02})
+            for r in variant.rows if r.arm == "fedqdnn"]  # fmt: skip
+    variant = variant.model_copy(
+        update={"rows": variant.rows + rows, "arms": {**variant.arms, "bit-specific-head": ""}}
+    )
+    (folder / COMPARISON_FILE).write_text(json.dumps(variant.model_dump(mode="json")))
+    assert main(["tables", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "bit-specific-head against the best deployable baseline, paired by seed" in out
+    assert margins_table(variant, "bit-specific-head") in out
+    # its own rows, against the same rival: every seed's margin 2 pt up
+    assert (
+        "| mcu-int2 | 94.00 (carried) | lowest-common 91.00 (pooled) | +1.00 +3.00 +5.00 |" in out
+    )
     assert main(["tables", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "nowhere" in err and COMPARISON_FILE in err, err
