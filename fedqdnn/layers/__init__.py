@@ -1,5 +1,6 @@
-"""Layers of a Quantizable DNN: shared-weight quantized conv/linear, bit-specific BN,
-switchable activation quantizer, pooling. One layer type a file; models only compose them."""
+"""Layers of a Quantizable DNN: shared-weight quantized conv/linear, bit-specific BN, the
+classifier (shared or per mode), switchable activation quantizer, pooling. One layer type a
+file; models only compose them."""
 
 from fedqdnn.layers.activation import QuantAct
 from fedqdnn.layers.batch_norm import BitBatchNorm1d, BitBatchNorm2d, BNLayout
