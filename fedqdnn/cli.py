@@ -342,6 +342,11 @@ def _comparison_tables(result: Comparison) -> str:
                 "better deployment: statistics carried or pooled)",
                 margins_table(result, arm),
             ]
+        if arm in ARMS and ARMS[arm].kind == Kind.VARIANT and "fedqdnn" in result.arms:
+            parts += [
+                f"{arm} against fedqdnn (what the change buys), paired by seed",
+                margins_table(result, arm, against="fedqdnn"),
+            ]
     return "\n\n".join(parts)
 
 

@@ -104,10 +104,14 @@ def _kind(arm: str) -> Kind | None:
 
 
 def tier_margins(
-    result: Comparison, method: str = "fedqdnn", fields: Sequence[str] = CANDIDATE_DEPLOYMENTS
+    result: Comparison,
+    method: str = "fedqdnn",
+    fields: Sequence[str] = CANDIDATE_DEPLOYMENTS,
+    against: str | None = None,
 ) -> list[Margin]:
-    """Per tier the method's margin over the deployable baseline with the best mean there
-    (and the reference, FP32 FedAvg on all devices, where the comparison ran it)."""
+    """Per tier the method's margin over the deployable baseline with the best mean there, or
+    over arm ``against`` (a variant against FedQDNN); and the reference, FP32 FedAvg on all
+    devices, where the comparison ran it."""
     margins = []
     for tier in dict.fromkeys(r.tier for r in result.rows):
         rows = [r for r in result.rows if r.tier == tier]
@@ -115,7 +119,11 @@ def tier_margins(
         if own is None:
             continue
         arms = list(result.arms)
-        rivals = [best_deployment(rows, a, fields) for a in arms if _kind(a) == Kind.BASELINE]
+        rivals = [
+            best_deployment(rows, a, fields)
+            for a in arms
+            if (a == against if against else _kind(a) == Kind.BASELINE)
+        ]
         refs = [best_deployment(rows, a, fields) for a in arms if _kind(a) == Kind.REFERENCE]
         rival = max((d for d in rivals if d is not None), key=lambda d: d.mean, default=None)
         reference = next((d for d in refs if d is not None), None)
@@ -123,12 +131,12 @@ def tier_margins(
     return margins
 
 
-def margins_table(result: Comparison, method: str = "fedqdnn") -> str:
-    """Markdown, one row per tier (pt): the method and the best deployable baseline at their
-    better deployments, the paired margin per seed, its mean with a 95 % t-interval, how many
-    seeds it holds in, the verdict, and the gap to the reference."""
+def margins_table(result: Comparison, method: str = "fedqdnn", against: str | None = None) -> str:
+    """Markdown, one row per tier (pt): the method and the best deployable baseline (or arm
+    ``against``) at their better deployments, the paired margin per seed, its mean with a
+    95 % t-interval, how many seeds it holds in, the verdict, and the gap to the reference."""
     rows = []
-    for m in tier_margins(result, method):
+    for m in tier_margins(result, method, against=against):
         diffs = m.differences
         interval = paired_interval(diffs)
         rows.append(
@@ -147,7 +155,7 @@ def margins_table(result: Comparison, method: str = "fedqdnn") -> str:
     header = [
         "tier",
         method,
-        "best deployable baseline",
+        against or "best deployable baseline",
         "margin per seed",
         "margin (mean)",
         f"{CONFIDENCE:.0%} interval",

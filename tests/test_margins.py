@@ -118,6 +118,15 @@ def test_fedqdnn_tables_prints_the_margins_of_a_saved_comparison(tmp_path, capsy
     assert (
         "| mcu-int2 | 94.00 (carried) | lowest-common 91.00 (pooled) | +1.00 +3.00 +5.00 |" in out
     )
+    # and against fedqdnn itself: what the change buys, seed by seed
+    versus = margins_table(variant, "bit-specific-head", against="fedqdnn").splitlines()
+    assert "bit-specific-head against fedqdnn (what the change buys), paired by seed" in out
+    assert versus[0].startswith("| tier | bit-specific-head | fedqdnn |")
+    assert versus[2].startswith(
+        "| mcu-int2 | 94.00 (carried) | fedqdnn 92.00 (carried) | +2.00 +2.00 +2.00 | +2.00 |"
+    )
+    assert "| 3 of 3 | ahead | -1.00 |" in versus[2]
+    assert "\n".join(versus) in out
     assert main(["tables", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "nowhere" in err and COMPARISON_FILE in err, err
