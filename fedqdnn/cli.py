@@ -336,13 +336,14 @@ def _comparison_tables(result: Comparison) -> str:
             parts += [f"deployed: {what}", summary_table(result, field)]
     parts += [convergence_table(result), stability_table(result)]
     for arm in result.arms:  # the method and each research variant face the same claim
-        if arm in ARMS and ARMS[arm].kind in (Kind.METHOD, Kind.VARIANT):
+        kind = ARMS[arm].kind if arm in ARMS else None
+        if kind in (Kind.METHOD, Kind.VARIANT):
             parts += [
                 f"{arm} against the best deployable baseline, paired by seed (each arm at its "
                 "better deployment: statistics carried or pooled)",
                 margins_table(result, arm),
             ]
-        if arm in ARMS and ARMS[arm].kind == Kind.VARIANT and "fedqdnn" in result.arms:
+        if kind == Kind.VARIANT and "fedqdnn" in result.arms:
             parts += [
                 f"{arm} against fedqdnn (what the change buys), paired by seed",
                 margins_table(result, arm, against="fedqdnn"),
